@@ -38,3 +38,27 @@ class Batch:
             lengths=move(self.lengths),
             index=None if self.index is None else self.index.to(device),
         )
+
+
+from typing import Protocol, runtime_checkable  # noqa: E402
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """An indexable set of items, all in memory (these data sets are small), fetched in batches.
+
+    ``modalities`` maps each modality name to the per-item shape (``{"image": (3, 32, 32)}``);
+    ``num_classes`` is ``None`` when there are no labels; ``factor_names`` is empty except for
+    synthetic data with generative factors.
+    """
+
+    name: str
+    modalities: dict[str, tuple[int, ...]]
+    num_classes: int | None
+    factor_names: tuple[str, ...]
+
+    def __len__(self) -> int: ...
+
+    def get(self, index: Tensor) -> Batch:
+        """The items at ``index`` (int64, shape (B,)) as one :class:`Batch`."""
+        ...
