@@ -23,4 +23,15 @@ class ViewGenerator(Protocol):
     #: The modality each view belongs to (decides which encoder tower reads it).
     view_modalities: dict[str, str]
 
-    def __call__(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]: ...
+    def __call__(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
+        """Random views for training: ``{view name: (N, ...)}``, row i from item i."""
+        ...
+
+    def eval_views(self, batch: Batch) -> dict[str, Tensor]:
+        """Deterministic views for evaluation (no augmentation): the same keys as ``__call__``.
+
+        For augmentation views every view is the clean input; for channel splits (CMC) each view
+        is its channel group; for modality pairs each view is its modality. Evaluation encodes
+        these and concatenates the features of views read by *different* towers.
+        """
+        ...
