@@ -1,0 +1,206 @@
+"""The model: every view name is read by a tower (backbone + projection head)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor, nn
+
+from contrastlab.encoders.heads import l2_normalize
+
+_STAGES = ("head", "backbone")
+
+
+class Tower(nn.Module):
+    r"""A backbone :math:`f` followed by a projection head :math:`g`: :math:`h = f(x)`, :math:`z = g(h)`.
+
+    Args:
+        backbone: maps ``(N, ...)`` inputs to ``(N, F)`` features; has ``out_dim`` and ``uses_lengths``.
+        head: maps ``(N, F)`` to ``(N, D)``; has ``out_dim``.
+
+    Shapes:
+        forward: ``x`` ``(N, ...)``, ``lengths`` ``(N,)`` -> ``h`` ``(N, F)``, ``z`` ``(N, D)``.
+
+    References:
+        Chen, Kornblith, Norouzi & Hinton, "A simple framework for contrastive learning of visual
+        representations", ICML 2020 (features before the head transfer better than after).
+
+    Example:
+        >>> import torch
+        >>> from contrastlab.encoders.mlp import MLP
+        >>> from contrastlab.encoders.heads import LinearHead
+        >>> h, z = Tower(MLP((4,), hidden=[8]), LinearHead(8, 2))(torch.randn(3, 4))
+        >>> h.shape, z.shape
+        (torch.Size([3, 8]), torch.Size([3, 2]))
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.feature_dim, self.out_dim = backbone.out_dim, head.out_dim
+
+    def features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Backbone features ``(N, F)``; ``lengths`` reach only backbones that read them."""
+        if getattr(self.backbone, "uses_lengths", False):
+            return self.backbone(x, lengths)
+        return self.backbone(x)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h = self.features(x, lengths)
+        return h, self.head(h)
+
+
+class MultiViewModel(nn.Module):
+    r"""Maps each view to an embedding with the tower assigned to it.
+
+    For view :math:`v` read by tower :math:`t(v)`,
+
+    .. math:: z_v = \frac{g_{t(v)}(f_{t(v)}(x_v))}{\lVert g_{t(v)}(f_{t(v)}(x_v)) \rVert_2}
+
+    (without the division when ``normalize=False``). Views of one modality usually share a tower
+    (SimCLR's two augmentations); different modalities or CMC's channel views have their own.
+
+    Args:
+        towers: tower name -> :class:`Tower`.
+        view_towers: view name -> the tower name that reads it (in view order).
+        normalize: L2-normalise the head's output.
+        decoders: tower name -> decoder ``(N, D) -> (N, ...)`` for reconstruction objectives.
+        fusion: for multimodal autoencoders, a module ``fusion(codes, present=masks)`` mapping
+            ``{view: (N, D)}`` to a joint ``(N, D')`` code from which every view is decoded.
+        modality_dropout: with ``fusion``, a module ``dropout(codes) -> {view: (N,) bool}`` that
+            drops whole views per item while training.
+        temperature: a module returning a learnable 0-dim temperature (passed to the objective).
+        queue: a negative queue (memory of past embeddings) used by the objective.
+
+    Raises:
+        ValueError: a view assigned to a tower that does not exist.
+
+    References:
+        Tian, Krishnan & Isola, "Contrastive multiview coding", ECCV 2020 (one encoder per view);
+        Chen et al., "A simple framework for contrastive learning of visual representations", ICML 2020.
+
+    Example:
+        >>> import torch
+        >>> from contrastlab.encoders.mlp import MLP
+        >>> from contrastlab.encoders.heads import LinearHead
+        >>> tower = Tower(MLP((4,), hidden=[8]), LinearHead(8, 2))
+        >>> model = MultiViewModel({"x": tower}, {"view1": "x", "view2": "x"})
+        >>> z = model({"view1": torch.randn(5, 4), "view2": torch.randn(5, 4)})
+        >>> z["view1"].shape, round(float(z["view1"][0].detach().norm()), 4)
+        (torch.Size([5, 2]), 1.0)
+    """
+
+    def __init__(
+        self,
+        towers: Mapping[str, Tower],
+        view_towers: Mapping[str, str],
+        *,
+        normalize: bool = True,
+        decoders: Mapping[str, nn.Module] | None = None,
+        fusion: nn.Module | None = None,
+        modality_dropout: nn.Module | None = None,
+        temperature: nn.Module | None = None,
+        queue: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        missing = sorted({t for t in view_towers.values() if t not in towers})
+        if missing:
+            raise ValueError(f"views are assigned to unknown towers {missing}; towers: {sorted(towers)}")
+        self.towers = nn.ModuleDict(dict(towers))
+        self.view_towers = dict(view_towers)
+        self.normalize = bool(normalize)
+        self.decoders = nn.ModuleDict(dict(decoders)) if decoders else None
+        self.fusion = fusion
+        self.modality_dropout = modality_dropout
+        self.temperature = temperature
+        self.queue = queue
+
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        return tuple(self.view_towers)
+
+    def _check(self, views: Mapping[str, Tensor]) -> None:
+        unknown = sorted(set(views) - set(self.view_towers))
+        if unknown:
+            raise ValueError(f"the model has no tower for views {unknown}; known views: {list(self.view_towers)}")
+
+    def _run(self, views: Mapping[str, Tensor], lengths: Mapping[str, Tensor] | None) -> dict[str, tuple[Tensor, Tensor]]:
+        self._check(views)
+        lengths = lengths or {}
+        return {v: self.towers[self.view_towers[v]](x, lengths.get(v)) for v, x in views.items()}
+
+    def _finish(self, z: Tensor) -> Tensor:
+        return l2_normalize(z) if self.normalize else z
+
+    def forward(self, views: Mapping[str, Tensor], lengths: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        r"""Embeddings of every view.
+
+        Args:
+            views: view name -> inputs ``(N, ...)``; row ``i`` of every view is item ``i``.
+            lengths: view name -> valid lengths ``(N,)`` for padded sequences (optional).
+
+        Returns:
+            View name -> embeddings ``(N, D)`` (unit norm when ``normalize``).
+
+        Raises:
+            ValueError: a view the model has no tower for.
+        """
+        return {v: self._finish(z) for v, (_, z) in self._run(views, lengths).items()}
+
+    def encode(
+        self, views: Mapping[str, Tensor], *, stage: str = "head", lengths: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        r"""Features for evaluation: after the head (as in :meth:`forward`) or straight from the backbone.
+
+        Args:
+            views: view name -> inputs ``(N, ...)``.
+            stage: ``"head"`` (embeddings, normalised when ``normalize``) or ``"backbone"``
+                (features before the head, never normalised).
+            lengths: view name -> valid lengths ``(N,)`` (optional).
+
+        Returns:
+            View name -> ``(N, D)`` for ``"head"`` or ``(N, F)`` for ``"backbone"``.
+
+        Raises:
+            ValueError: an unknown ``stage`` or view.
+        """
+        if stage not in _STAGES:
+            raise ValueError(f"stage must be one of {', '.join(map(repr, _STAGES))}, got {stage!r}")
+        self._check(views)
+        lengths = lengths or {}
+        if stage == "backbone":
+            return {v: self.towers[self.view_towers[v]].features(x, lengths.get(v)) for v, x in views.items()}
+        return self.forward(views, lengths)
+
+    def reconstruct(
+        self, views: Mapping[str, Tensor], lengths: Mapping[str, Tensor] | None = None
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        r"""Embeddings and reconstructions of every view, for autoencoder objectives.
+
+        Without fusion each view is decoded from its own embedding, :math:`\hat x_v = d_{t(v)}(z_v)`;
+        with fusion every view is decoded from the joint code of the views kept by modality dropout
+        (all of them in eval mode), :math:`\hat x_v = d_{t(v)}(\phi(\{z_u : u \text{ kept}\}))`.
+
+        Args:
+            views: view name -> inputs ``(N, ...)``.
+            lengths: view name -> valid lengths ``(N,)`` (optional).
+
+        Returns:
+            ``(embeddings, reconstructions)``: view name -> ``(N, D)`` and view name -> ``(N, ...)``
+            (the shape of the view).
+
+        Raises:
+            ValueError: when the model has no decoders.
+        """
+        if self.decoders is None:
+            raise ValueError("this model has no decoders: build it with a decoder for reconstruction objectives")
+        z = self.forward(views, lengths)
+        if self.fusion is not None:
+            present = None
+            if self.modality_dropout is not None and self.training:
+                present = self.modality_dropout(z)
+            joint = self.fusion(z, present=present)
+            recons = {v: self.decoders[self.view_towers[v]](joint) for v in z}
+        else:
+            recons = {v: self.decoders[self.view_towers[v]](zv) for v, zv in z.items()}
+        return z, recons

@@ -1,0 +1,286 @@
+r"""Tiled InfoNCE and NT-Xent: the exact losses without ever holding the full logit matrix.
+
+The naive losses build the logits :math:`S = XY^\top/\tau` (``(N, N)``, or ``(2N, 2N)`` for NT-Xent) and keep
+several copies of it for autograd, so memory grows as :math:`N^2` and most of the time goes to passes over that
+matrix rather than to the matrix product. Here :math:`S` is cut into square tiles of ``block_size`` rows and
+columns, and only one tile (plus a scratch copy) exists at a time:
+
+* **forward** — every tile updates running log-sum-exps (a running maximum :math:`m` and a sum rescaled when
+  :math:`m` grows), for the rows and, when needed, for the columns: after one sweep each row :math:`i` has
+  :math:`\ell_i = \log\sum_j e^{S_{ij}}` and each column :math:`c_j = \log\sum_i e^{S_{ij}}`;
+* **backward** — every tile is recomputed and turned into softmax probabilities from the saved
+  log-sum-exps, :math:`P_{ij} = e^{S_{ij}-\ell_i}` and :math:`Q_{ij} = e^{S_{ij}-c_j}`; with
+  :math:`G = P` (one-way) or :math:`G = P + Q` (two-way) the gradients are
+  :math:`\partial_X \propto (G - wI)\,Y/\tau` and :math:`\partial_Y \propto (G - wI)^\top X/\tau` (:math:`w` the
+  number of directions), accumulated tile by tile.
+
+NT-Xent's logits :math:`S = ZZ^\top/\tau` are symmetric, so only the tiles on and above the diagonal are
+computed: tile :math:`(r, c)` serves rows :math:`r` directly and rows :math:`c` through its transpose, and in
+the backward pass :math:`G = P + P^\top` is symmetric too. That halves the matrix products (4 instead of the
+naive 6 products of :math:`(2N)^2 D` multiply-adds for forward plus backward).
+
+The temperature gradient needs no extra pass: the loss depends on the inputs only through :math:`S`, which is
+homogeneous in :math:`X` and :math:`1/\tau`, so :math:`\tau\,\partial_\tau\mathcal{L} =
+-\langle \partial_X\mathcal{L}, X\rangle = -\langle \partial_Y\mathcal{L}, Y\rangle` (and
+:math:`-\tfrac12\langle\partial_Z\mathcal{L}, Z\rangle` for NT-Xent, where :math:`Z` enters twice).
+
+Memory beyond the inputs and their gradients is :math:`O(N + B^2)` for block size :math:`B`; the results equal
+the naive losses up to floating-point rounding. Half-precision inputs are computed in float32.
+
+References:
+    Milakov, Gimelshein, "Online normalizer calculation for softmax", arXiv:1805.02867 (2018) — the running
+    log-sum-exp; Dao et al., "FlashAttention", NeurIPS 2022 — tiling with recomputation in the backward pass;
+    Gao, Zhang, Han, Callan, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup"
+    (GradCache), RepL4NLP 2021 — why contrastive batches are memory-bound.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from contrastlab.objectives._checks import check_pair
+from contrastlab.objectives.temperature import check_temperature
+
+__all__ = ["DEFAULT_BLOCK_SIZE", "tiled_info_nce", "tiled_nt_xent"]
+
+#: Rows (and columns) of one tile when ``block_size=None``: a 1024 x 1024 float32 tile is 4 MiB, large enough
+#: for efficient matrix products and small enough to stay in cache (measured in ``benchmarks/``).
+DEFAULT_BLOCK_SIZE = 1024
+
+_ONE_WAY, _SYMMETRIC, _NT_XENT = "one_way", "symmetric", "nt_xent"
+
+
+def _check_block_size(block_size: int | None) -> int:
+    if block_size is None:
+        return DEFAULT_BLOCK_SIZE
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be an integer >= 1 or None, got {block_size!r}")
+    return block_size
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _tiles(n: int, block: int, upper: bool):
+    """``(r0, r1, c0, c1)`` for every tile of an ``(n, n)`` matrix; only ``c0 >= r0`` when ``upper``."""
+    starts = range(0, n, block)
+    for r0 in starts:
+        for c0 in starts:
+            if not upper or c0 >= r0:
+                yield r0, min(r0 + block, n), c0, min(c0 + block, n)
+
+
+class _Scratch:
+    """Two reusable ``block x block`` buffers, handed out as contiguous ``(rows, cols)`` views."""
+
+    def __init__(self, block: int, n: int, like: Tensor) -> None:
+        size = min(block, n) ** 2
+        self._a = torch.empty(size, dtype=like.dtype, device=like.device)
+        self._b = torch.empty(size, dtype=like.dtype, device=like.device)
+
+    def views(self, rows: int, cols: int) -> tuple[Tensor, Tensor]:
+        k = rows * cols
+        return self._a[:k].view(rows, cols), self._b[:k].view(rows, cols)
+
+
+def _logits(xs: Tensor, y: Tensor, tile: tuple[int, int, int, int], out: Tensor, mask_diagonal: bool) -> Tensor:
+    r0, r1, c0, c1 = tile
+    torch.mm(xs[r0:r1], y[c0:c1].T, out=out)
+    if mask_diagonal:  # NT-Xent: an anchor is not its own candidate
+        out.fill_diagonal_(float("-inf"))
+    return out
+
+
+def _update_lse(run_max: Tensor, run_sum: Tensor, tile: Tensor, dim: int, work: Tensor) -> None:
+    """Fold ``logsumexp(tile, dim)`` into the running ``(max, sum)`` pair, in place (online softmax)."""
+    new_max = torch.maximum(run_max, tile.amax(dim))
+    # A slice whose entries are all masked so far has max -inf: shift by 0 there to avoid inf - inf.
+    shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+    torch.sub(tile, shift.unsqueeze(dim), out=work).exp_()
+    run_sum.mul_(torch.exp(run_max - shift)).add_(work.sum(dim))
+    run_max.copy_(new_max)
+
+
+def _forward_lse(xs: Tensor, y: Tensor, mode: str, block: int) -> tuple[Tensor, Tensor | None]:
+    """Row log-sum-exps of ``S = xs @ y.T`` (and column ones when two-way), one tile at a time."""
+    n = xs.shape[0]
+    scratch = _Scratch(block, n, xs)
+    row_max = torch.full((n,), float("-inf"), dtype=xs.dtype, device=xs.device)
+    row_sum = torch.zeros_like(row_max)
+    col_max, col_sum = (torch.full_like(row_max, float("-inf")), torch.zeros_like(row_sum)) if mode == _SYMMETRIC else (None, None)
+    for tile in _tiles(n, block, upper=mode == _NT_XENT):
+        r0, r1, c0, c1 = tile
+        on_diagonal = mode == _NT_XENT and r0 == c0
+        s, work = scratch.views(r1 - r0, c1 - c0)
+        _logits(xs, y, tile, s, on_diagonal)
+        _update_lse(row_max[r0:r1], row_sum[r0:r1], s, 1, work)
+        if mode == _SYMMETRIC:
+            _update_lse(col_max[c0:c1], col_sum[c0:c1], s, 0, work)
+        elif mode == _NT_XENT and not on_diagonal:  # the transposed tile holds rows c0:c1
+            _update_lse(row_max[c0:c1], row_sum[c0:c1], s, 0, work)
+    row_lse = row_max + row_sum.log()
+    return row_lse, (col_max + col_sum.log()) if mode == _SYMMETRIC else None
+
+
+def _backward_sums(
+    x: Tensor, xs: Tensor, y: Tensor, row_lse: Tensor, col_lse: Tensor | None, mode: str, block: int
+) -> tuple[Tensor, Tensor]:
+    """``G @ y`` and ``G.T @ x`` with ``G = P`` (one-way) or ``P + Q`` (two-way), recomputing each tile."""
+    n = xs.shape[0]
+    scratch = _Scratch(block, n, xs)
+    gx = torch.zeros_like(x)
+    gy = gx if mode == _NT_XENT else torch.zeros_like(y)
+    # NT-Xent's column log-sum-exps are its row log-sum-exps (S is symmetric).
+    col = row_lse if mode == _NT_XENT else col_lse
+    for tile in _tiles(n, block, upper=mode == _NT_XENT):
+        r0, r1, c0, c1 = tile
+        on_diagonal = mode == _NT_XENT and r0 == c0
+        s, g = scratch.views(r1 - r0, c1 - c0)
+        _logits(xs, y, tile, s, on_diagonal)
+        torch.sub(s, row_lse[r0:r1, None], out=g).exp_()
+        if col is not None:
+            g.add_(s.sub_(col[None, c0:c1]).exp_())
+        gx[r0:r1].addmm_(g, y[c0:c1])
+        if not on_diagonal:  # on NT-Xent's diagonal tiles g is already P + P^T
+            gy[c0:c1].addmm_(g.T, x[r0:r1])
+    return gx, gy
+
+
+class _TiledLoss(torch.autograd.Function):
+    """Mean InfoNCE / NT-Xent from tiles; inputs ``x, y`` in the compute dtype, ``y is None`` for NT-Xent."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor | None, temperature: Tensor, mode: str, block: int) -> Tensor:
+        tau = temperature.to(x.dtype)
+        xs = x / tau
+        other = x if mode == _NT_XENT else y
+        row_lse, col_lse = _forward_lse(xs, other, mode, block)
+        if mode == _NT_XENT:
+            positive = (xs * x.roll(x.shape[0] // 2, dims=0)).sum(1)
+        else:
+            positive = (xs * y).sum(1)
+        loss = (row_lse - positive).mean()
+        if mode == _SYMMETRIC:
+            loss = (loss + (col_lse - positive).mean()) / 2
+        ctx.mode, ctx.block = mode, block
+        ctx.save_for_backward(x, y, temperature, row_lse, col_lse)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor):
+        x, y, temperature, row_lse, col_lse = ctx.saved_tensors
+        mode = ctx.mode
+        tau = temperature.to(x.dtype)
+        xs = x / tau
+        other = x if mode == _NT_XENT else y
+        gx, gy = _backward_sums(x, xs, other, row_lse, col_lse, mode, ctx.block)
+        n = x.shape[0]
+        if mode == _NT_XENT:  # dL/dS = (P - Pos) / 2N, entering as S and S^T: dZ = ((P + P^T) Z - 2 Z_pos) / (2N tau)
+            gx.sub_(x.roll(n // 2, dims=0), alpha=2).div_(n * tau)
+            grad_tau = -(gx * x).sum() / (2 * tau)
+            gy = None
+        else:
+            ways = 2 if mode == _SYMMETRIC else 1
+            gx.sub_(y, alpha=ways).div_(ways * n * tau)
+            gy.sub_(x, alpha=ways).div_(ways * n * tau)
+            grad_tau = -((gx * x).sum() + (gy * y).sum()) / (2 * tau)
+        gx = gx * grad_loss
+        gy = None if gy is None else gy * grad_loss
+        grad_tau = (grad_tau * grad_loss).to(temperature.dtype) if ctx.needs_input_grad[2] else None
+        return gx, gy, grad_tau, None, None
+
+
+def _prepare(z1: Tensor, z2: Tensor, temperature: float | Tensor, block_size: int | None):
+    check_pair(z1, z2, min_batch=2)
+    temperature = check_temperature(temperature)
+    block = _check_block_size(block_size)
+    dtype = _compute_dtype(z1.dtype)
+    if not isinstance(temperature, Tensor):
+        temperature = torch.tensor(temperature, dtype=dtype, device=z1.device)
+    return z1.to(dtype), z2.to(dtype), temperature, block
+
+
+def tiled_info_nce(
+    z1: Tensor, z2: Tensor, *, temperature: float | Tensor, symmetric: bool = False, block_size: int | None = None
+) -> Tensor:
+    r"""InfoNCE with in-batch negatives, computed in tiles (memory :math:`O(N + B^2)`, not :math:`O(N^2)`).
+
+    With :math:`S_{ij} = z^{(1)}_i \cdot z^{(2)}_j / \tau`,
+
+    .. math::
+        \mathcal{L}_{1\to2} = \frac{1}{N}\sum_{i=1}^{N}\Big(\log\sum_{j=1}^{N} e^{S_{ij}} - S_{ii}\Big),
+        \qquad
+        \mathcal{L}_{\text{sym}} = \tfrac12\Big(\mathcal{L}_{1\to2}
+            + \frac{1}{N}\sum_{j=1}^{N}\Big(\log\sum_{i=1}^{N} e^{S_{ij}} - S_{jj}\Big)\Big).
+
+    Equal to the naive loss (``cross_entropy`` over the full logits) in value and gradient; the inputs are used
+    as given (callers normalise them first for cosine similarity).
+
+    References:
+        van den Oord, Li, Vinyals, "Representation Learning with Contrastive Predictive Coding",
+        arXiv:1807.03748 (2018); Radford et al. (CLIP), ICML 2021, for the symmetric form.
+
+    Args:
+        z1: anchors, shape ``(N, D)``, any floating dtype.
+        z2: positives, shape ``(N, D)``; row ``i`` is the positive of anchor ``i``, the other rows its negatives.
+        temperature: :math:`\tau > 0`, a float or a 0-dim tensor (its gradient is computed).
+        symmetric: also the :math:`2\to1` direction (CLIP), averaged with :math:`1\to2`.
+        block_size: rows and columns per tile, ``None`` for :data:`DEFAULT_BLOCK_SIZE`.
+
+    Returns:
+        The mean loss, a 0-dim tensor of ``z1``'s dtype.
+
+    Raises:
+        ValueError: if the shapes differ or are not ``(N, D)`` with ``N >= 2``, the temperature is not
+            positive, or ``block_size`` is not an integer >= 1.
+
+    Example:
+        >>> z = torch.eye(4)
+        >>> round(float(tiled_info_nce(z, z, temperature=1.0, block_size=3)), 4)   # log(1 + 3/e)
+        0.7436
+    """
+    x, y, temperature, block = _prepare(z1, z2, temperature, block_size)
+    loss = _TiledLoss.apply(x, y, temperature, _SYMMETRIC if symmetric else _ONE_WAY, block)
+    return loss.to(z1.dtype)
+
+
+def tiled_nt_xent(z1: Tensor, z2: Tensor, *, temperature: float | Tensor, block_size: int | None = None) -> Tensor:
+    r"""SimCLR's NT-Xent computed in tiles of the symmetric :math:`2N \times 2N` logits (upper triangle only).
+
+    With :math:`u = [z^{(1)}; z^{(2)}]`, :math:`S_{kl} = u_k \cdot u_l / \tau` and :math:`p(k) = k \pm N`,
+
+    .. math::
+        \mathcal{L} = \frac{1}{2N}\sum_{k=1}^{2N}\Big(\log\sum_{l \ne k} e^{S_{kl}} - S_{k\,p(k)}\Big).
+
+    Equal to the naive loss in value and gradient; the inputs are used as given.
+
+    References:
+        Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of Visual
+        Representations" (SimCLR), ICML 2020, arXiv:2002.05709, equation (1).
+
+    Args:
+        z1: first view's embeddings, shape ``(N, D)``, any floating dtype.
+        z2: second view's embeddings, shape ``(N, D)``.
+        temperature: :math:`\tau > 0`, a float or a 0-dim tensor (its gradient is computed).
+        block_size: rows and columns per tile of the ``(2N, 2N)`` logits, ``None`` for
+            :data:`DEFAULT_BLOCK_SIZE`.
+
+    Returns:
+        The mean over the :math:`2N` anchors, a 0-dim tensor of ``z1``'s dtype.
+
+    Raises:
+        ValueError: if the shapes differ or are not ``(N, D)`` with ``N >= 2``, the temperature is not
+            positive, or ``block_size`` is not an integer >= 1.
+
+    Example:
+        >>> z = torch.ones(3, 8)
+        >>> round(float(tiled_nt_xent(z, z, temperature=0.5, block_size=4)), 4)   # all equal: log(2N - 1)
+        1.6094
+    """
+    x, y, temperature, block = _prepare(z1, z2, temperature, block_size)
+    loss = _TiledLoss.apply(torch.cat([x, y]), None, temperature, _NT_XENT, block)
+    return loss.to(z1.dtype)

@@ -1,0 +1,129 @@
+r"""Bidirectional hinge ranking loss of visual-semantic embeddings: VSE (sum) and VSE++ (max violation)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastlab.objectives._checks import check_non_negative, check_pair
+from contrastlab.objectives._spec import ObjectiveSpec
+
+__all__ = ["VSEHinge", "vse_hinge", "SPECS"]
+
+
+def vse_hinge(
+    z1: Tensor, z2: Tensor, *, margin: float = 0.2, max_violation: bool = False, normalize: bool = True
+) -> Tensor:
+    r"""Bidirectional hinge loss over in-batch negatives (VSE), or over the hardest one (VSE++).
+
+    With :math:`s_{ij} = s(z^{(1)}_i, z^{(2)}_j)` (cosine when ``normalize=True``) and :math:`[x]_+ = \max(0, x)`,
+    anchor :math:`i` of each side is pushed above every contrastive item of the other side by a margin
+    :math:`\alpha`:
+
+    .. math::
+        \ell_i = \sum_{j \ne i} [\alpha - s_{ii} + s_{ij}]_+ + \sum_{j \ne i} [\alpha - s_{ii} + s_{ji}]_+,
+        \qquad \mathcal{L} = \frac{1}{N}\sum_i \ell_i .
+
+    With ``max_violation=True`` (VSE++) each sum becomes a maximum over :math:`j \ne i` (the hardest
+    negative). Faghri et al. sum over the batch; this averages over anchors, so the loss does not grow with
+    :math:`N` (a constant factor).
+
+    References:
+        Kiros, Salakhutdinov, Zemel, "Unifying Visual-Semantic Embeddings with Multimodal Neural Language
+        Models", arXiv:1411.2539 (2014); Faghri, Fleet, Kiros, Fidler, "VSE++: Improving Visual-Semantic
+        Embeddings with Hard Negatives", BMVC 2018, arXiv:1707.05612, equations (4) and (5).
+
+    Args:
+        z1: first modality (e.g. images), shape ``(N, D)``.
+        z2: second modality (e.g. captions), shape ``(N, D)``; row ``i`` pairs with ``z1[i]``.
+        margin: :math:`\alpha \ge 0`.
+        max_violation: hardest negative only (VSE++) instead of the sum over negatives (VSE).
+        normalize: L2-normalise inside (cosine); ``False`` uses dot products.
+
+    Returns:
+        A 0-dim tensor.
+
+    Raises:
+        ValueError: if ``margin < 0``, the shapes differ, or ``N < 2``.
+
+    Example:
+        >>> z = torch.eye(3)
+        >>> float(vse_hinge(z, z, margin=1.5))   # 2 directions x 2 negatives x (1.5 - 1 + 0)
+        2.0
+    """
+    margin = check_non_negative("margin", margin)
+    check_pair(z1, z2, min_batch=2)
+    if normalize:
+        z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+    scores = z1 @ z2.T
+    positive = scores.diagonal()
+    negative = ~torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+    # Row i: z1[i] is the anchor, z2[j] the negatives; column j: z2[j] is the anchor, z1[i] the negatives.
+    cost_z1 = torch.where(negative, F.relu(margin - positive[:, None] + scores), torch.zeros_like(scores))
+    cost_z2 = torch.where(negative, F.relu(margin - positive[None, :] + scores), torch.zeros_like(scores))
+    if max_violation:
+        per_anchor = cost_z1.amax(dim=1) + cost_z2.amax(dim=0)
+    else:
+        per_anchor = cost_z1.sum(dim=1) + cost_z2.sum(dim=0)
+    return per_anchor.mean()
+
+
+class VSEHinge(nn.Module):
+    r"""Module form of :func:`vse_hinge`; ``forward(z1, z2)``.
+
+    References:
+        Faghri et al., "VSE++", BMVC 2018, arXiv:1707.05612.
+
+    Args:
+        margin: :math:`\alpha \ge 0`.
+        max_violation: VSE++ (hardest negative).
+        normalize: cosine similarity.
+
+    Raises:
+        ValueError: on a bad option (named in the message).
+
+    Example:
+        >>> VSEHinge(max_violation=True)(torch.randn(8, 16), torch.randn(8, 16)).shape
+        torch.Size([])
+    """
+
+    def __init__(self, *, margin: float = 0.2, max_violation: bool = False, normalize: bool = True) -> None:
+        super().__init__()
+        self.margin = check_non_negative("margin", margin)
+        self.max_violation = bool(max_violation)
+        self.normalize = bool(normalize)
+
+    def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
+        return vse_hinge(z1, z2, margin=self.margin, max_violation=self.max_violation, normalize=self.normalize)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, max_violation={self.max_violation}, normalize={self.normalize}"
+
+
+def _vse(*, margin: float = 0.2, normalize: bool = True) -> VSEHinge:
+    """VSE: the sum over negatives."""
+    return VSEHinge(margin=margin, max_violation=False, normalize=normalize)
+
+
+def _vse_plus_plus(*, margin: float = 0.2, normalize: bool = True) -> VSEHinge:
+    """VSE++: the hardest negative."""
+    return VSEHinge(margin=margin, max_violation=True, normalize=normalize)
+
+
+SPECS: list[ObjectiveSpec] = [
+    ObjectiveSpec(
+        name="vse",
+        factory=_vse,
+        kind="pairwise",
+        formula="mean_i sum_{j!=i} ( [m - s_ii + s_ij]_+ + [m - s_ii + s_ji]_+ )",
+        reference="Kiros et al. 2014, arXiv:1411.2539; Faghri et al. 2018 (VSE++), BMVC",
+    ),
+    ObjectiveSpec(
+        name="vse++",
+        factory=_vse_plus_plus,
+        kind="pairwise",
+        formula="mean_i ( max_{j!=i} [m - s_ii + s_ij]_+ + max_{j!=i} [m - s_ii + s_ji]_+ )",
+        reference="Faghri et al. 2018 (VSE++), BMVC, arXiv:1707.05612",
+    ),
+]

@@ -1,0 +1,80 @@
+"""Nearest-neighbour grids: each query image followed by its k nearest neighbours, nearest first."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from contrastlab.plots._figure import as_numpy, new_figure
+
+
+def _displayable(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) or (N, H, W) to (N, H, W, 3) or (N, H, W) in [0, 1] for imshow."""
+    a = images.astype(np.float64)
+    if a.ndim == 4:
+        if a.shape[1] not in (1, 3):
+            raise ValueError(f"images must have 1 or 3 channels; got shape {images.shape}")
+        a = a[:, 0] if a.shape[1] == 1 else a.transpose(0, 2, 3, 1)
+    elif a.ndim != 3:
+        raise ValueError(f"images must have shape (N, C, H, W) or (N, H, W); got {images.shape}")
+    lo, hi = a.min(), a.max()
+    if lo < 0 or hi > 1:  # not already in [0, 1]: one scale for all images keeps them comparable
+        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return a
+
+
+def neighbour_grid(images, queries, neighbours, similarities=None, *, title: str = "Nearest neighbours",
+                   neighbour_images=None) -> Figure:
+    r"""A grid with one row per query: the query, then its neighbours from nearest to farthest.
+
+    This is the figure of the homework's questions 7 and 8 ("near → far, NN 1 is closest").
+
+    Args:
+        images: (N, C, H, W) or (N, H, W) query images, C ∈ {1, 3}; values in [0, 1] are shown as
+            they are, anything else is rescaled to [0, 1] by the overall minimum and maximum.
+        queries: (Q,) row indices of the query images.
+        neighbours: (Q, k) row indices of each query's neighbours, nearest first, into
+            ``neighbour_images`` (or ``images`` when that is ``None``).
+        similarities: optional (Q, k) cosine similarities, printed under each neighbour.
+        title: the figure title.
+        neighbour_images: the images the neighbours index, when they come from another set.
+
+    Returns:
+        The matplotlib figure.
+
+    Raises:
+        ValueError: for images that are not 1- or 3-channel, or mismatched index shapes.
+
+    Example:
+        >>> import numpy as np
+        >>> fig = neighbour_grid(np.random.rand(6, 3, 8, 8), [0, 1], [[1, 2], [0, 3]])
+        >>> len(fig.axes)
+        6
+    """
+    shown = _displayable(as_numpy(images))
+    pool = shown if neighbour_images is None else _displayable(as_numpy(neighbour_images))
+    q = as_numpy(queries).astype(np.int64).reshape(-1)
+    nn = as_numpy(neighbours).astype(np.int64)
+    if nn.ndim != 2 or nn.shape[0] != q.shape[0]:
+        raise ValueError(f"neighbours must have shape (Q, k) with Q = {q.shape[0]}; got {nn.shape}")
+    sims = None if similarities is None else as_numpy(similarities)
+    rows, cols = q.shape[0], nn.shape[1] + 1
+    fig = new_figure(1.1 * cols + 0.3, 1.2 * rows + 0.5)
+    fig.suptitle(title + " (near → far, NN 1 is closest)", fontsize=10)
+    cmap = "gray" if shown.ndim == 3 else None
+    for r in range(rows):
+        for c in range(cols):
+            ax = fig.add_subplot(rows, cols, r * cols + c + 1)
+            ax.imshow(shown[q[r]] if c == 0 else pool[nn[r, c - 1]], cmap=cmap, vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("query" if c == 0 else f"NN {c}", fontsize=8)
+            if c > 0 and sims is not None:
+                ax.set_xlabel(f"{sims[r, c - 1]:.2f}", fontsize=7)
+            if c == 0:
+                for side in ax.spines.values():
+                    side.set_edgecolor("#d62728")
+                    side.set_linewidth(2)
+    return fig

@@ -1,0 +1,264 @@
+"""Checkpoints that are safe to write, safe to read, and enough to resume exactly.
+
+A checkpoint is a directory ``checkpoints/step-00001000/`` holding
+
+* ``model.safetensors`` — the model's ``state_dict`` (and ``objective.safetensors`` when the
+  objective has parameters of its own);
+* ``state.safetensors`` — every other tensor: optimiser moments, random-generator states;
+* ``state.json`` — everything else: step, epoch, the optimiser's hyper-parameters, the loss.
+
+Nothing is pickled, so loading a checkpoint never runs code. Each file is written to a temporary
+name, flushed and ``fsync``-ed; the directory is assembled under a temporary name and renamed into
+place, so a crash leaves either the old set of checkpoints or the new one. ``checkpoints/index.json``
+(also replaced atomically) names the last and the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import Tensor
+
+INDEX = "index.json"
+MODEL_FILE, OBJECTIVE_FILE = "model.safetensors", "objective.safetensors"
+STATE_FILE, META_FILE = "state.safetensors", "state.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some file systems cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The bytes go to ``path.tmp`` in the same directory, are flushed and ``fsync``-ed, and the
+    temporary file is renamed over ``path`` (atomic on POSIX); the directory is then synced.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _tensors_bytes(tensors: Mapping[str, Tensor]) -> bytes:
+    return safetensors.torch.save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint's JSON state")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__tuple__"}:
+            return tuple(_decode(v) for v in value["__tuple__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def flatten_optimizer(state: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split an optimiser ``state_dict`` into tensors (for safetensors) and plain data (for JSON).
+
+    Example:
+        >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1, momentum=0.9)
+        >>> tensors, plain = flatten_optimizer(opt.state_dict())
+        >>> unflatten_optimizer(tensors, plain)["param_groups"][0]["lr"]
+        0.1
+    """
+    tensors: dict[str, Tensor] = {}
+    plain_state: dict[str, dict[str, Any]] = {}
+    for index, entries in state["state"].items():
+        plain_state[str(index)] = {}
+        for name, value in entries.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value
+            else:
+                plain_state[str(index)][name] = _encode(value)
+    return tensors, {"state": plain_state, "param_groups": _encode(state["param_groups"])}
+
+
+def unflatten_optimizer(tensors: Mapping[str, Tensor], plain: Mapping[str, Any]) -> dict[str, Any]:
+    """Rebuild an optimiser ``state_dict`` from :func:`flatten_optimizer`'s two halves."""
+    state: dict[int, dict[str, Any]] = {int(i): _decode(v) for i, v in plain["state"].items()}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": _decode(plain["param_groups"])}
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back from disk."""
+
+    path: Path
+    model: dict[str, Tensor]  #: the model's state_dict
+    objective: dict[str, Tensor]  #: the objective's state_dict (empty for most objectives)
+    tensors: dict[str, Tensor]  #: optimiser moments and generator states
+    meta: dict[str, Any]  #: step, epoch, optimiser hyper-parameters, loss
+
+
+def write_checkpoint(
+    path: str | Path,
+    *,
+    model: Mapping[str, Tensor],
+    objective: Mapping[str, Tensor] | None = None,
+    tensors: Mapping[str, Tensor] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically (assembled under ``<name>.tmp``, then renamed).
+
+    An existing directory of the same name (left by a run that crashed after writing it and was
+    resumed from an earlier one) is replaced.
+
+    Returns:
+        The checkpoint's path.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    atomic_write_bytes(tmp / MODEL_FILE, _tensors_bytes(model))
+    if objective:
+        atomic_write_bytes(tmp / OBJECTIVE_FILE, _tensors_bytes(objective))
+    atomic_write_bytes(tmp / STATE_FILE, _tensors_bytes(tensors or {}))
+    atomic_write_text(tmp / META_FILE, json.dumps(_encode(dict(meta or {})), indent=1, allow_nan=True))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`write_checkpoint` (no unpickling).
+
+    Raises:
+        FileNotFoundError: a missing checkpoint or file inside it.
+        ValueError: a file that is not valid safetensors or JSON.
+    """
+    path = Path(path)
+    for name in (MODEL_FILE, STATE_FILE, META_FILE):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"checkpoint {path} is missing {name}")
+    try:
+        model = safetensors.torch.load_file(path / MODEL_FILE)
+        objective = safetensors.torch.load_file(path / OBJECTIVE_FILE) if (path / OBJECTIVE_FILE).is_file() else {}
+        tensors = safetensors.torch.load_file(path / STATE_FILE)
+        meta = _decode(json.loads((path / META_FILE).read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError, safetensors.SafetensorError) as err:
+        raise ValueError(f"checkpoint {path} cannot be read: {err}") from None
+    return Checkpoint(path=path, model=model, objective=objective, tensors=tensors, meta=meta)
+
+
+class CheckpointManager:
+    r"""Keeps the last ``keep_last`` checkpoints of a run, plus the best one, and an index naming them.
+
+    "Best" is the lowest ``loss`` passed to :meth:`save` (the mean training loss since the previous
+    checkpoint); a non-finite loss is never best.
+
+    Args:
+        directory: where checkpoints live (``run_dir / "checkpoints"``).
+        keep_last: how many of the most recent checkpoints to keep, ``>= 1``.
+        keep_best: also keep the best checkpoint when it is older.
+
+    Raises:
+        ValueError: ``keep_last < 1``.
+
+    Example:
+        >>> import tempfile
+        >>> manager = CheckpointManager(tempfile.mkdtemp(), keep_last=1)
+        >>> _ = manager.save(10, model={"w": torch.ones(2)}, loss=1.0)
+        >>> _ = manager.save(20, model={"w": torch.zeros(2)}, loss=2.0)
+        >>> manager.index["last"], manager.index["best"], manager.names()
+        ('step-00000020', 'step-00000010', ['step-00000010', 'step-00000020'])
+    """
+
+    def __init__(self, directory: str | Path, *, keep_last: int = 2, keep_best: bool = True) -> None:
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+            raise ValueError(f"keep_last must be an integer >= 1, got {keep_last!r}")
+        self.directory = Path(directory)
+        self.keep_last, self.keep_best = keep_last, keep_best
+        self.directory.mkdir(parents=True, exist_ok=True)
+        index_path = self.directory / INDEX
+        self.index: dict[str, Any] = {"last": None, "best": None, "best_loss": None}
+        if index_path.is_file():
+            self.index.update(json.loads(index_path.read_text(encoding="utf-8")))
+
+    @staticmethod
+    def name(step: int) -> str:
+        return f"step-{step:08d}"
+
+    def names(self) -> list[str]:
+        """The checkpoint directories on disk, oldest first."""
+        return sorted(p.name for p in self.directory.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
+
+    def path(self, which: str = "last") -> Path | None:
+        """The path of the ``"last"`` or ``"best"`` checkpoint, or ``None`` when there is none."""
+        if which not in ("last", "best"):
+            raise ValueError(f"which must be 'last' or 'best', got {which!r}")
+        name = self.index.get(which) or (self.index.get("last") if which == "best" else None)
+        return None if name is None else self.directory / name
+
+    def save(self, step: int, *, model, objective=None, tensors=None, meta=None, loss: float | None = None) -> Path:
+        """Write the checkpoint for ``step``, update the index, and delete the ones no longer kept."""
+        name = self.name(step)
+        path = write_checkpoint(self.directory / name, model=model, objective=objective, tensors=tensors, meta=meta)
+        self.index["last"] = name
+        finite = loss is not None and loss == loss and abs(loss) != float("inf")
+        if finite and (self.index.get("best_loss") is None or loss < self.index["best_loss"]):
+            self.index["best"], self.index["best_loss"] = name, float(loss)
+        atomic_write_text(self.directory / INDEX, json.dumps(self.index, indent=1))
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        names = self.names()
+        keep = set(names[-self.keep_last :]) | {self.index["last"]}
+        if self.keep_best and self.index.get("best"):
+            keep.add(self.index["best"])
+        for name in names:
+            if name not in keep:
+                shutil.rmtree(self.directory / name, ignore_errors=True)
+        for stale in self.directory.glob("*.tmp"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)

@@ -1,0 +1,242 @@
+"""The training configuration: typed dataclasses, loaded from YAML and checked before anything runs.
+
+A recipe is one YAML file::
+
+    data: {name: shapes, options: {size: 20000}}
+    views: {name: factor_resample, options: {factors: [colour]}}
+    model: {encoder: {name: convnet}, head: {name: mlp, hidden: 512}, dim: 128}
+    objective: {name: nt_xent, options: {temperature: 0.2}}
+    optim: {name: adamw, lr: 1.0e-3}
+    batch_size: 256
+    steps: 2000
+
+``--set key=value`` overrides any key by its dotted path before checking (values are YAML).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from contrastlab.training._schema import apply_overrides, from_dict, parse_yaml, to_dict
+
+
+@dataclass
+class DataConfig:
+    name: str  #: a data set registry name (e.g. "shapes", "digits")
+    options: dict[str, Any] = field(default_factory=dict)
+    split: str = "train"  #: the split trained on
+
+
+@dataclass
+class ViewsConfig:
+    name: str  #: a view generator registry name (e.g. "simclr", "factor_resample")
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "convnet"  #: an encoder registry name
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HeadConfig:
+    name: Literal["mlp", "linear", "none"] = "mlp"
+    hidden: int | None = None  #: the MLP head's hidden width (default: the backbone's width)
+    batch_norm: bool = True
+
+
+@dataclass
+class DecoderConfig:
+    name: Literal["auto", "conv", "mlp"] = "auto"  #: used only by reconstruction objectives
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FusionConfig:
+    mode: Literal["mean", "concat"] = "mean"  #: multimodal autoencoders: how codes are fused
+    modality_dropout: float = 0.0  #: chance of dropping a modality per item while training
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  #: the default backbone
+    encoders: dict[str, EncoderConfig] = field(default_factory=dict)  #: per modality or view
+    head: HeadConfig = field(default_factory=HeadConfig)
+    dim: int = 128
+    normalize: bool = True
+    shared: bool = True  #: views of one modality share a tower; false: one tower per view (CMC)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    learnable_temperature: float | None = None  #: initial temperature of a learned one (CLIP)
+    queue_size: int | None = None  #: a queue of past embeddings as extra negatives (MoCo)
+    sync_batchnorm: bool = True  #: global batch statistics under DDP (CUDA only)
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str  #: an objective registry name (see `contrastlab objectives`)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adamw", "sgd", "lars"] = "adamw"
+    lr: float = 1e-3  #: the peak learning rate (after warm-up)
+    weight_decay: float = 0.0
+    momentum: float = 0.9  #: sgd and lars
+    nesterov: bool = False  #: sgd
+    betas: tuple[float, float] = (0.9, 0.999)  #: adamw
+    trust_coefficient: float = 0.001  #: lars
+    exclude_bias_and_norm: bool = True  #: no weight decay or lars scaling for biases and norms
+    grad_clip: float | None = None  #: clip the global gradient norm
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = 0  #: linear warm-up from 0
+    min_lr_ratio: float = 0.0  #: the cosine ends at lr * min_lr_ratio
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 500  #: steps between checkpoints (0: only at the end)
+    keep_last: int = 2
+    keep_best: bool = True  #: also keep the one with the lowest mean training loss
+
+
+@dataclass
+class LogConfig:
+    every: int = 10  #: steps between metrics rows
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig
+    views: ViewsConfig
+    objective: ObjectiveConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    batch_size: int = 256  #: the global batch (split over processes)
+    epochs: int | None = None
+    steps: int | None = None  #: give exactly one of epochs and steps
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = None  #: torch.set_num_threads in each process
+    out: str | None = None  #: the run directory
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def _require(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{key} must be {rule}, got {value!r}")
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Check values and names that types alone cannot (ranges, registry names).
+
+    Raises:
+        ValueError: naming the dotted key, the bad value and what is allowed.
+    """
+    from contrastlab.encoders.registry import check_encoder_name
+    from contrastlab.objectives.registry import get_objective
+
+    _require(cfg.batch_size > 0, "batch_size", "> 0", cfg.batch_size)
+    if (cfg.epochs is None) == (cfg.steps is None):
+        raise ValueError(f"give exactly one of epochs and steps, got epochs={cfg.epochs!r} and steps={cfg.steps!r}")
+    for key in ("epochs", "steps"):
+        value = getattr(cfg, key)
+        _require(value is None or value > 0, key, "> 0", value)
+    _require(cfg.threads is None or cfg.threads > 0, "threads", "> 0", cfg.threads)
+    o = cfg.optim
+    _require(o.lr > 0, "optim.lr", "> 0", o.lr)
+    _require(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
+    _require(0 <= o.momentum < 1, "optim.momentum", "in [0, 1)", o.momentum)
+    _require(all(0 <= b < 1 for b in o.betas), "optim.betas", "two numbers in [0, 1)", list(o.betas))
+    _require(o.trust_coefficient > 0, "optim.trust_coefficient", "> 0", o.trust_coefficient)
+    _require(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", "> 0", o.grad_clip)
+    _require(cfg.schedule.warmup_steps >= 0, "schedule.warmup_steps", ">= 0", cfg.schedule.warmup_steps)
+    _require(0 <= cfg.schedule.min_lr_ratio <= 1, "schedule.min_lr_ratio", "in [0, 1]", cfg.schedule.min_lr_ratio)
+    _require(cfg.checkpoint.every >= 0, "checkpoint.every", ">= 0", cfg.checkpoint.every)
+    _require(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", ">= 1", cfg.checkpoint.keep_last)
+    _require(cfg.log.every >= 1, "log.every", ">= 1", cfg.log.every)
+    m = cfg.model
+    _require(m.dim > 0, "model.dim", "> 0", m.dim)
+    _require(m.head.hidden is None or m.head.hidden > 0, "model.head.hidden", "> 0", m.head.hidden)
+    _require(
+        m.learnable_temperature is None or m.learnable_temperature > 0,
+        "model.learnable_temperature",
+        "> 0",
+        m.learnable_temperature,
+    )
+    _require(0 <= m.fusion.modality_dropout <= 1, "model.fusion.modality_dropout", "in [0, 1]", m.fusion.modality_dropout)
+    _require(m.queue_size is None or m.queue_size > 0, "model.queue_size", "> 0", m.queue_size)
+    temperature = cfg.objective.options.get("temperature")
+    if temperature is not None:
+        _require(
+            isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature > 0,
+            "objective.options.temperature",
+            "a number > 0",
+            temperature,
+        )
+    for key, enc in [("model.encoder", m.encoder), *((f"model.encoders.{k}", e) for k, e in m.encoders.items())]:
+        try:
+            check_encoder_name(enc.name)
+        except ValueError as err:
+            raise ValueError(f"{key}.name: {err}") from None
+    try:
+        get_objective(cfg.objective.name)
+    except ValueError as err:
+        raise ValueError(f"objective.name: {err}") from None
+    return cfg
+
+
+def config_from_dict(raw: Any) -> TrainConfig:
+    """Build and check a :class:`TrainConfig` from plain data.
+
+    Raises:
+        ValueError: an unknown key, a wrong type or a bad value, naming the dotted key.
+
+    Example:
+        >>> cfg = config_from_dict({"data": {"name": "digits"}, "views": {"name": "simclr"},
+        ...                         "objective": {"name": "nt_xent"}, "steps": 10})  # doctest: +SKIP
+    """
+    return check_config(from_dict(TrainConfig, raw))
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML recipe, apply ``key=value`` overrides, and check the result.
+
+    Args:
+        path: the YAML file.
+        overrides: ``--set`` assignments such as ``"optim.lr=0.01"``, applied in order.
+
+    Returns:
+        The checked :class:`TrainConfig`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: malformed YAML or an invalid config, naming the key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    raw = parse_yaml(path.read_text(encoding="utf-8"), source=str(path))
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: the config must be a mapping of keys to values, got {type(raw).__name__}")
+    return config_from_dict(apply_overrides(raw, overrides))
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as plain YAML-safe data (what ``config.yaml`` in a run directory holds)."""
+    return to_dict(cfg)

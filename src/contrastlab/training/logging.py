@@ -1,0 +1,138 @@
+"""What a run writes while it trains: ``metrics.csv``, TensorBoard events, a progress bar."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from contrastlab.training.checkpoint import atomic_write_text
+
+#: The columns of ``metrics.csv``, in order.
+COLUMNS = ("step", "epoch", "loss", "lr", "align", "uniform", "items_per_s", "view_fraction", "elapsed_s")
+
+
+def _row_text(row: Mapping[str, float]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([_fmt(row.get(c, float("nan"))) for c in COLUMNS])
+    return buf.getvalue()
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "nan" if value != value else f"{value:.6g}"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a ``metrics.csv`` as dicts of floats (``step`` and ``epoch`` as ints); a torn
+    last line (a run killed mid-write) is skipped.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "metrics.csv"
+        >>> log = MetricsLog(p); log.write({"step": 10, "epoch": 0, "loss": 1.5}); log.close()
+        >>> read_metrics(p)[0]["loss"]
+        1.5
+    """
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        for values in reader:
+            if header is None or len(values) != len(header):
+                continue
+            try:
+                row = {k: float(v) for k, v in zip(header, values)}
+            except ValueError:
+                continue
+            row["step"], row["epoch"] = int(row["step"]), int(row["epoch"])
+            rows.append(row)
+    return rows
+
+
+class MetricsLog:
+    """Appends one CSV row per logging step, flushed at once so a killed run loses at most a line.
+
+    Args:
+        path: the ``metrics.csv`` to write.
+        resume_step: when resuming, rows after this step (written after the checkpoint the run
+            resumes from) are dropped first, atomically, so the file never shows a step twice.
+    """
+
+    def __init__(self, path: str | Path, *, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        if resume_step is not None and self.path.is_file():
+            kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+            atomic_write_text(self.path, ",".join(COLUMNS) + "\n" + "".join(_row_text(r) for r in kept))
+        elif not self.path.is_file() or resume_step is None:
+            atomic_write_text(self.path, ",".join(COLUMNS) + "\n")
+        self._file = open(self.path, "a", encoding="utf-8", newline="")
+
+    def write(self, row: Mapping[str, float]) -> None:
+        """Append a row (missing columns are ``nan``) in one write, then flush."""
+        self._file.write(_row_text(row))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class TensorBoard:
+    """Scalars to TensorBoard event files under ``run_dir/tensorboard`` (nothing if unavailable).
+
+    Args:
+        directory: where the event files go.
+        resume_step: events after this step from an interrupted run are purged.
+    """
+
+    def __init__(self, directory: str | Path, *, resume_step: int | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is an optional extra
+            self.writer = None
+            return
+        self.writer = SummaryWriter(str(directory), purge_step=None if resume_step is None else resume_step + 1)
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        if self.writer is None:
+            return
+        for name, value in scalars.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(f"train/{name}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Progress:
+    """A tqdm bar over the run's steps showing loss, learning rate, throughput, alignment, uniformity."""
+
+    def __init__(self, *, total: int, initial: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+
+    def update(self, steps: int, row: Mapping[str, float] | None = None) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(steps)
+        if row is not None:
+            self.bar.set_postfix(
+                loss=f"{row['loss']:.4f}",
+                lr=f"{row['lr']:.2e}",
+                img_s=f"{row['items_per_s']:.0f}",
+                align=f"{row['align']:.3f}",
+                unif=f"{row['uniform']:.3f}",
+                refresh=False,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,328 @@
+"""The one training loop: any views, any encoders, any objective; resumable, logged, data-parallel."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+
+from contrastlab.data.base import Dataset
+from contrastlab.errors import UserError
+from contrastlab.training import distributed
+from contrastlab.training.build import Components, build_components
+from contrastlab.training.checkpoint import CheckpointManager, atomic_write_text, flatten_optimizer, read_checkpoint, unflatten_optimizer
+from contrastlab.training.config import TrainConfig, config_to_dict
+from contrastlab.training.logging import MetricsLog, Progress, TensorBoard
+from contrastlab.training.optim import build_optimizer, lr_factor, set_lr
+from contrastlab.training.sampler import ShardedBatches, derive_seed
+from contrastlab.training.step import align_uniform_stats
+from contrastlab.views.base import ViewGenerator
+
+CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.csv"
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int  #: steps completed
+    loss: float  #: mean loss over the last logging interval
+    checkpoint: Path | None  #: the last checkpoint written
+
+
+def choose_device(name: str, info: distributed.DistInfo) -> torch.device:
+    """``"auto"`` is CUDA when available; under torchrun each process takes its ``LOCAL_RANK`` GPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: 'cuda' was asked for, but torch sees no CUDA device (use device: auto or cpu)")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", info.local_rank % torch.cuda.device_count())
+
+
+def check_new_run_dir(run_dir: Path, *, overwrite: bool) -> None:
+    """Refuse to write a new run into an existing, non-empty directory unless ``overwrite``; even then,
+    only a previous run's directory (one with a ``config.yaml``) is ever deleted."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"output {run_dir} exists and is not a directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise UserError(f"output directory {run_dir} already exists; pass --overwrite to replace it or use resume")
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise UserError(f"--overwrite refuses to delete {run_dir}: it is not empty and holds no run (no {CONFIG_FILE})")
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    dataset: Dataset | None = None,
+    views: ViewGenerator | None = None,
+) -> TrainResult:
+    """Train (or resume) the run described by ``cfg`` in ``run_dir``.
+
+    Under torchrun every process calls this; the process group is joined from the environment.
+
+    Args:
+        cfg: the checked config.
+        run_dir: the run directory (created; refused if it exists, unless ``resume`` or ``overwrite``).
+        resume: continue from the last checkpoint in ``run_dir``.
+        overwrite: replace an existing run directory.
+        dataset: use this data set instead of building ``cfg.data`` (tests, notebooks).
+        views: use this view generator instead of building ``cfg.views``.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        UserError: an unusable output directory, a resume without checkpoint, a non-finite loss.
+        ValueError: a config that does not fit the data or views.
+    """
+    run_dir = Path(run_dir)
+    info = distributed.detect()
+    if not resume:
+        check_new_run_dir(run_dir, overwrite=overwrite)
+    device = choose_device(cfg.device, info)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    joined = info.enabled and not dist.is_initialized()
+    distributed.init(info, device)
+    try:
+        return _Run(cfg, run_dir, info, device).run(resume=resume, dataset=dataset, views=views)
+    finally:
+        if joined:
+            distributed.shutdown()
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, info: distributed.DistInfo, device: torch.device) -> None:
+        self.cfg, self.run_dir, self.info, self.device = cfg, run_dir, info, device
+
+    def _barrier(self) -> None:
+        if self.info.enabled:
+            dist.barrier()
+
+    def _setup_dir(self, resume: bool) -> None:
+        if resume:
+            return
+        if self.info.is_main:
+            if self.run_dir.is_dir() and (self.run_dir / CONFIG_FILE).is_file():
+                shutil.rmtree(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            raw = config_to_dict(self.cfg)
+            raw["out"] = str(self.run_dir)
+            atomic_write_text(self.run_dir / CONFIG_FILE, yaml.safe_dump(raw, sort_keys=False))
+        self._barrier()
+
+    def _build(self, dataset: Dataset | None, views: ViewGenerator | None) -> Components:
+        torch.manual_seed(self.cfg.seed)  # the same initial weights in every process
+        comps = build_components(self.cfg, dataset=dataset, views=views)
+        torch.manual_seed(derive_seed(self.cfg.seed, self.info.rank, 2))  # dropout differs per process
+        return comps
+
+    def run(self, *, resume: bool, dataset: Dataset | None, views: ViewGenerator | None) -> TrainResult:
+        cfg, info, device = self.cfg, self.info, self.device
+        self._setup_dir(resume)
+        comps = self._build(dataset, views)
+        module = comps.loss_module().to(device)
+        if info.enabled and device.type == "cuda" and cfg.model.sync_batchnorm:
+            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        wrapped = module
+        if info.enabled:
+            wrapped = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        o = cfg.optim
+        optimizer = build_optimizer(
+            o.name, [module], lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, nesterov=o.nesterov,
+            betas=o.betas, trust_coefficient=o.trust_coefficient, exclude_bias_and_norm=o.exclude_bias_and_norm,
+        )  # fmt: skip
+        try:
+            sampler = ShardedBatches(len(comps.dataset), cfg.batch_size, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
+        except ValueError as err:
+            raise ValueError(f"batch_size: {err}") from None
+        total = cfg.steps if cfg.steps is not None else cfg.epochs * sampler.steps_per_epoch
+        view_rng = torch.Generator().manual_seed(derive_seed(cfg.seed, info.rank, 1))
+        manager = CheckpointManager(self.run_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last, keep_best=cfg.checkpoint.keep_best)
+        start, elapsed0 = 0, 0.0
+        if resume:
+            start, elapsed0 = self._restore(manager, module, optimizer, view_rng)
+        logs = _Logs(self.run_dir, enabled=info.is_main, resume_step=start if resume else None, total=total, progress=cfg.log.progress)
+        try:
+            return self._loop(comps, module, wrapped, optimizer, sampler, view_rng, manager, logs, start, total, elapsed0)
+        finally:
+            logs.close()
+
+    def _restore(self, manager, module, optimizer, view_rng) -> tuple[int, float]:
+        path = manager.path("last")
+        if path is None or not path.is_dir():
+            raise UserError(f"no checkpoint to resume from in {manager.directory}")
+        ckpt = read_checkpoint(path)
+        meta = ckpt.meta
+        if meta["world_size"] != self.info.world_size:
+            raise UserError(
+                f"this run was trained with {meta['world_size']} process(es); resume it with the same number "
+                f"(got {self.info.world_size}) so it continues exactly"
+            )
+        module.model.load_state_dict(ckpt.model)
+        if ckpt.objective:
+            module.objective.load_state_dict(ckpt.objective)
+        optimizer.load_state_dict(unflatten_optimizer(ckpt.tensors, meta["optimizer"]))
+        r = self.info.rank
+        view_rng.set_state(ckpt.tensors[f"rng.views.{r}"])
+        torch.set_rng_state(ckpt.tensors[f"rng.torch.{r}"])
+        if self.device.type == "cuda" and f"rng.cuda.{r}" in ckpt.tensors:
+            torch.cuda.set_rng_state(ckpt.tensors[f"rng.cuda.{r}"], self.device)
+        if self.info.is_main:  # checkpoints a killed run wrote after the one we resume from
+            for name in manager.names():
+                if name > path.name:
+                    shutil.rmtree(manager.directory / name, ignore_errors=True)
+        return int(meta["step"]), float(meta.get("elapsed_s", 0.0))
+
+    def _rng_tensors(self, view_rng: torch.Generator) -> dict[str, torch.Tensor]:
+        states = {"views": view_rng.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        out = {}
+        for name, state in states.items():
+            every = distributed.all_gather_no_grad(state.to(self.device if self.device.type == "cuda" else "cpu")[None])
+            for rank in range(every.shape[0]):
+                out[f"rng.{name}.{rank}"] = every[rank].cpu()
+        return out
+
+    def _save(self, manager, module, optimizer, view_rng, step, epoch, loss, elapsed) -> Path | None:
+        rng = self._rng_tensors(view_rng)  # every process takes part in the gather
+        if not self.info.is_main:
+            return None
+        opt_tensors, opt_plain = flatten_optimizer(optimizer.state_dict())
+        meta = {"step": step, "epoch": epoch, "world_size": self.info.world_size, "loss": loss, "elapsed_s": elapsed, "optimizer": opt_plain}
+        return manager.save(
+            step, model=module.model.state_dict(), objective=module.objective.state_dict(), tensors={**opt_tensors, **rng}, meta=meta, loss=loss
+        )
+
+    def _loop(self, comps, module, wrapped, optimizer, sampler, view_rng, manager, logs, start, total, elapsed0) -> TrainResult:
+        cfg, device = self.cfg, self.device
+        views_gen, dataset = comps.views, comps.dataset
+        autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        module.train()
+        t_start = time.perf_counter()
+        window = _Window()
+        ckpt_loss_sum, ckpt_loss_n, last_loss, last_ckpt = 0.0, 0, float("nan"), manager.path("last")
+        for step in range(start, total):
+            t0 = time.perf_counter()
+            idx = sampler.indices(step)
+            batch = dataset.get(idx)
+            views = views_gen(batch, view_rng)
+            t_views = time.perf_counter() - t0
+            targets = views_gen.eval_views(batch) if comps.kind == "reconstruction" else None
+            move = lambda d: None if d is None else {k: v.to(device, non_blocking=True) for k, v in d.items()}  # noqa: E731
+            lengths = {v: batch.lengths[m] for v, m in views_gen.view_modalities.items() if m in batch.lengths}
+            labels = None if batch.labels is None else batch.labels.to(device)
+            index = (batch.index if batch.index is not None else idx).to(device)
+            lr = cfg.optim.lr * lr_factor(
+                step, total_steps=total, warmup_steps=cfg.schedule.warmup_steps, schedule=cfg.schedule.name, min_ratio=cfg.schedule.min_lr_ratio
+            )
+            set_lr(optimizer, lr)
+            with torch.autocast(**autocast):
+                loss, z = wrapped(move(views), lengths=move(lengths), labels=labels, targets=move(targets), index=index)
+            loss_value = distributed.all_reduce_mean(loss.detach()) if self.info.enabled else float(loss.detach())
+            if not math.isfinite(loss_value):
+                where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+                raise NonFiniteLoss(
+                    f"the loss became {loss_value} at step {step + 1} of {total}; the run stopped and {where} "
+                    "(try a lower optim.lr, optim.grad_clip, or a higher temperature)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            done = step + 1
+            epoch = step // sampler.steps_per_epoch
+            window.add(loss_value, t_views, time.perf_counter() - t0)
+            ckpt_loss_sum, ckpt_loss_n = ckpt_loss_sum + loss_value, ckpt_loss_n + 1
+            if done % cfg.log.every == 0 or done == total:
+                names = list(z)
+                align, uniform = align_uniform_stats(z[names[0]], z[names[1 % len(names)]])
+                if len(names) == 1:
+                    align = float("nan")
+                last_loss = window.loss()
+                row = {
+                    "step": done, "epoch": epoch, "loss": last_loss, "lr": lr, "align": align, "uniform": uniform,
+                    "items_per_s": window.items_per_s(cfg.batch_size), "view_fraction": window.view_fraction(),
+                    "elapsed_s": elapsed0 + time.perf_counter() - t_start,
+                }  # fmt: skip
+                logs.write(done, row)
+                window = _Window()
+            else:
+                logs.tick()
+            every = cfg.checkpoint.every
+            if (every and done % every == 0) or done == total:
+                mean = ckpt_loss_sum / max(1, ckpt_loss_n)
+                saved = self._save(manager, module, optimizer, view_rng, done, epoch, mean, elapsed0 + time.perf_counter() - t_start)
+                last_ckpt = saved or last_ckpt
+                ckpt_loss_sum, ckpt_loss_n = 0.0, 0
+        self._barrier()
+        return TrainResult(run_dir=self.run_dir, step=total, loss=last_loss, checkpoint=manager.path("last"))
+
+
+class _Window:
+    """Sums over one logging interval."""
+
+    def __init__(self) -> None:
+        self.losses, self.t_views, self.t_total, self.steps = 0.0, 0.0, 0.0, 0
+
+    def add(self, loss: float, t_views: float, t_total: float) -> None:
+        self.losses += loss
+        self.t_views += t_views
+        self.t_total += t_total
+        self.steps += 1
+
+    def loss(self) -> float:
+        return self.losses / max(1, self.steps)
+
+    def items_per_s(self, batch_size: int) -> float:
+        return self.steps * batch_size / self.t_total if self.t_total > 0 else float("nan")
+
+    def view_fraction(self) -> float:
+        return self.t_views / self.t_total if self.t_total > 0 else float("nan")
+
+
+class _Logs:
+    """metrics.csv, TensorBoard and the progress bar, on the main process only."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None, total: int, progress: bool) -> None:
+        self.enabled = enabled
+        self.pending = 0
+        if not enabled:
+            return
+        self.metrics = MetricsLog(run_dir / METRICS_FILE, resume_step=resume_step)
+        self.tb = TensorBoard(run_dir / "tensorboard", resume_step=resume_step)
+        self.bar = Progress(total=total, initial=resume_step or 0, enabled=progress)
+
+    def tick(self) -> None:
+        self.pending += 1
+
+    def write(self, step: int, row: dict) -> None:
+        self.pending += 1
+        if not self.enabled:
+            return
+        self.metrics.write(row)
+        self.tb.write(step, {k: v for k, v in row.items() if k not in ("step", "epoch")})
+        self.bar.update(self.pending, row)
+        self.pending = 0
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.close()
+            self.tb.close()
+            self.metrics.close()
