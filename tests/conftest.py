@@ -1,11 +1,8 @@
-import os
-
 import pytest
 import torch
 
-# Two pytest workers share two cores: one thread each keeps them from fighting.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# Tests run two workers on two cores, and small linear algebra is faster on one thread anyway.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -10,14 +10,14 @@ from torch import Tensor
 
 def check_positive(name: str, value: float) -> float:
     """``value`` must be a finite number > 0 (temperatures, scales)."""
-    if not isinstance(value, (int, float)) or not (value > 0) or value == float("inf"):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0) or value == float("inf"):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
 def check_non_negative(name: str, value: float) -> float:
     """``value`` must be a finite number >= 0 (margins, weights)."""
-    if not isinstance(value, (int, float)) or not (value >= 0) or value == float("inf"):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0) or value == float("inf"):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 

@@ -185,7 +185,7 @@ class _TiledLoss(torch.autograd.Function):
             gy = None
         else:
             ways = 2 if mode == _SYMMETRIC else 1
-            gx.sub_(y, alpha=ways).div_(ways * n * tau)
+            gx.sub_(y, alpha=1).div_(ways * n * tau)
             gy.sub_(x, alpha=ways).div_(ways * n * tau)
             grad_tau = -((gx * x).sum() + (gy * y).sum()) / (2 * tau)
         gx = gx * grad_loss

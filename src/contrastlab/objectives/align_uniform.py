@@ -55,7 +55,7 @@ def align_loss(x: Tensor, y: Tensor, *, alpha: float = 2.0, check_normalized: bo
 
     References:
         Wang and Isola, "Understanding Contrastive Representation Learning through Alignment and Uniformity
-        on the Hypersphere", ICML 2020, arXiv:2005.10242, equation (2).
+        on the Hypersphere", ICML 2020, arXiv:2005.10242, section 4 (alignment loss).
 
     Args:
         x: embeddings of one view, shape ``(N, D)`` (meant to be unit-norm; not normalised here).
@@ -99,7 +99,7 @@ def uniform_loss(x: Tensor, *, t: float = 2.0, check_normalized: bool = False) -
     most 0 (all points equal) and at least :math:`-4t` (every pair antipodal).
 
     References:
-        Wang and Isola, ICML 2020, arXiv:2005.10242, equation (3).
+        Wang and Isola, ICML 2020, arXiv:2005.10242, section 4 (uniformity loss).
 
     Args:
         x: embeddings, shape ``(N, D)`` with ``N >= 2`` (meant to be unit-norm; not normalised here).
@@ -142,11 +142,12 @@ def align_uniform(
 
     .. math::
         \mathcal{L} = \mathcal{L}_\text{align}(z^{(1)}, z^{(2)}; \alpha)
-            + \lambda\,\tfrac{1}{2}\big(\mathcal{L}_\text{uniform}(z^{(1)}; t) + \mathcal{L}_\text{uniform}(z^{(2)}; t)\big).
+            + \frac{\lambda}{2}\big(\mathcal{L}_\text{uniform}(z^{(1)}; t)
+            + \mathcal{L}_\text{uniform}(z^{(2)}; t)\big).
 
     References:
-        Wang and Isola, ICML 2020, arXiv:2005.10242, section 5 (the objective of their Table 1 with
-        :math:`\alpha = 2, t = 2`).
+        Wang and Isola, ICML 2020, arXiv:2005.10242 (their experiments weight the two terms, e.g.
+        :math:`0.98\,\mathcal{L}_\text{align} + 0.96\,\mathcal{L}_\text{uniform}` with :math:`\alpha = t = 2`).
 
     Args:
         z1: first view, shape ``(N, D)``.

@@ -140,7 +140,7 @@ class LinearCCA(BaseEstimator):
         a, rho, bt = np.linalg.svd(w1 @ c12 @ w2, full_matrices=False)
 
         self.x_weights_ = w1 @ a[:, :k]
-        self.y_weights_ = w2 @ bt[:, :k]
+        self.y_weights_ = w2 @ bt[:k].T
         self.correlations_ = rho[:k]
         self.means_ = (mx, my)
         self.n_features_in_ = X.shape[1]

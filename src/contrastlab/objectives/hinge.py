@@ -32,7 +32,8 @@ def vse_hinge(
     References:
         Kiros, Salakhutdinov, Zemel, "Unifying Visual-Semantic Embeddings with Multimodal Neural Language
         Models", arXiv:1411.2539 (2014); Faghri, Fleet, Kiros, Fidler, "VSE++: Improving Visual-Semantic
-        Embeddings with Hard Negatives", BMVC 2018, arXiv:1707.05612, equations (4) and (5).
+        Embeddings with Hard Negatives", BMVC 2018, arXiv:1707.05612 (the sum-of-hinges and max-of-hinges
+        losses).
 
     Args:
         z1: first modality (e.g. images), shape ``(N, D)``.

@@ -120,7 +120,9 @@ def info_nce(
         return loss
 
     if impl == "tiled":
-        raise ValueError(f"impl='tiled' supports in-batch negatives only, got negatives of shape {tuple(negatives.shape)}")
+        raise ValueError(
+            f"impl='tiled' supports in-batch negatives only, got negatives of shape {tuple(negatives.shape)}"
+        )
     if symmetric:
         raise ValueError(
             "symmetric=True needs in-batch negatives (negatives=None); with a queue per view, "
@@ -247,7 +249,10 @@ class InfoNCE(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, symmetric={self.symmetric}, normalize={self.normalize}, impl={self.impl!r}"
+        return (
+            f"temperature={self.temperature}, symmetric={self.symmetric}, normalize={self.normalize}, "
+            f"impl={self.impl!r}"
+        )
 
 
 class NTXent(nn.Module):

@@ -32,7 +32,7 @@ def core_view(views: Sequence[Tensor], pairwise: Pairwise, *, reduction: str = "
     (the CMC slides' equation (9)); ``reduction="mean"`` divides by the :math:`M-1` pairs.
 
     References:
-        Tian, Krishnan, Isola, "Contrastive Multiview Coding", ECCV 2020, arXiv:1906.05849, section 3.2.
+        Tian, Krishnan, Isola, "Contrastive Multiview Coding", ECCV 2020, arXiv:1906.05849, section 3.3.
 
     Args:
         views: :math:`M \ge 2` embeddings, each ``(N, D)``; ``views[0]`` is the core view.
@@ -66,7 +66,7 @@ def full_graph(views: Sequence[Tensor], pairwise: Pairwise, *, reduction: str = 
     (the CMC slides' equation (10)); ``reduction="mean"`` divides by the :math:`M(M-1)/2` pairs.
 
     References:
-        Tian, Krishnan, Isola, "Contrastive Multiview Coding", ECCV 2020, arXiv:1906.05849, section 3.2.
+        Tian, Krishnan, Isola, "Contrastive Multiview Coding", ECCV 2020, arXiv:1906.05849, section 3.3.
 
     Args:
         views: :math:`M \ge 2` embeddings, each ``(N, D)``.
@@ -96,7 +96,9 @@ class MultiViewObjective(nn.Module):
 
     ``forward(views)`` takes a sequence of :math:`M \ge 2` embeddings ``(N, D)`` (or a mapping from view
     name to embeddings, in its insertion order; the first is the core view). Pairwise losses are summed, as
-    in CMC, unless ``reduction="mean"``.
+    in CMC, unless ``reduction="mean"``. The registry entries ``cmc_core_view`` / ``cmc_full_graph`` default
+    to ``pairwise="clip"``: CMC's :math:`\mathcal{L}(V_i, V_j)` is two-way (the sum of both directions, the
+    slides' eq. (8)), and CLIP's loss is its mean, so they differ by a constant factor 2.
 
     References:
         Tian, Krishnan, Isola, "Contrastive Multiview Coding", ECCV 2020, arXiv:1906.05849.
@@ -120,7 +122,12 @@ class MultiViewObjective(nn.Module):
     """
 
     def __init__(
-        self, pairwise: str | Pairwise = "info_nce", *, mode: str = "core_view", reduction: str = "sum", **pairwise_options
+        self,
+        pairwise: str | Pairwise = "info_nce",
+        *,
+        mode: str = "core_view",
+        reduction: str = "sum",
+        **pairwise_options,
     ) -> None:
         super().__init__()
         self.mode = check_choice("mode", mode, MODES)

@@ -27,7 +27,8 @@ class NegativeQueue(nn.Module):
     The loss with the queue is InfoNCE with shared negatives (:math:`K` stored keys :math:`n_k`):
 
     .. math::
-        \mathcal{L} = -\frac{1}{N}\sum_i \log \frac{e^{q_i^\top k_i/\tau}}{e^{q_i^\top k_i/\tau} + \sum_{k=1}^{K} e^{q_i^\top n_k/\tau}}.
+        \mathcal{L} = -\frac{1}{N}\sum_i \log
+            \frac{e^{q_i^\top k_i/\tau}}{e^{q_i^\top k_i/\tau} + \sum_{k=1}^{K} e^{q_i^\top n_k/\tau}}.
 
     References:
         He, Fan, Wu, Xie, Girshick, "Momentum Contrast for Unsupervised Visual Representation Learning"

@@ -11,7 +11,17 @@ from importlib import import_module
 
 from contrastlab.objectives._spec import ObjectiveSpec
 
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = (
+    "info_nce",
+    "nce",
+    "triplet",
+    "hinge",
+    "align_uniform",
+    "multiview",
+    "supcon",
+    "cca",
+    "reconstruction",
+)
 
 
 def _collect() -> dict[str, ObjectiveSpec]:

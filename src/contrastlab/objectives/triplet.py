@@ -21,7 +21,9 @@ METRICS = ("cosine", "dot", "euclidean", "squared_euclidean")
 def parse_sampler(sampler: str) -> tuple[str, ...]:
     """Split ``"random+semi_hard"`` into its samplers; each must be known and appear once."""
     if not isinstance(sampler, str) or not sampler:
-        raise ValueError(f"sampler must be a non-empty string such as 'semi_hard' or 'random+semi_hard', got {sampler!r}")
+        raise ValueError(
+            f"sampler must be a non-empty string such as 'semi_hard' or 'random+semi_hard', got {sampler!r}"
+        )
     parts = tuple(sampler.split("+"))
     for part in parts:
         if part not in SAMPLERS:
@@ -62,7 +64,9 @@ def pair_scores(a: Tensor, b: Tensor, metric: str) -> Tensor:
     return -(dist.square() if metric == "squared_euclidean" else dist)
 
 
-def _one_direction(scores: Tensor, margin: float, samplers: tuple[str, ...], generator: torch.Generator | None) -> Tensor:
+def _one_direction(
+    scores: Tensor, margin: float, samplers: tuple[str, ...], generator: torch.Generator | None
+) -> Tensor:
     """Per-anchor loss ``(N,)``: rows of ``scores`` are anchors, the diagonal holds the positives."""
     n = scores.shape[0]
     rows = torch.arange(n, device=scores.device)
@@ -209,7 +213,10 @@ class Triplet(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}, sampler={self.sampler!r}, metric={self.metric!r}, bidirectional={self.bidirectional}"
+        return (
+            f"margin={self.margin}, sampler={self.sampler!r}, metric={self.metric!r}, "
+            f"bidirectional={self.bidirectional}"
+        )
 
 
 SPECS: list[ObjectiveSpec] = [

@@ -156,7 +156,10 @@ class _Run:
         start, elapsed0 = 0, 0.0
         if resume:
             start, elapsed0 = self._restore(manager, module, optimizer, view_rng)
-        logs = _Logs(self.run_dir, enabled=info.is_main, resume_step=start if resume else None, total=total, progress=cfg.log.progress)
+        logs = _Logs(
+            self.run_dir, enabled=info.is_main, resume_step=start if resume else None, total=total,
+            progress=cfg.log.progress, tensorboard=cfg.log.tensorboard,
+        )  # fmt: skip
         try:
             return self._loop(comps, module, wrapped, optimizer, sampler, view_rng, manager, logs, start, total, elapsed0)
         finally:
@@ -300,13 +303,13 @@ class _Window:
 class _Logs:
     """metrics.csv, TensorBoard and the progress bar, on the main process only."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None, total: int, progress: bool) -> None:
+    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None, total: int, progress: bool, tensorboard: bool) -> None:
         self.enabled = enabled
         self.pending = 0
         if not enabled:
             return
         self.metrics = MetricsLog(run_dir / METRICS_FILE, resume_step=resume_step)
-        self.tb = TensorBoard(run_dir / "tensorboard", resume_step=resume_step)
+        self.tb = TensorBoard(run_dir / "tensorboard", resume_step=resume_step) if tensorboard else None
         self.bar = Progress(total=total, initial=resume_step or 0, enabled=progress)
 
     def tick(self) -> None:
@@ -317,12 +320,14 @@ class _Logs:
         if not self.enabled:
             return
         self.metrics.write(row)
-        self.tb.write(step, {k: v for k, v in row.items() if k not in ("step", "epoch")})
+        if self.tb is not None:
+            self.tb.write(step, {k: v for k, v in row.items() if k not in ("step", "epoch")})
         self.bar.update(self.pending, row)
         self.pending = 0
 
     def close(self) -> None:
         if self.enabled:
             self.bar.close()
-            self.tb.close()
+            if self.tb is not None:
+                self.tb.close()
             self.metrics.close()

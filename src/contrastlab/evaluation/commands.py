@@ -1,0 +1,73 @@
+"""``contrastlab eval RUN_DIR`` and ``contrastlab report RUN_DIR [RUN_DIR ...] -o report.html``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from contrastlab.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a trained run: probes, k-NN, geometry, invariances, figures",
+                       description="Evaluate the frozen encoder of RUN_DIR next to raw-input and random-encoder "
+                                   "baselines; write RUN_DIR/eval/metrics.json and PNG figures.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `contrastlab train`")
+    p.add_argument("--stage", choices=("head", "backbone", "both"), default="both",
+                   help="features after the projection head, from the backbone, or both (default: both)")
+    p.add_argument("--max-items", type=int, default=None, metavar="N",
+                   help="evaluate at most N items per split (a seeded random subset)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsets, views and resampling (default: 0)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the raw-input and random-encoder baselines")
+    p.add_argument("--no-figures", action="store_true", help="write metrics.json only")
+    p.set_defaults(func=_eval)
+
+    r = sub.add_parser("report", help="one self-contained HTML page for one or more evaluated runs",
+                       description="Compare evaluated runs side by side in one HTML file (figures embedded).")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs evaluated by `contrastlab eval`")
+    r.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default: report.html)")
+    r.add_argument("--title", default=None, help="the page title")
+    r.set_defaults(func=_report)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from contrastlab.evaluation.pipeline import STAGES, EvalOptions, evaluate_run_dir
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    if args.max_items is not None and args.max_items < 2:
+        raise UserError(f"--max-items must be at least 2, got {args.max_items}")
+    options = EvalOptions(stages=STAGES if args.stage == "both" else (args.stage,), max_items=args.max_items,
+                          seed=args.seed, baselines=not args.no_baselines, figures=not args.no_figures)
+    metrics = evaluate_run_dir(run_dir, options=options)
+    print(_summary(metrics))
+    print(f"wrote {run_dir / 'eval' / 'metrics.json'} and {len(metrics['figures'])} figure(s) "
+          f"in {metrics['seconds']:.1f} s")
+    return 0
+
+
+def _summary(metrics: dict) -> str:
+    lines = []
+    for name, enc in metrics["encoders"].items():
+        parts = [f"{name:<16}"]
+        cls = enc.get("classification", {})
+        if cls:
+            parts.append(f"probe {cls['probe_test_accuracy']:.3f}  5-NN {cls['knn5_accuracy']:.3f}  "
+                         f"200-NN {cls['knn200_accuracy']:.3f}")
+        geo = enc.get("geometry", {})
+        if "alignment" in geo:
+            parts.append(f"align {geo['alignment']:.3f}  uniform {geo['uniformity']:.3f}")
+        inv = enc.get("invariance", {})
+        if inv:
+            parts.append("  ".join(f"{f}:{r['label'][:4]}" for f, r in inv.items()))
+        lines.append("  ".join(parts))
+    return "\n".join(lines)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from contrastlab.report.html import write_report
+
+    out = write_report(args.run_dirs, args.output, title=args.title)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {len(args.run_dirs)} run(s))")
+    return 0

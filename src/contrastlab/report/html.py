@@ -1,0 +1,183 @@
+"""One self-contained HTML page for one or several evaluated runs.
+
+The page needs nothing but itself: figures are embedded as base64 PNG data URIs, the style sheet
+is inline, and there is no script and no external request. Each run must have been evaluated first
+(``contrastlab eval RUN_DIR`` writes ``RUN_DIR/eval/metrics.json`` and the figures).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from html import escape
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+from contrastlab import __version__
+from contrastlab.errors import UserError
+from contrastlab.plots import alignment_uniformity_scatter, png_bytes
+from contrastlab.report.tables import config_table, invariance_table, metrics_table
+
+#: Figure names in the order the page shows them, with captions.
+FIGURE_CAPTIONS: dict[str, str] = {
+    "curves": "Training curves from metrics.csv.",
+    "invariance": "Invariance report: distance score (0 = invariant, 1 = as far as a new item; dashed lines at the "
+                  "label thresholds) and k-NN purity against chance (black ticks), for the trained encoder and the "
+                  "baselines.",
+    "neighbours_head_train": "Nearest neighbours of the head features on the training split.",
+    "neighbours_head_test": "Nearest neighbours of the head features on the test split.",
+    "neighbours_backbone_train": "Nearest neighbours of the backbone features on the training split.",
+    "neighbours_backbone_test": "Nearest neighbours of the backbone features on the test split.",
+    "hypersphere_head": "Head features on the circle, with the density of angles per class (Wang & Isola, Fig. 3).",
+    "hypersphere_backbone": "Backbone features on the circle, with the density of angles per class.",
+    "tsne_head": "t-SNE of the head features of test items.",
+    "tsne_backbone": "t-SNE of the backbone features of test items.",
+}
+
+
+@dataclass
+class EvaluatedRun:
+    """One run's evaluation as the report reads it."""
+
+    name: str
+    eval_dir: Path
+    metrics: dict
+
+
+def load_evaluated(run_dir: str | Path) -> EvaluatedRun:
+    """Read ``RUN_DIR/eval/metrics.json``.
+
+    Raises:
+        UserError: when the run folder or its evaluation is missing, or the JSON is unreadable.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    path = run_dir / "eval" / "metrics.json"
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: run `contrastlab eval {run_dir}` first")
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("encoders"), dict):
+        raise UserError(f"{path} is not a contrastlab evaluation (no 'encoders' table)")
+    return EvaluatedRun(name=run_dir.resolve().name, eval_dir=path.parent, metrics=metrics)
+
+
+def _unique_names(runs: list[EvaluatedRun]) -> None:
+    seen: dict[str, int] = {}
+    for run in runs:
+        base = run.name
+        seen[base] = seen.get(base, 0) + 1
+        if seen[base] > 1:
+            run.name = f"{base} ({seen[base]})"
+
+
+def _img(data: bytes, alt: str) -> str:
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
+
+
+def _figure(data: bytes | None, alt: str, caption: str) -> str:
+    body = _img(data, alt) if data is not None else '<div class="missing">not available for this run</div>'
+    return f"<figure>{body}<figcaption>{escape(caption)}</figcaption></figure>"
+
+
+def _scatter(runs: list[EvaluatedRun]) -> str:
+    names, align, unif, acc = [], [], [], []
+    for run in runs:
+        for enc_name, enc in run.metrics["encoders"].items():
+            geometry = enc.get("geometry", {})
+            if geometry.get("alignment") is None or geometry.get("uniformity") is None:
+                continue
+            names.append(enc_name if len(runs) == 1 else f"{run.name}/{enc_name}")
+            align.append(geometry["alignment"])
+            unif.append(geometry["uniformity"])
+            acc.append(enc.get("classification", {}).get("probe_test_accuracy"))
+    if not names:
+        return ""
+    fig = alignment_uniformity_scatter(names, align, unif, acc, title="Alignment and uniformity on held-out pairs")
+    return ("<h2>Alignment and uniformity</h2><p class=note>Each point is an encoder on held-out positive pairs, "
+            "coloured by linear-probe test accuracy (Wang &amp; Isola, Fig. 7): lower left is aligned and uniform."
+            "</p>" + f'<div class="figrow" style="grid-template-columns: minmax(0, 640px)">'
+            f'{_figure(png_bytes(fig), "alignment-uniformity scatter", "Alignment against uniformity.")}</div>')
+
+
+def _figures(runs: list[EvaluatedRun]) -> str:
+    names = list(dict.fromkeys(n for run in runs for n in run.metrics.get("figures", {})))
+    order = [n for n in FIGURE_CAPTIONS if n in names] + [n for n in names if n not in FIGURE_CAPTIONS]
+    if not order:
+        return ""
+    parts = ["<h2>Figures</h2>"]
+    for name in order:
+        cells = []
+        for run in runs:
+            file = run.metrics.get("figures", {}).get(name)
+            path = run.eval_dir / file if file else None
+            data = path.read_bytes() if path is not None and path.is_file() else None
+            caption = FIGURE_CAPTIONS.get(name, name) + (f" — {run.name}" if len(runs) > 1 else "")
+            cells.append(_figure(data, f"{name} ({run.name})", caption))
+        parts.append(f"<h3>{escape(name)}</h3>")
+        parts.append(f'<div class="figrow" style="grid-template-columns: repeat({len(runs)}, minmax(0, 1fr))">'
+                     + "".join(cells) + "</div>")
+    return "".join(parts)
+
+
+def build_report(run_dirs: list[str | Path], *, title: str | None = None) -> str:
+    """The HTML page for the evaluated runs, side by side in the order given.
+
+    Args:
+        run_dirs: one or more run folders, each evaluated by ``contrastlab eval``.
+        title: the page title (default names the runs).
+
+    Returns:
+        The HTML text.
+
+    Raises:
+        UserError: when no run is given or a run has no evaluation.
+    """
+    if not run_dirs:
+        raise UserError("name at least one run directory")
+    runs = [load_evaluated(d) for d in run_dirs]
+    _unique_names(runs)
+    title = title or "contrastlab report: " + ", ".join(r.name for r in runs)
+    body = ["<h2>Runs</h2><ul>"]
+    for run in runs:
+        info, items = run.metrics.get("run", {}), run.metrics.get("items", {})
+        body.append(f"<li><b>{escape(run.name)}</b>: objective <code>{escape(str(info.get('objective')))}</code>, "
+                    f"data <code>{escape(str(info.get('dataset')))}</code>, {items.get('train', '?')} train / "
+                    f"{items.get('test', '?')} test items evaluated, <code>{escape(str(info.get('run_dir')))}</code></li>")
+    body.append("</ul>")
+    body.append("<h2>Metrics</h2><p class=note>Features of the frozen encoder after the head and from the backbone, "
+                "next to two baselines: the raw inputs and the same architecture randomly initialised. "
+                "Accuracies are on the test split; geometry is on test items.</p>")
+    body.append(metrics_table([(run.name, enc, m) for run in runs for enc, m in run.metrics["encoders"].items()]))
+    for run in runs:
+        reports = {e: m["invariance"] for e, m in run.metrics["encoders"].items() if m.get("invariance")}
+        if reports:
+            body.append(f"<h2>Invariance — {escape(run.name)}</h2><p class=note>Score: mean embedding distance when "
+                        "only that factor changes ÷ mean distance to a random other item (invariant below 0.3, "
+                        "sensitive from 0.5). Purity: fraction of each item's 5 nearest neighbours sharing its value "
+                        "(continuous factors in quartile bins), with the chance level in brackets.</p>")
+            body.append(invariance_table(reports))
+    body.append(_scatter(runs))
+    body.append(_figures(runs))
+    body.append("<h2>Configuration</h2>")
+    body.append(config_table({run.name: run.metrics.get("run", {}).get("config") or {} for run in runs}))
+    template = Template(resources.files("contrastlab.report").joinpath("template.html").read_text())
+    style = resources.files("contrastlab.report").joinpath("style.css").read_text()
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return template.substitute(title=escape(title), style=style, version=__version__, body="\n".join(body),
+                               subtitle=escape(f"{len(runs)} run(s), generated {stamp} by contrastlab {__version__}"))
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path, *, title: str | None = None) -> Path:
+    """Build the report and write it to ``out`` (the parent folder is created)."""
+    out = Path(out)
+    html = build_report(run_dirs, title=title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    return out

@@ -1,0 +1,132 @@
+"""Read a finished (or interrupted) run back: its config, its trained model, its data and views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from contrastlab.data.base import Dataset
+from contrastlab.encoders.model import MultiViewModel
+from contrastlab.errors import UserError
+from contrastlab.training._schema import parse_yaml
+from contrastlab.training.build import build_components, make_dataset
+from contrastlab.training.checkpoint import CheckpointManager, read_checkpoint
+from contrastlab.training.config import TrainConfig, config_from_dict
+from contrastlab.training.loop import CONFIG_FILE, METRICS_FILE
+from contrastlab.views.base import ViewGenerator
+
+
+def read_run_config(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:
+    """The resolved config a run saved, as plain data and as a checked :class:`TrainConfig`.
+
+    Raises:
+        UserError: no run at ``run_dir``.
+        ValueError: a config that no longer checks (e.g. edited by hand).
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    raw = parse_yaml(path.read_text(encoding="utf-8"), source=str(path))
+    return raw, config_from_dict(raw)
+
+
+class LoadedRun:
+    """A trained run, ready for evaluation (what :func:`load_run` returns).
+
+    Attributes:
+        run_dir: the run directory.
+        config: the resolved config as plain data (what ``config.yaml`` holds).
+        model: the :class:`MultiViewModel` with the chosen weights, in eval mode, on the CPU.
+        views: the run's view generator (``eval_views`` gives the deterministic views).
+        objective: the objective's registry name.
+        objective_kind: its calling convention (``"pairwise"``, ``"multiview"``, ...).
+        objective_module: the objective module with its trained state (e.g. class embeddings).
+        metrics_path: the run's ``metrics.csv``.
+        checkpoint: the checkpoint the weights came from.
+        step: the training step of that checkpoint.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        config: dict[str, Any],
+        train_config: TrainConfig,
+        model: MultiViewModel,
+        views: ViewGenerator,
+        objective_module: nn.Module,
+        objective_kind: str,
+        train_dataset: Dataset,
+        checkpoint: Path,
+        step: int,
+    ) -> None:
+        self.run_dir, self.config, self.model, self.views = run_dir, config, model, views
+        self.objective, self.objective_kind, self.objective_module = train_config.objective.name, objective_kind, objective_module
+        self.metrics_path = run_dir / METRICS_FILE
+        self.checkpoint, self.step = checkpoint, step
+        self._train_config = train_config
+        self._datasets: dict[str, Dataset] = {train_config.data.split: train_dataset}
+
+    def dataset(self, split: str) -> Dataset:
+        """The run's data set for ``split`` (``"train"`` or ``"test"``), built once and cached.
+
+        Raises:
+            ValueError: an unknown split.
+        """
+        if split not in self._datasets:
+            self._datasets[split] = make_dataset(self._train_config, split)
+        return self._datasets[split]
+
+    def __repr__(self) -> str:
+        return f"LoadedRun({str(self.run_dir)!r}, objective={self.objective!r}, step={self.step})"
+
+
+def load_run(run_dir: str | Path, *, which: str = "last") -> LoadedRun:
+    """Load a run's config, data, views and model weights from its directory.
+
+    Args:
+        run_dir: the run directory written by ``contrastlab train``.
+        which: ``"last"`` or ``"best"`` (lowest mean training loss between checkpoints) weights.
+
+    Returns:
+        A :class:`LoadedRun` whose model is on the CPU in eval mode.
+
+    Raises:
+        UserError: not a run directory, or a run without checkpoints.
+        ValueError: an unknown ``which``.
+
+    Example:
+        >>> run = load_run("runs/shapes-simclr")  # doctest: +SKIP
+        >>> features = run.model.encode(run.views.eval_views(run.dataset("test").get(torch.arange(8))))  # doctest: +SKIP
+    """
+    if which not in ("last", "best"):
+        raise ValueError(f"which must be 'last' or 'best', got {which!r}")
+    run_dir = Path(run_dir)
+    raw, cfg = read_run_config(run_dir)
+    checkpoints = run_dir / "checkpoints"
+    path = CheckpointManager(checkpoints, keep_last=1).path(which) if checkpoints.is_dir() else None
+    if path is None or not path.is_dir():
+        raise UserError(f"run {run_dir} has no checkpoint yet")
+    torch.manual_seed(cfg.seed)
+    comps = build_components(cfg)
+    ckpt = read_checkpoint(path)
+    comps.model.load_state_dict(ckpt.model)
+    if ckpt.objective:
+        comps.objective.load_state_dict(ckpt.objective)
+    comps.model.eval()
+    comps.objective.eval()
+    return LoadedRun(
+        run_dir=run_dir,
+        config=raw,
+        train_config=cfg,
+        model=comps.model,
+        views=comps.views,
+        objective_module=comps.objective,
+        objective_kind=comps.kind,
+        train_dataset=comps.dataset,
+        checkpoint=path,
+        step=int(ckpt.meta.get("step", 0)),
+    )
