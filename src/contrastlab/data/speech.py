@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from contrastlab.data.audio import MelConfig, log_mel, parse_wav, resample, trim_silence
 from contrastlab.errors import UserError
@@ -91,10 +92,12 @@ class SpeechSynthesizer:
 
     Example:
         >>> import tempfile
-        >>> synth = SpeechSynthesizer(cache_dir=tempfile.mkdtemp())
-        >>> [spec] = synth([Utterance("a red circle")])  # doctest: +SKIP
-        >>> spec.shape[0]  # doctest: +SKIP
-        40
+        >>> synth = SpeechSynthesizer(cache_dir=tempfile.mkdtemp(), workers=2)
+        >>> synth.path(Utterance("a red circle")).suffix  # where its spectrogram will be cached
+        '.npy'
+        >>> if shutil.which("espeak-ng"):  # synthesis needs espeak-ng
+        ...     [spec] = synth([Utterance("a red circle")])
+        ...     assert spec.shape[0] == 40 and synth.synthesised == 1
     """
 
     def __init__(self, *, cache_dir: str | os.PathLike | None = None, mel: MelConfig = MelConfig(),
@@ -147,10 +150,12 @@ class SpeechSynthesizer:
                 return spec
 
             todo = list(missing)
-            with ThreadPoolExecutor(max_workers=min(self.workers, len(todo))) as pool:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(todo))) as pool, \
+                    tqdm(total=len(todo), desc="espeak-ng", unit="caption", disable=len(todo) < 100) as bar:
                 for u, spec in zip(todo, pool.map(make, todo)):
                     for i in missing[u]:
                         out[i] = spec
+                    bar.update(1)
             self.synthesised += len(todo)
         return out  # type: ignore[return-value]
 

@@ -20,19 +20,21 @@ EncoderChoice = tuple[str, Mapping[str, Any]]
 
 
 def accepts(factory: Callable[..., Any], option: str) -> bool:
-    """Whether ``factory`` takes a keyword argument called ``option`` (or ``**kwargs``).
+    """Whether ``factory`` names a keyword argument ``option`` explicitly (``**kwargs`` does not count:
+    it may forward options somewhere that rejects them).
 
     Example:
-        >>> accepts(lambda *, vocab_size: None, "vocab_size")
-        True
+        >>> accepts(lambda *, vocab_size: None, "vocab_size"), accepts(lambda **kw: None, "vocab_size")
+        (True, False)
     """
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
-    if option in params:
-        return params[option].kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return option in params and params[option].kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
 
 
 def with_defaults(factory: Callable[..., Any], options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def match_ranks(queries, candidates, *, chunk: int = 1024, tie_tol: float = 1e-6
 def _direction_metrics(better: Tensor, tied: Tensor, ks: Sequence[int]) -> dict[str, float]:
     g, t = better.double(), tied.double()
     out = {f"R@{k}": float(((k - g) / (t + 1)).clamp(0.0, 1.0).mean()) for k in ks}
-    out["median_rank"] = float((g + 1 + t / 2).median())
+    out["median_rank"] = float(torch.quantile(g + 1 + t / 2, 0.5))  # the middle two averaged for even N
     out["mean_rank"] = float((g + 1 + t / 2).mean())
     return out
 

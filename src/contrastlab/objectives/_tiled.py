@@ -104,13 +104,17 @@ def _update_lse(run_max: Tensor, run_sum: Tensor, tile: Tensor, dim: int, work: 
     run_max.copy_(new_max)
 
 
+def _running(n: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    run_max = torch.full((n,), float("-inf"), dtype=like.dtype, device=like.device)
+    return run_max, torch.zeros_like(run_max)
+
+
 def _forward_lse(xs: Tensor, y: Tensor, mode: str, block: int) -> tuple[Tensor, Tensor | None]:
     """Row log-sum-exps of ``S = xs @ y.T`` (and column ones when two-way), one tile at a time."""
     n = xs.shape[0]
     scratch = _Scratch(block, n, xs)
-    row_max = torch.full((n,), float("-inf"), dtype=xs.dtype, device=xs.device)
-    row_sum = torch.zeros_like(row_max)
-    col_max, col_sum = (torch.full_like(row_max, float("-inf")), torch.zeros_like(row_sum)) if mode == _SYMMETRIC else (None, None)
+    row_max, row_sum = _running(n, xs)
+    col_max, col_sum = _running(n, xs) if mode == _SYMMETRIC else (None, None)
     for tile in _tiles(n, block, upper=mode == _NT_XENT):
         r0, r1, c0, c1 = tile
         on_diagonal = mode == _NT_XENT and r0 == c0
@@ -125,73 +129,134 @@ def _forward_lse(xs: Tensor, y: Tensor, mode: str, block: int) -> tuple[Tensor, 
     return row_lse, (col_max + col_sum.log()) if mode == _SYMMETRIC else None
 
 
-def _backward_sums(
-    x: Tensor, xs: Tensor, y: Tensor, row_lse: Tensor, col_lse: Tensor | None, mode: str, block: int
+def _recomputed_sums(
+    x: Tensor, xs: Tensor, y: Tensor, row_lse: Tensor | None, col_lse: Tensor | None, nt_xent: bool, block: int
 ) -> tuple[Tensor, Tensor]:
-    """``G @ y`` and ``G.T @ x`` with ``G = P`` (one-way) or ``P + Q`` (two-way), recomputing each tile."""
+    """``G @ y`` and ``G.T @ x`` for ``G = P`` (from ``row_lse``) ``+ Q`` (from ``col_lse``), tile by tile.
+
+    For NT-Xent (``y is x``, upper tiles only) pass the same log-sum-exps twice: ``G = P + P^T``.
+    """
     n = xs.shape[0]
     scratch = _Scratch(block, n, xs)
     gx = torch.zeros_like(x)
-    gy = gx if mode == _NT_XENT else torch.zeros_like(y)
-    # NT-Xent's column log-sum-exps are its row log-sum-exps (S is symmetric).
-    col = row_lse if mode == _NT_XENT else col_lse
-    for tile in _tiles(n, block, upper=mode == _NT_XENT):
+    gy = gx if nt_xent else torch.zeros_like(y)
+    for tile in _tiles(n, block, upper=nt_xent):
         r0, r1, c0, c1 = tile
-        on_diagonal = mode == _NT_XENT and r0 == c0
+        on_diagonal = nt_xent and r0 == c0
         s, g = scratch.views(r1 - r0, c1 - c0)
         _logits(xs, y, tile, s, on_diagonal)
-        torch.sub(s, row_lse[r0:r1, None], out=g).exp_()
-        if col is not None:
-            g.add_(s.sub_(col[None, c0:c1]).exp_())
+        if row_lse is None:
+            g = s.sub_(col_lse[None, c0:c1]).exp_()
+        else:
+            torch.sub(s, row_lse[r0:r1, None], out=g).exp_()
+            if col_lse is not None:
+                g.add_(s.sub_(col_lse[None, c0:c1]).exp_())
         gx[r0:r1].addmm_(g, y[c0:c1])
         if not on_diagonal:  # on NT-Xent's diagonal tiles g is already P + P^T
             gy[c0:c1].addmm_(g.T, x[r0:r1])
     return gx, gy
 
 
+def _fused_rows(x: Tensor, xs: Tensor, y: Tensor, block: int, columns: bool):
+    """Row log-sum-exps with ``P @ y`` and ``P.T @ x`` in one sweep (no recomputation), and optionally the
+    column log-sum-exps.
+
+    A strip of ``block`` full rows of ``exp(S - shift)`` is kept (memory ``block * N``): once the strip's
+    log-sum-exps are known, each tile becomes probabilities by rescaling the small operands.
+    """
+    n = x.shape[0]
+    b_max = min(block, n)
+    strip = torch.empty(b_max * n, dtype=x.dtype, device=x.device)
+    work = torch.empty(b_max * b_max if columns else 0, dtype=x.dtype, device=x.device)
+    row_lse = torch.empty(n, dtype=x.dtype, device=x.device)
+    col_max, col_sum = _running(n, x) if columns else (None, None)
+    gx, gy = torch.zeros_like(x), torch.zeros_like(y)
+    for r0 in range(0, n, block):
+        r1 = min(r0 + block, n)
+        b = r1 - r0
+        run_max, run_sum = _running(b, x)
+        tiles = []
+        for c0 in range(0, n, block):
+            c1 = min(c0 + block, n)
+            e = torch.mm(xs[r0:r1], y[c0:c1].T, out=strip[b * c0 : b * c1].view(b, c1 - c0))
+            if columns:
+                _update_lse(col_max[c0:c1], col_sum[c0:c1], e, 0, work[: e.numel()].view_as(e))
+            shift = torch.maximum(run_max, e.amax(1))
+            e.sub_(shift[:, None]).exp_()
+            run_sum.mul_(torch.exp(run_max - shift)).add_(e.sum(1))
+            run_max = shift
+            tiles.append((c0, c1, e, shift))
+        lse = row_lse[r0:r1]
+        torch.add(run_max, run_sum.log(), out=lse)
+        for c0, c1, e, shift in tiles:
+            weight = torch.exp(shift - lse)[:, None]  # P = e * weight, row by row
+            gx[r0:r1].addcmul_(e @ y[c0:c1], weight)
+            gy[c0:c1].addmm_(e.T, x[r0:r1] * weight)
+    return row_lse, (col_max + col_sum.log()) if columns else None, gx, gy
+
+
+def _finish_gradients(gx: Tensor, gy: Tensor | None, x: Tensor, y: Tensor | None, tau: Tensor, mode: str):
+    """From the probability sums to the gradients of the mean loss w.r.t. ``x``, ``y`` and ``tau``, in place."""
+    n = x.shape[0]
+    if mode == _NT_XENT:  # dL/dS = (P - Pos) / 2N, entering as S and S^T: dZ = ((P + P^T) Z - 2 Z_pos) / (2N tau)
+        gx.sub_(x.roll(n // 2, dims=0), alpha=2).div_(n * tau)
+        return gx, None, -(gx * x).sum() / (2 * tau)
+    ways = 2 if mode == _SYMMETRIC else 1
+    gx.sub_(y, alpha=ways).div_(ways * n * tau)
+    gy.sub_(x, alpha=ways).div_(ways * n * tau)
+    return gx, gy, -((gx * x).sum() + (gy * y).sum()) / (2 * tau)
+
+
 class _TiledLoss(torch.autograd.Function):
-    """Mean InfoNCE / NT-Xent from tiles; inputs ``x, y`` in the compute dtype, ``y is None`` for NT-Xent."""
+    """Mean InfoNCE / NT-Xent from tiles; inputs ``x, y`` in the compute dtype, ``y is None`` for NT-Xent.
+
+    When a backward pass will follow (``fused``), InfoNCE forms the row-softmax part of its gradients in
+    the forward sweep: complete for one-way (the gradient of a scalar loss is the saved one times the
+    upstream scalar); the symmetric loss adds its column-softmax part in backward. NT-Xent recomputes
+    its (upper-triangle) tiles in backward.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor | None, temperature: Tensor, mode: str, block: int) -> Tensor:
+    def forward(ctx, x: Tensor, y: Tensor | None, temperature: Tensor, mode: str, block: int, fused: bool) -> Tensor:
         tau = temperature.to(x.dtype)
         xs = x / tau
-        other = x if mode == _NT_XENT else y
-        row_lse, col_lse = _forward_lse(xs, other, mode, block)
-        if mode == _NT_XENT:
-            positive = (xs * x.roll(x.shape[0] // 2, dims=0)).sum(1)
+        ctx.mode, ctx.block, ctx.temperature_dtype = mode, block, temperature.dtype
+        ctx.fused = fused and mode != _NT_XENT
+        if ctx.fused:
+            row_lse, col_lse, gx, gy = _fused_rows(x, xs, y, block, columns=mode == _SYMMETRIC)
         else:
-            positive = (xs * y).sum(1)
+            row_lse, col_lse = _forward_lse(xs, x if mode == _NT_XENT else y, mode, block)
+        positive = (xs * (x.roll(x.shape[0] // 2, dims=0) if mode == _NT_XENT else y)).sum(1)
         loss = (row_lse - positive).mean()
         if mode == _SYMMETRIC:
             loss = (loss + (col_lse - positive).mean()) / 2
-        ctx.mode, ctx.block = mode, block
-        ctx.save_for_backward(x, y, temperature, row_lse, col_lse)
+        if ctx.fused and mode == _ONE_WAY:
+            ctx.save_for_backward(*_finish_gradients(gx, gy, x, y, tau, mode))
+        elif ctx.fused:
+            ctx.save_for_backward(x, y, temperature, col_lse, gx, gy)
+        else:
+            ctx.save_for_backward(x, temperature, row_lse)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor):
-        x, y, temperature, row_lse, col_lse = ctx.saved_tensors
-        mode = ctx.mode
-        tau = temperature.to(x.dtype)
-        xs = x / tau
-        other = x if mode == _NT_XENT else y
-        gx, gy = _backward_sums(x, xs, other, row_lse, col_lse, mode, ctx.block)
-        n = x.shape[0]
-        if mode == _NT_XENT:  # dL/dS = (P - Pos) / 2N, entering as S and S^T: dZ = ((P + P^T) Z - 2 Z_pos) / (2N tau)
-            gx.sub_(x.roll(n // 2, dims=0), alpha=2).div_(n * tau)
-            grad_tau = -(gx * x).sum() / (2 * tau)
-            gy = None
-        else:
-            ways = 2 if mode == _SYMMETRIC else 1
-            gx.sub_(y, alpha=1).div_(ways * n * tau)
-            gy.sub_(x, alpha=ways).div_(ways * n * tau)
-            grad_tau = -((gx * x).sum() + (gy * y).sum()) / (2 * tau)
+        if ctx.fused and ctx.mode == _ONE_WAY:
+            gx, gy, grad_tau = ctx.saved_tensors
+        elif ctx.fused:  # symmetric: add the column-softmax sums Q @ y, Q.T @ x
+            x, y, temperature, col_lse, gx, gy = ctx.saved_tensors
+            tau = temperature.to(x.dtype)
+            qx, qy = _recomputed_sums(x, x / tau, y, None, col_lse, False, ctx.block)
+            gx, gy, grad_tau = _finish_gradients(gx + qx, gy + qy, x, y, tau, ctx.mode)
+        else:  # NT-Xent
+            x, temperature, lse = ctx.saved_tensors
+            tau = temperature.to(x.dtype)
+            sums = _recomputed_sums(x, x / tau, x, lse, lse, True, ctx.block)
+            gx, gy, grad_tau = _finish_gradients(*sums, x, None, tau, ctx.mode)
         gx = gx * grad_loss
         gy = None if gy is None else gy * grad_loss
-        grad_tau = (grad_tau * grad_loss).to(temperature.dtype) if ctx.needs_input_grad[2] else None
-        return gx, gy, grad_tau, None, None
+        grad_tau = (grad_tau * grad_loss).to(ctx.temperature_dtype) if ctx.needs_input_grad[2] else None
+        return gx, gy, grad_tau, None, None, None
 
 
 def _prepare(z1: Tensor, z2: Tensor, temperature: float | Tensor, block_size: int | None):
@@ -244,7 +309,9 @@ def tiled_info_nce(
         0.7436
     """
     x, y, temperature, block = _prepare(z1, z2, temperature, block_size)
-    loss = _TiledLoss.apply(x, y, temperature, _SYMMETRIC if symmetric else _ONE_WAY, block)
+    # With a backward pass to come, form the row-softmax gradients in the forward sweep (no recomputation).
+    fused = torch.is_grad_enabled() and any(t.requires_grad for t in (x, y, temperature))
+    loss = _TiledLoss.apply(x, y, temperature, _SYMMETRIC if symmetric else _ONE_WAY, block, fused)
     return loss.to(z1.dtype)
 
 
@@ -282,5 +349,5 @@ def tiled_nt_xent(z1: Tensor, z2: Tensor, *, temperature: float | Tensor, block_
         1.6094
     """
     x, y, temperature, block = _prepare(z1, z2, temperature, block_size)
-    loss = _TiledLoss.apply(torch.cat([x, y]), None, temperature, _NT_XENT, block)
+    loss = _TiledLoss.apply(torch.cat([x, y]), None, temperature, _NT_XENT, block, False)
     return loss.to(z1.dtype)

@@ -80,7 +80,7 @@ def training_curves(columns: dict[str, np.ndarray], *, title: str = "Training cu
         1
     """
     x_name = next((c for c in X_COLUMNS if c in columns), None)
-    metrics = [c for c in columns if c != x_name and not np.isnan(columns[c]).all()][:max_panels]
+    metrics = [c for c in columns if c not in X_COLUMNS and not np.isnan(columns[c]).all()][:max_panels]
     if not metrics:
         raise ValueError(f"no metric to plot besides the x column; columns: {list(columns)}")
     n_rows = len(next(iter(columns.values())))

@@ -92,8 +92,8 @@ def hypersphere_plot(embeddings, labels=None, *, kappa: float = 8.0, max_classes
     classes = [] if y is None else list(np.unique(y))[:max_classes]
     grid = np.linspace(-np.pi, np.pi, 361)
     panels = 2 + len(classes)
-    cols = min(panels, 6)
-    rows = -(-panels // cols)
+    rows = 1 if panels <= 6 else 2
+    cols = -(-panels // rows)
     fig = new_figure(2.3 * cols, 2.4 * rows + 0.4)
     fig.suptitle(f"{title} ({how})", fontsize=10)
 
@@ -109,8 +109,11 @@ def hypersphere_plot(embeddings, labels=None, *, kappa: float = 8.0, max_classes
     ax.set_yticks([])
     ax.set_title("points", fontsize=9)
 
+    shared = {}
+
     def density_panel(position: int, angles: np.ndarray, name: str, colour: str) -> None:
-        ax = fig.add_subplot(rows, cols, position)
+        ax = fig.add_subplot(rows, cols, position, sharey=shared.get("ax"))
+        shared.setdefault("ax", ax)
         ax.fill_between(grid, von_mises_density(angles, grid, kappa=kappa), color=colour, alpha=0.6)
         ax.axhline(1 / (2 * np.pi), color="#555555", lw=0.8, ls="--")  # the uniform density
         ax.set_xlim(-np.pi, np.pi)

@@ -42,7 +42,7 @@ def invariance_bars(reports: Mapping[str, Mapping[str, Mapping]], *, invariant_b
     factors = list(dict.fromkeys(f for r in reports.values() for f in r))
     width = 0.8 / len(encoders)
     x = np.arange(len(factors))
-    fig = new_figure(max(6.0, 1.6 * len(factors) * 2 + 1.5), 3.6)
+    fig = new_figure(max(6.0, 1.6 * len(factors) * 2 + 1.5), 3.9)
     fig.suptitle(title, fontsize=10)
     score_ax, purity_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for e, name in enumerate(encoders):
@@ -63,5 +63,6 @@ def invariance_bars(reports: Mapping[str, Mapping[str, Mapping]], *, invariant_b
         ax.set_ylim(0, 1.15)
         ax.grid(axis="y", alpha=0.3)
         ax.tick_params(labelsize=8)
-    purity_ax.legend(fontsize=7, loc="upper right", ncols=2)
+    fig.legend(*purity_ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(encoders) + 1,
+               fontsize=8, frameon=False)
     return fig

@@ -48,8 +48,8 @@ def neighbour_grid(images, queries, neighbours, similarities=None, *, title: str
     Example:
         >>> import numpy as np
         >>> fig = neighbour_grid(np.random.rand(6, 3, 8, 8), [0, 1], [[1, 2], [0, 3]])
-        >>> len(fig.axes)
-        6
+        >>> len(fig.axes)  # one mosaic: a row per query, the query first
+        1
     """
     shown = _displayable(as_numpy(images))
     pool = shown if neighbour_images is None else _displayable(as_numpy(neighbour_images))
@@ -59,22 +59,28 @@ def neighbour_grid(images, queries, neighbours, similarities=None, *, title: str
         raise ValueError(f"neighbours must have shape (Q, k) with Q = {q.shape[0]}; got {nn.shape}")
     sims = None if similarities is None else as_numpy(similarities)
     rows, cols = q.shape[0], nn.shape[1] + 1
-    fig = new_figure(1.1 * cols + 0.3, 1.2 * rows + 0.5)
-    fig.suptitle(title + " (near → far, NN 1 is closest)", fontsize=10)
-    cmap = "gray" if shown.ndim == 3 else None
+    if shown.ndim == 3:  # grey: three equal channels, so one mosaic serves both
+        shown, pool = (np.repeat(a[..., None], 3, axis=-1) for a in (shown, pool))
+    h, w = shown.shape[1:3]
+    gap = max(1, h // 3) if sims is not None else max(1, h // 8)  # room for the similarity under a tile
+    sep = max(2, h // 4)  # between the query column and the neighbours
+    mosaic = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap + sep, 3))
     for r in range(rows):
         for c in range(cols):
-            ax = fig.add_subplot(rows, cols, r * cols + c + 1)
-            ax.imshow(shown[q[r]] if c == 0 else pool[nn[r, c - 1]], cmap=cmap, vmin=0, vmax=1,
-                      interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title("query" if c == 0 else f"NN {c}", fontsize=8)
-            if c > 0 and sims is not None:
-                ax.set_xlabel(f"{sims[r, c - 1]:.2f}", fontsize=7)
-            if c == 0:
-                for side in ax.spines.values():
-                    side.set_edgecolor("#d62728")
-                    side.set_linewidth(2)
+            left = c * (w + gap) + (sep if c > 0 else 0)
+            top = r * (h + gap)
+            mosaic[top:top + h, left:left + w] = shown[q[r]] if c == 0 else pool[nn[r, c - 1]]
+    width = 0.75 * cols + 0.3  # about 3/4 inch per tile
+    fig = new_figure(width, width * mosaic.shape[0] / mosaic.shape[1] + 0.7)
+    fig.suptitle(title + " (near → far, NN 1 is closest)", fontsize=9)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    for c in range(cols):
+        x = c * (w + gap) + (sep if c > 0 else 0) + w / 2
+        ax.text(x, -gap, "query" if c == 0 else f"NN {c}", ha="center", va="bottom", fontsize=7)
+        if c > 0 and sims is not None:
+            for r in range(rows):
+                ax.text(x, r * (h + gap) + h + gap / 2, f"{sims[r, c - 1]:.2f}", ha="center", va="center",
+                        fontsize=6, color="#333333")
     return fig

@@ -74,15 +74,15 @@ def make_views(cfg: TrainConfig, dataset: Dataset) -> ViewGenerator:
         raise ValueError(f"views: {err}") from None
 
 
-def view_shapes(views: ViewGenerator, dataset: Dataset) -> dict[str, tuple[int, ...]]:
-    """The per-item shape of every view, read from the deterministic views of a few items."""
+def sample_views(views: ViewGenerator, dataset: Dataset) -> dict[str, torch.Tensor]:
+    """The deterministic views of a few items: their shapes and dtypes size the model."""
     if len(dataset) < 1:
         raise ValueError(f"data set {dataset.name!r} is empty")
     sample = views.eval_views(dataset.get(torch.arange(min(4, len(dataset)))))
     missing = [v for v in views.view_names if v not in sample]
     if missing:
         raise ValueError(f"view generator made no {missing} views (it names {list(views.view_names)})")
-    return {v: tuple(sample[v].shape[1:]) for v in views.view_names}
+    return sample
 
 
 def _names_of_kind(kind: str) -> str:
@@ -126,8 +126,15 @@ def build_components(cfg: TrainConfig, *, dataset: Dataset | None = None, views:
     views = make_views(cfg, dataset) if views is None else views
     spec = get_objective(cfg.objective.name)
     check_compatible(cfg, spec.kind, views, dataset)
-    shapes = view_shapes(views, dataset)
+    sample = sample_views(views, dataset)
+    shapes = {v: tuple(sample[v].shape[1:]) for v in views.view_names}
     recon = reconstruction_views(views.view_names, views.view_modalities) if spec.kind == "reconstruction" else {}
+    discrete = [v for v in recon if not sample[v].is_floating_point()]
+    if discrete:
+        raise ValueError(
+            f"objective {cfg.objective.name!r} reconstructs real-valued inputs, but views {discrete} hold "
+            f"{sample[discrete[0]].dtype} values (e.g. token ids); choose views without them"
+        )
     m = cfg.model
     head_options = {"hidden": m.head.hidden, "batch_norm": m.head.batch_norm} if m.head.name == "mlp" else {}
     vocabulary = getattr(dataset, "vocabulary", None)

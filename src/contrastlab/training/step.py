@@ -53,8 +53,8 @@ class LossModule(nn.Module):
         view_names: the views in order (the first is CMC's core view).
         recon_views: for ``"reconstruction"``, view -> modality of the views to reconstruct.
         pass_temperature: give ``temperature=model.temperature()`` to the objective.
-        pass_negatives: give ``negatives=`` from ``model.queue`` and enqueue the second view's
-            embeddings after the loss.
+        pass_negatives: give ``negatives=`` from ``model.queue`` (once it holds keys) and enqueue
+            the second view's embeddings after the loss.
 
     Raises:
         ValueError: an unknown kind, or a view list that does not suit it.
@@ -117,19 +117,17 @@ class LossModule(nn.Module):
             inputs = {v: views[v] for v in self.recon_views}
             z, recons = self.model.reconstruct(inputs, {v: lengths[v] for v in inputs if lengths and v in lengths})
             with torch.autocast(recons[next(iter(recons))].device.type, enabled=False):
-                loss = self.objective(
-                    {m: recons[v].float() for v, m in self.recon_views.items()},
-                    {m: targets[v].float() for v, m in self.recon_views.items()},
-                )
+                outs = {m: _full(recons[v]) for v, m in self.recon_views.items()}
+                loss = self.objective(outs, {m: targets[v].to(outs[m].dtype) for v, m in self.recon_views.items()})
             return loss, z
         z = self.model(views, lengths)
         with torch.autocast(next(iter(z.values())).device.type, enabled=False):
-            gathered = [all_gather_with_grad(z[v].float()) for v in self.view_names]
+            gathered = [all_gather_with_grad(_full(z[v])) for v in self.view_names]
             extra = {}
             if self.pass_temperature:
-                extra["temperature"] = self.model.temperature().float()
+                extra["temperature"] = _full(self.model.temperature())
             ids = None if index is None else all_gather_no_grad(index)
-            if self.pass_negatives:
+            if self.pass_negatives and len(self.model.queue):  # the first batch has no earlier keys
                 extra["negatives"] = self.model.queue.negatives(exclude_ids=ids).to(gathered[0].dtype)
             if self.kind in ("pairwise", "cca"):
                 loss = self.objective(gathered[0], gathered[1], **extra)
@@ -142,6 +140,11 @@ class LossModule(nn.Module):
             if self.pass_negatives:
                 self.model.queue.enqueue(gathered[1].detach(), ids)
         return loss, z
+
+
+def _full(x: Tensor) -> Tensor:
+    """Half-precision outputs of autocast back to float32 for the loss; other dtypes unchanged."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def align_uniform_stats(z1: Tensor, z2: Tensor, *, t: float = 2.0) -> tuple[float, float]:

@@ -13,6 +13,7 @@ each clipped to [0, 1]. The crop samples output pixel :math:`(i, j)` of an :math
 :math:`(x_0, y_0, x_1, y_1)` (inclusive pixel centres) at
 :math:`x = x_0 + j (x_1 - x_0)/(w - 1)`, :math:`y = y_0 + i (y_1 - y_0)/(h - 1)` by bilinear interpolation;
 a horizontal flip is the same box with :math:`x_0` and :math:`x_1` swapped, so crop and flip cost one pass.
+Hue is rotated in closed form from max, min and chroma (no HSV tensor, no arg-max).
 
 References:
     Chen, Kornblith, Norouzi & Hinton, "A Simple Framework for Contrastive Learning of Visual
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastlab.views.colour import hsv_to_rgb, rgb_to_gray, rgb_to_hsv
+from contrastlab.views.colour import rgb_to_gray
 
 
 def _per_sample(factor: Tensor, image: Tensor) -> Tensor:
@@ -41,8 +42,22 @@ def _gray(image: Tensor) -> Tensor:
     return rgb_to_gray(image) if image.shape[1] == 3 else image
 
 
+def interpolation_matrix(coords: Tensor, n_in: int) -> Tensor:
+    r"""Linear-interpolation weights :math:`M_{j,i} = \max(0, 1 - |u_j - i|)`, (N, n_out, n_in).
+
+    Row j reads source position :math:`u_j` (N, n_out) as a blend of its two neighbouring samples;
+    positions outside ``[0, n_in - 1]`` lose the missing neighbour's weight (zero padding).
+    """
+    grid = torch.arange(n_in, dtype=coords.dtype, device=coords.device)
+    return (1.0 - (coords.unsqueeze(-1) - grid).abs()).clamp_(min=0.0)
+
+
 def crop_resize(image: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
     r"""Crop each image to its box and resize to ``size`` by bilinear interpolation (zeros outside).
+
+    The crop is axis-aligned, so bilinear sampling separates into two batched matrix products,
+    :math:`M_y\, X\, M_x^\top` with :func:`interpolation_matrix` weights (the same values as
+    ``grid_sample(..., align_corners=True)``, several times faster).
 
     Args:
         image: (N, C, H, W).
@@ -64,13 +79,14 @@ def crop_resize(image: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
         raise ValueError(f"size must be at least (2, 2), got {size}")
     boxes = boxes.to(image.dtype)
     x0, y0, x1, y1 = boxes.unbind(1)
-    theta = torch.zeros(n, 2, 3, dtype=image.dtype, device=image.device)
-    theta[:, 0, 0] = (x1 - x0) / (w_in - 1)
-    theta[:, 0, 2] = (x0 + x1) / (w_in - 1) - 1.0
-    theta[:, 1, 1] = (y1 - y0) / (h_in - 1)
-    theta[:, 1, 2] = (y0 + y1) / (h_in - 1) - 1.0
-    grid = F.affine_grid(theta, [n, c, h, w], align_corners=True)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    tx = torch.linspace(0.0, 1.0, w, dtype=image.dtype, device=image.device)
+    ty = torch.linspace(0.0, 1.0, h, dtype=image.dtype, device=image.device)
+    mx = interpolation_matrix(x0[:, None] + (x1 - x0)[:, None] * tx, w_in)  # (N, w, W)
+    my = interpolation_matrix(y0[:, None] + (y1 - y0)[:, None] * ty, h_in)  # (N, h, H)
+    # Two plain bmm calls with the channels folded in (broadcast matmul would copy the weights C times).
+    rows = torch.bmm(image.reshape(n, c * h_in, w_in), mx.transpose(1, 2))  # (N, C*H, w)
+    rows = rows.view(n, c, h_in, w).transpose(1, 2).reshape(n, h_in, c * w)
+    return torch.bmm(my, rows).view(n, h, c, w).transpose(1, 2).contiguous()
 
 
 def adjust_brightness(image: Tensor, factor: Tensor) -> Tensor:
@@ -92,10 +108,29 @@ def adjust_saturation(image: Tensor, factor: Tensor) -> Tensor:
 
 
 def adjust_hue(image: Tensor, shift: Tensor) -> Tensor:
-    """Rotate the hue by ``shift`` (N,) turns (in [-0.5, 0.5]; 0 leaves the image unchanged; RGB only)."""
-    hsv = rgb_to_hsv(image)
-    h = torch.remainder(hsv[:, :1] + _per_sample(shift, image), 1.0)
-    return hsv_to_rgb(torch.cat([h, hsv[:, 1:]], dim=1)).clamp(0.0, 1.0)
+    r"""Rotate the hue by ``shift`` (N,) turns (in [-0.5, 0.5]; 0 leaves the image unchanged; RGB only).
+
+    Computed without forming HSV: with :math:`v = \max`, chroma :math:`C = v - \min` and hue
+    :math:`H` in sixths, channel :math:`n \in (5, 3, 1)` of the result is
+    :math:`v - C \operatorname{clip}(\min(k, 4 - k), 0, 1)`, :math:`k = (n + H + 6\delta) \bmod 6`
+    (the HSV round trip, since :math:`v s = C`).
+    """
+    r, g, b = image[:, 0], image[:, 1], image[:, 2]
+    v = image.amax(dim=1)
+    chroma = v - image.amin(dim=1)
+    # Masks times values instead of torch.where (several times faster on CPU); ties go to r, then g.
+    is_r = r == v
+    is_g = (g == v) & ~is_r
+    is_b = ~(is_r | is_g)
+    hue_c = is_r * (g - b) + is_g * (b - r + 2.0 * chroma) + is_b * (r - g + 4.0 * chroma)
+    hue = hue_c / chroma.clamp(min=1e-12) + 6.0 * _per_sample(shift, image).view(-1, 1, 1)
+    hue = hue - 6.0 * torch.floor(hue / 6.0)  # grey pixels (C = 0) get any hue: the result is v
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = hue + n
+        k = k - 6.0 * (k >= 6.0)
+        out.append(v - chroma * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0))
+    return torch.stack(out, dim=1).clamp_(0.0, 1.0)
 
 
 def grayscale(image: Tensor, mask: Tensor) -> Tensor:

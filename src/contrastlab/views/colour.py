@@ -56,11 +56,11 @@ def rgb_to_hsv(image: Tensor, eps: float = 1e-8) -> Tensor:
     """
     _check_rgb(image)
     r, g, b = image.unbind(1)
-    v, arg = image.max(dim=1)
-    delta = v - image.min(dim=1).values
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    h = torch.where(arg == 0, torch.remainder((g - b) / safe, 6.0),
-                    torch.where(arg == 1, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+    v = image.amax(dim=1)
+    delta = v - image.amin(dim=1)
+    inv = 1.0 / delta.clamp(min=1e-12)
+    h = torch.where(r == v, torch.remainder((g - b) * inv, 6.0),
+                    torch.where(g == v, (b - r) * inv + 2.0, (r - g) * inv + 4.0))
     h = torch.where(delta > 0, h / 6.0, torch.zeros_like(h))
     s = delta / (v + eps)
     return torch.stack([torch.remainder(h, 1.0), s, v], dim=1)
@@ -113,7 +113,8 @@ def rgb_to_ycbcr(image: Tensor) -> Tensor:
 
 def sobel_magnitude(image: Tensor) -> Tensor:
     r"""Gradient magnitude :math:`\sqrt{g_x^2 + g_y^2}` of each channel with the Sobel kernels / 8
-    (replicated borders): a unit step edge gives 0.5. (N, C, H, W) -> (N, C, H, W).
+    (replicated borders), which estimate the derivative per pixel: a ramp of slope 1 gives 1, a unit
+    step 0.5 on each side of the edge. (N, C, H, W) -> (N, C, H, W).
 
     Example:
         >>> x = torch.zeros(1, 1, 4, 4); x[..., 2:] = 1.0

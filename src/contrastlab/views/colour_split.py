@@ -132,7 +132,7 @@ class ColourSplitViews(ViewsBase):
             boxes = A.sample_crop_boxes(n, h, w, scale=self.crop_scale, ratio=(3 / 4, 4 / 3), generator=generator)
             flip = torch.rand(n, generator=generator) < self.flip_p
             boxes = torch.where(flip[:, None], boxes[:, [2, 1, 0, 3]], boxes)
-            images = A.crop_resize(images, boxes.to(images.dtype), (h, w))
+            images = A.crop_resize(images, boxes.to(device=images.device, dtype=images.dtype), (h, w))
         return split_channels(images, self.view_names)
 
     def eval_views(self, batch: Batch) -> dict[str, Tensor]:

@@ -57,7 +57,10 @@ class FactorResampleViews(ViewsBase):
             raise ValueError("give exactly one of resample=[factor names] or preset='A'|'B'|'C'")
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-        names = PRESETS[preset] if preset is not None else ((resample,) if isinstance(resample, str) else tuple(resample))
+        if preset is not None:
+            names = PRESETS[preset]
+        else:
+            names = (resample,) if isinstance(resample, str) else tuple(resample)
         dataset.expand(names)  # validates the names against this data set
         check_count("n_views", n_views, 2)
         self.dataset, self.preset = dataset, preset

@@ -42,7 +42,7 @@ class ModalityPairViews(ViewsBase):
         >>> batch = ds.get(torch.arange(4))
         >>> out = views(batch, torch.Generator().manual_seed(0))
         >>> views.view_names, tuple(out["text"].shape), sorted(views.view_lengths(batch))
-        (('image', 'text'), (4, 15), ['text'])
+        (('image', 'text'), (4, 11), ['text'])
     """
 
     def __init__(self, dataset: Dataset, *, modalities: Sequence[str] | None = None, augment_image: bool = False):

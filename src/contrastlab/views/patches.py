@@ -71,8 +71,9 @@ class PatchViews(ViewsBase):
         ux, uy = DIRECTIONS[direction]
         self.dx, self.dy = ux * offset, uy * offset
         if size + self.dx > w or size + self.dy > h:
+            limit = min(h, w) if ux and uy else (w if ux else h)
             raise ValueError(f"patch_size {size} with offset {offset} ({direction}) does not fit "
-                             f"{h}x{w} images; need patch_size + offset <= {min(h, w) if ux and uy else (w if ux else h)}")
+                             f"{h}x{w} images; need patch_size + offset <= {limit}")
         self.patch_size, self.offset, self.direction = size, offset, direction
         self._h, self._w = h, w
         self.view_names = ("patch1", "patch2")
@@ -89,11 +90,11 @@ class PatchViews(ViewsBase):
         n = images.shape[0]
         x = torch.randint(0, self._w - self.patch_size - self.dx + 1, (n,), generator=generator)
         y = torch.randint(0, self._h - self.patch_size - self.dy + 1, (n,), generator=generator)
-        return self._pair(images, x, y)
+        return self._pair(images, x.to(images.device), y.to(images.device))
 
     def eval_views(self, batch: Batch) -> dict[str, Tensor]:
         images = batch.inputs["image"]
         n = images.shape[0]
-        x = torch.full((n,), (self._w - self.patch_size - self.dx) // 2, dtype=torch.int64)
-        y = torch.full((n,), (self._h - self.patch_size - self.dy) // 2, dtype=torch.int64)
+        x = torch.full((n,), (self._w - self.patch_size - self.dx) // 2, dtype=torch.int64, device=images.device)
+        y = torch.full((n,), (self._h - self.patch_size - self.dy) // 2, dtype=torch.int64, device=images.device)
         return self._pair(images, x, y)

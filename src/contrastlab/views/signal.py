@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from contrastlab.data.base import Batch, Dataset
@@ -38,14 +37,15 @@ def warp_signal(x: Tensor, shift: Tensor, stretch: Tensor) -> Tensor:
         >>> warp_signal(torch.tensor([[0.0, 1.0, 2.0, 3.0]]), torch.tensor([1.0]), torch.tensor([1.0])).tolist()
         [[0.0, 0.0, 1.0, 2.0]]
     """
-    n, length = x.shape
+    length = x.shape[1]
+    if length < 2:
+        raise ValueError(f"signals need at least 2 samples, got length {length}")
     centre = (length - 1) / 2.0
     t = torch.arange(length, dtype=x.dtype, device=x.device) - centre
-    src = t[None] / stretch.to(x.dtype)[:, None] + centre - shift.to(x.dtype)[:, None]
-    grid = torch.stack([2.0 * src / (length - 1) - 1.0, torch.zeros_like(src)], dim=-1)  # (N, L, 2)
-    out = F.grid_sample(x.view(n, 1, 1, length), grid.view(n, 1, length, 2), mode="bilinear",
-                        padding_mode="border", align_corners=True)
-    return out.view(n, length)
+    src = (t[None] / stretch.to(x.dtype)[:, None] + centre - shift.to(x.dtype)[:, None]).clamp(0.0, length - 1.0)
+    left = src.floor().to(torch.int64).clamp(max=length - 2)
+    frac = src - left.to(x.dtype)
+    return x.gather(1, left) * (1.0 - frac) + x.gather(1, left + 1) * frac
 
 
 class SignalViews(ViewsBase):
@@ -91,11 +91,11 @@ class SignalViews(ViewsBase):
     def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """One random augmentation of signals (N, L)."""
         n, length = x.shape
-        shift = uniform(n, -self.max_shift, self.max_shift, generator) * length
-        stretch = uniform(n, *self.stretch, generator)
-        gain = uniform(n, *self.gain, generator)
-        eps = torch.randn(n, length, generator=generator)
-        return gain.to(x.dtype)[:, None] * warp_signal(x, shift, stretch) + self.noise * eps.to(x.dtype)
+        shift = uniform(n, -self.max_shift, self.max_shift, generator).to(x.device) * length
+        stretch = uniform(n, *self.stretch, generator).to(x.device)
+        gain = uniform(n, *self.gain, generator).to(device=x.device, dtype=x.dtype)
+        eps = torch.randn(n, length, generator=generator).to(device=x.device, dtype=x.dtype)
+        return gain[:, None] * warp_signal(x, shift, stretch) + self.noise * eps
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
         x = batch.inputs[self.modality]

@@ -80,8 +80,11 @@ class SimCLRAugment:
         blur = torch.rand(n, generator=generator) < self.blur_p
         sigma = uniform(n, *self.blur_sigma, generator)
 
+        dev = images.device  # parameters come from the (CPU) generator, then follow the images
+        jitter, gray, blur = jitter.to(dev), gray.to(dev), blur.to(dev)
+        factors, shift, sigma = [f.to(dev) for f in factors], shift.to(dev), sigma.to(dev)
         boxes = torch.where(flip[:, None], boxes[:, [2, 1, 0, 3]], boxes)
-        x = A.crop_resize(images, boxes.to(images.dtype), self.size)
+        x = A.crop_resize(images, boxes.to(device=dev, dtype=images.dtype), self.size)
         if jitter.any():
             ops = [(A.adjust_brightness, factors[0], self.brightness),
                    (A.adjust_contrast, factors[1], self.contrast),
@@ -108,7 +111,7 @@ def resize(images: Tensor, size: tuple[int, int]) -> Tensor:
     n, _, h, w = images.shape
     if (h, w) == tuple(size):
         return images
-    box = torch.tensor([0.0, 0.0, w - 1.0, h - 1.0], dtype=images.dtype).expand(n, 4)
+    box = torch.tensor([0.0, 0.0, w - 1.0, h - 1.0], dtype=images.dtype, device=images.device).expand(n, 4)
     return A.crop_resize(images, box, size)
 
 

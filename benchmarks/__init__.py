@@ -1,0 +1,1 @@
+"""contrastlab's benchmark suite: ``python -m benchmarks.run`` (see :mod:`benchmarks.run`)."""

@@ -1,0 +1,148 @@
+"""The benchmark suite: its measuring tools, the peers it compares, and a quick end-to-end run."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # ``benchmarks`` is a top-level package of the repository, not of contrastlab
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import _peers, losses, run  # noqa: E402
+from benchmarks._common import Config, markdown_table, probe_memory, time_interleaved  # noqa: E402
+
+
+def test_time_interleaved_takes_turns_and_reports_failures():
+    order = []
+
+    def fast():
+        order.append("a")
+
+    def slow():
+        order.append("b")
+        time.sleep(0.002)
+
+    def broken():
+        raise RuntimeError("out of memory")
+
+    out = time_interleaved({"a": fast, "b": slow, "c": broken}, budget_s=0.5, max_repeats=3)
+    assert isinstance(out["c"], RuntimeError)
+    assert out["b"]["seconds"] >= 0.002 > out["a"]["seconds"]
+    assert len(out["a"]["samples"]) == len(out["b"]["samples"]) == 3
+    assert order[2:] == ["a", "b"] * 3  # after one warm-up each, the repeats alternate
+
+
+def test_a_slow_first_run_is_the_only_sample():
+    calls = []
+    out = time_interleaved({"x": lambda: (calls.append(1), time.sleep(0.05))}, budget_s=0.1)
+    assert len(calls) == 1 and out["x"]["samples"] == [pytest.approx(out["x"]["seconds"], abs=1e-5)]
+
+
+def test_markdown_table_formats_numbers_and_missing_values():
+    table = markdown_table(["a", "b"], [[1234.5, None], [0.012345, True]])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1,234 | — |", "| 0.0123 | yes |"]
+
+
+@pytest.mark.parametrize("family", ["nt_xent", "info_nce", "clip"])
+def test_every_available_method_computes_the_same_loss(family):
+    z1, z2 = torch.randn(64, 16), torch.randn(64, 16)
+    values = {}
+    for method in _peers.METHODS[family]:
+        try:
+            fn = _peers.build(method, family, 0.2)
+        except ImportError:
+            continue
+        values[method] = float(fn(z1, z2))
+    assert {_peers.OURS_TILED, _peers.OURS_NAIVE, _peers.TORCH_NAIVE} <= set(values)
+    for method, value in values.items():
+        assert value == pytest.approx(values[_peers.TORCH_NAIVE], rel=1e-5), method
+
+
+def test_lightly_loads_or_says_why():
+    cls, note = _peers.load_lightly()
+    assert note
+    if cls is None:
+        assert "does not import" in note
+    else:
+        assert "NTXentLoss" in note
+        assert float(cls(temperature=0.5)(torch.ones(4, 3), torch.ones(4, 3))) == pytest.approx(torch.log(torch.tensor(7.0)))
+
+
+def test_cases_that_cannot_fit_are_skipped_with_the_reason():
+    config = Config(memory_budget_gib=1.0)
+    assert "> budget 1 GiB" in losses._skip_reason(_peers.TORCH_NAIVE, "nt_xent", 16384, config, {})
+    assert losses._skip_reason(_peers.OURS_TILED, "nt_xent", 65536, config, {}) is None
+    assert "N > 512" in losses._skip_reason(_peers.PML, "nt_xent", 1024, Config(memory_budget_gib=1e6), {})
+    assert "failed at a smaller size" in losses._skip_reason(_peers.LIGHTLY, "nt_xent", 256, config, {_peers.LIGHTLY: "x"})
+
+
+def _row(n, method, seconds, family="nt_xent", pct=70.0, extra=None):
+    return {"family": family, "n": n, "rows": _peers.rows(family, n), "method": method, "status": "ok",
+            "seconds": seconds, "pct_peak": pct, "extra_mib": extra}
+
+
+def test_threshold_and_goals_from_rows():
+    rows = [
+        _row(1024, _peers.OURS_TILED, 1.2), _row(1024, _peers.OURS_NAIVE, 1.0),
+        _row(2048, _peers.OURS_TILED, 0.9), _row(2048, _peers.OURS_NAIVE, 1.0),
+        _row(4096, _peers.OURS_TILED, 1.0), _row(4096, _peers.OURS_NAIVE, 2.0),
+        _row(4096, _peers.LIGHTLY, 1.5), _row(4096, _peers.TORCH_NAIVE, 1.6),
+        _row(65536, _peers.OURS_TILED, 50.0, pct=55.0, extra=900.0),
+    ]
+    assert losses._proposed_threshold(rows, "nt_xent") == 4096  # tiled wins from N=2048 pairs = 4096 rows on
+    goals = {g["goal"]: g for g in losses._goals(rows)}
+    assert goals["NT-Xent N=4096: speed-up over lightly NTXentLoss >= 2.0x"]["met"] is False
+    assert goals["NT-Xent N=4096: speed-up over torch naive >= 1.5x"]["met"] is True
+    assert goals["NT-Xent N=65536: >= 60% of matmul peak (naive flop count)"]["met"] is False
+    assert goals["NT-Xent N=65536 (131,072 rows): extra memory < 2 GiB (MiB)"]["met"] is True
+
+
+def test_missing_section_module_is_skipped_with_a_note(monkeypatch):
+    import importlib.util
+
+    from benchmarks import knn
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("contrastlab.eval") else real(name, *a))
+    result = knn.run(Config(quick=True), log=lambda _: None)
+    assert result["status"] == "skipped" and "contrastlab.evaluation.knn is missing" in result["note"]
+    text = run.render({"environment": {"started": "now", "cpu": "cpu", "cores": 2, "threads": 1, "torch": "t",
+                                       "python": "p", "quick": True, "load_average_start": 0.0, "seconds": 1.0},
+                       "sections": {"knn": result}})
+    assert "*Skipped:* contrastlab.evaluation.knn is missing" in text
+
+
+@pytest.mark.slow
+def test_memory_probe_sees_the_naive_matrix_but_not_the_tiled_one():
+    n = 2048  # NT-Xent: 4096 rows, one float32 logit matrix is 64 MiB
+    naive = probe_memory({"family": "nt_xent", "method": _peers.TORCH_NAIVE, "n": n, "d": 32, "tau": 0.1}, threads=1)
+    tiled = probe_memory({"family": "nt_xent", "method": _peers.OURS_TILED, "n": n, "d": 32, "tau": 0.1}, threads=1)
+    if naive["extra_bytes"] is None:
+        pytest.skip("/proc/self/clear_refs is not available")
+    assert naive["extra_bytes"] > 2 * 64 * 2**20
+    assert tiled["extra_bytes"] < 32 * 2**20
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_section(tmp_path):
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["sections"]) == set(run.SECTIONS)
+    section = results["sections"]["losses"]
+    assert section["status"] == "ok" and section["matmul_peak_gflops"] > 0
+    ok = [r for r in section["rows"] if r["status"] == "ok"]
+    assert {r["method"] for r in ok} >= {_peers.OURS_TILED, _peers.OURS_NAIVE, _peers.TORCH_NAIVE}
+    assert all(r["loss_rel_diff"] < 1e-4 and r["seconds"] > 0 for r in ok)
+    assert any(r.get("extra_mib") is not None for r in ok)
+    text = (tmp_path / "results.md").read_text()
+    assert "## Contrastive losses (forward + backward)" in text and "| family | N | rows | method |" in text
+    assert elapsed < 120, f"quick mode took {elapsed:.0f} s"

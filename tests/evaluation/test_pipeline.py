@@ -1,0 +1,70 @@
+import json
+
+import pytest
+import torch
+
+from contrastlab.data.base import Batch
+from contrastlab.evaluation.pipeline import EvalOptions, evaluate, slice_batch
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_writes_metrics_and_figures(simclr_run):
+    out_dir = simclr_run.run_dir / "eval"
+    metrics = evaluate(simclr_run, options=EvalOptions(invariance_items=60), out_dir=out_dir)
+    saved = json.loads((out_dir / "metrics.json").read_text())  # strict JSON: no NaN
+    assert saved["encoders"].keys() == metrics["encoders"].keys() == {
+        "head", "backbone", "raw", "random_head", "random_backbone"}
+    assert saved["items"] == {"train": 120, "test": 60}
+    head = saved["encoders"]["head"]
+    assert head["kind"] == "trained" and head["dim"] == 8 and head["towers"] == {"image": 8}
+    assert saved["encoders"]["raw"]["dim"] == 3 * 32 * 32 and saved["encoders"]["raw"]["kind"] == "baseline"
+    for enc in saved["encoders"].values():
+        cls = enc["classification"]
+        assert set(cls) == {"probe_train_accuracy", "probe_test_accuracy", "knn5_accuracy", "knn200_accuracy"}
+        assert all(0.0 <= v <= 1.0 for v in cls.values())
+        assert set(enc["invariance"]) == {"shape", "colour", "location", "size"}
+        assert enc["geometry"]["effective_rank"] >= 1.0
+    assert 0.0 <= head["geometry"]["alignment"] <= 4.0 and -8.0 <= head["geometry"]["uniformity"] <= 0.0
+    assert head["information"]["temperature"] == 0.2 and head["information"]["mi_k"] == 60
+    assert "information" not in saved["encoders"]["backbone"]
+    assert "alignment" not in saved["encoders"]["raw"]["geometry"]  # the raw baseline has no views
+    expected = {"curves", "invariance"} | {f"{kind}_{stage}" for kind in ("hypersphere", "tsne")
+                                            for stage in ("head", "backbone")} | {
+        f"neighbours_{stage}_{split}" for stage in ("head", "backbone") for split in ("train", "test")}
+    assert set(saved["figures"]) == expected
+    for file in saved["figures"].values():
+        assert (out_dir / file).read_bytes()[:8] == PNG
+
+
+def test_one_stage_without_baselines_or_figures(simclr_run):
+    metrics = evaluate(simclr_run, options=EvalOptions(stages=("backbone",), baselines=False, figures=False,
+                                                       max_items=40, invariance_items=30))
+    assert list(metrics["encoders"]) == ["backbone"]
+    assert metrics["items"] == {"train": 40, "test": 40}
+    assert metrics["figures"] == {}
+
+
+def test_two_towers_give_retrieval_and_canonical_correlations(two_tower_run):
+    metrics = evaluate(two_tower_run, options=EvalOptions(baselines=False, figures=False, invariance_items=40))
+    head = metrics["encoders"]["head"]
+    assert head["towers"] == {"rgb": 8, "grey": 8} and head["dim"] == 16
+    assert set(head["retrieval"]) == {"rgb->grey", "grey->rgb"}
+    assert head["retrieval"]["rgb->grey"]["candidates"] == 60
+    assert 0.0 <= head["retrieval"]["rgb->grey"]["R@10"] <= 1.0
+    assert len(head["cca"]["rgb|grey"]["top"]) == 8
+
+
+def test_slice_batch_keeps_rows_together():
+    b = Batch({"x": torch.arange(6).view(6, 1)}, labels=torch.arange(6), factors={"f": torch.arange(6) * 2},
+              lengths={"x": torch.ones(6)}, index=torch.arange(6) + 10)
+    s = slice_batch(b, slice(2, 4))
+    assert s.inputs["x"].flatten().tolist() == [2, 3] and s.factors["f"].tolist() == [4, 6]
+    assert s.index.tolist() == [12, 13] and s.labels.tolist() == [2, 3] and len(s.lengths["x"]) == 2
+
+
+@pytest.mark.parametrize("bad, match", [({"stages": ("neck",)}, "neck"), ({"max_items": 1}, "1"),
+                                         ({"batch_size": 0}, "0")])
+def test_bad_options(bad, match):
+    with pytest.raises(ValueError, match=match):
+        EvalOptions(**bad)

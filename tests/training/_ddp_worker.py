@@ -1,0 +1,81 @@
+"""Worker for the two-process gloo test (fixture code, imported by name in spawned processes)."""
+
+from __future__ import annotations
+
+import os
+
+import safetensors.torch
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+CASES = ("info_nce", "nt_xent", "supcon", "clip_learned_temperature")
+BATCH, DIM = 8, 6
+
+
+def setup(case: str):
+    """The same model, objective, optimiser and global batch in every process."""
+    from contrastlab.encoders.build import build_model
+    from contrastlab.objectives.info_nce import InfoNCE, NTXent
+    from contrastlab.objectives.supcon import SupCon
+    from contrastlab.objectives.temperature import LearnableTemperature
+    from contrastlab.training.optim import build_optimizer
+    from contrastlab.training.step import LossModule
+
+    torch.manual_seed(0)
+    temperature = LearnableTemperature(0.2) if case == "clip_learned_temperature" else None
+    model = build_model(
+        {"view1": (DIM,), "view2": (DIM,)},
+        {"view1": "x", "view2": "x"},
+        encoder=("mlp", {"hidden": [16], "batch_norm": False}),
+        head="mlp",
+        head_options={"hidden": 16, "batch_norm": False},
+        dim=4,
+        temperature=temperature,
+    )
+    objective, kind = {
+        "info_nce": (InfoNCE(temperature=0.3), "pairwise"),
+        "nt_xent": (NTXent(temperature=0.3), "pairwise"),
+        "supcon": (SupCon(temperature=0.3), "supervised"),
+        "clip_learned_temperature": (InfoNCE(symmetric=True), "pairwise"),
+    }[case]
+    module = LossModule(model, objective, kind=kind, view_names=["view1", "view2"], pass_temperature=temperature is not None)
+    optimizer = build_optimizer("sgd", [module], lr=0.5, momentum=0.0)
+    g = torch.Generator().manual_seed(1)
+    views = {v: torch.randn(BATCH, DIM, generator=g) for v in ("view1", "view2")}
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 3, 3])
+    return module, optimizer, views, labels
+
+
+def step(module, wrapped, optimizer, views, labels):
+    loss, _ = wrapped(views, labels=labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def single(case: str) -> dict[str, torch.Tensor]:
+    module, optimizer, views, labels = setup(case)
+    loss = step(module, module, optimizer, views, labels)
+    return {"loss": loss.reshape(1), **{k: v.detach().clone() for k, v in module.state_dict().items()}}
+
+
+def worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        for case in CASES:
+            module, optimizer, views, labels = setup(case)
+            rows = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
+            local = {v: x[rows] for v, x in views.items()}
+            wrapped = DistributedDataParallel(module)
+            loss = step(module, wrapped, optimizer, local, labels[rows])
+            if rank == 0:
+                state = {"loss": loss.reshape(1), **{k: v.detach().clone() for k, v in module.state_dict().items()}}
+                safetensors.torch.save_file(state, os.path.join(out_dir, f"{case}.safetensors"))
+            del wrapped
+        dist.barrier()  # nobody tears the group down while another process still uses it
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,49 @@
+import socket
+
+import safetensors.torch
+import torch
+import torch.multiprocessing as mp
+
+import _ddp_worker
+from contrastlab.training.distributed import all_gather_with_grad, detect
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_equal_one_process_with_the_whole_batch(tmp_path):
+    mp.spawn(_ddp_worker.worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    for case in _ddp_worker.CASES:
+        torch.set_num_threads(1)
+        expected = _ddp_worker.single(case)
+        got = safetensors.torch.load_file(tmp_path / f"{case}.safetensors")
+        assert set(got) == set(expected)
+        assert torch.allclose(got["loss"], expected["loss"], atol=1e-5), case
+        before = _ddp_worker.setup(case)[0].state_dict()
+        for name, value in expected.items():
+            assert torch.allclose(got[name], value, atol=1e-5), (case, name)
+            if name != "loss" and name in before:  # and the update itself is real, not a no-op
+                moved = (value - before[name]).abs().max()
+                assert moved > 1e-4 or name.endswith("bias"), (case, name, moved)
+
+
+def test_gather_is_the_identity_without_a_process_group():
+    x = torch.randn(3, 2, requires_grad=True)
+    assert all_gather_with_grad(x) is x
+    assert detect().world_size == 1
+
+
+def test_detect_reads_torchrun_variables(monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    info = detect()
+    assert (info.rank, info.world_size, info.local_rank, info.enabled, info.is_main) == (2, 4, 0, True, False)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="RANK must be in \\[0, WORLD_SIZE\\), got RANK=4 WORLD_SIZE=4"):
+        detect()

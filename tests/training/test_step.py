@@ -1,0 +1,109 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from contrastlab.encoders.build import build_model
+from contrastlab.training.step import LossModule, align_uniform_stats, reconstruction_views
+
+
+class Recorder(nn.Module):
+    """Records how it was called and returns a loss that depends on every input."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        total = 0.0
+        for a in list(args) + list(kwargs.values()):
+            items = a.values() if isinstance(a, dict) else a if isinstance(a, list) else [a]
+            total = total + sum(t.float().sum() for t in items)
+        return total
+
+
+def model(views=("view1", "view2"), **kw):
+    shapes = {v: (5,) for v in views}
+    return build_model(shapes, {v: "x" for v in views}, encoder=("mlp", {"hidden": [8]}), dim=3, **kw)
+
+
+def inputs(views=("view1", "view2"), n=4):
+    return {v: torch.randn(n, 5) for v in views}
+
+
+def test_pairwise_and_cca_get_the_two_views_in_order():
+    for kind in ("pairwise", "cca"):
+        rec = Recorder()
+        m = model().eval()
+        x = inputs()
+        loss, z = LossModule(m, rec, kind=kind, view_names=["view2", "view1"])(x)
+        (args, kwargs), = rec.calls
+        assert torch.equal(args[0], z["view2"]) and torch.equal(args[1], z["view1"]) and kwargs == {}
+        assert loss.dim() == 0
+
+
+def test_multiview_gets_a_list_in_view_order():
+    rec = Recorder()
+    views = ("a", "b", "c")
+    m = model(views).eval()
+    _, z = LossModule(m, rec, kind="multiview", view_names=views)(inputs(views))
+    (args, _), = rec.calls
+    assert isinstance(args[0], list) and all(torch.equal(a, z[v]) for a, v in zip(args[0], views))
+
+
+def test_supervised_gets_stacked_views_and_labels():
+    rec = Recorder()
+    m = model().eval()
+    labels = torch.tensor([0, 1, 0, 1])
+    _, z = LossModule(m, rec, kind="supervised", view_names=["view1", "view2"])(inputs(), labels=labels)
+    (args, _), = rec.calls
+    assert args[0].shape == (4, 2, 3) and torch.equal(args[0][:, 1], z["view2"]) and torch.equal(args[1], labels)
+    with pytest.raises(ValueError, match="needs labels"):
+        LossModule(m, rec, kind="supervised", view_names=["view1", "view2"])(inputs())
+
+
+def test_reconstruction_gets_dicts_keyed_by_modality_with_clean_targets():
+    rec = Recorder()
+    m = model(decoder=("mlp", {"hidden": [4]}), normalize=False)
+    x, clean = inputs(), inputs()
+    recon = reconstruction_views(["view1", "view2"], {"view1": "x", "view2": "x"})
+    assert recon == {"view1": "x"}
+    LossModule(m, rec, kind="reconstruction", view_names=["view1", "view2"], recon_views=recon)(x, targets=clean)
+    (args, _), = rec.calls
+    assert list(args[0]) == ["x"] and args[0]["x"].shape == (4, 5) and torch.equal(args[1]["x"], clean["view1"])
+
+
+def test_learned_temperature_and_queue_are_passed_and_queue_fills():
+    from contrastlab.objectives.queue import NegativeQueue
+    from contrastlab.objectives.temperature import LearnableTemperature
+
+    rec = Recorder()
+    m = model(temperature=LearnableTemperature(0.1), queue=NegativeQueue(6, 3)).eval()
+    module = LossModule(m, rec, kind="pairwise", view_names=["view1", "view2"], pass_temperature=True, pass_negatives=True)
+    _, z = module(inputs(), index=torch.arange(4))
+    (_, kwargs), = rec.calls
+    assert kwargs["negatives"].shape == (0, 3) and kwargs["temperature"].item() == pytest.approx(0.1)
+    assert torch.equal(m.queue.negatives(), z["view2"].detach())
+    module(inputs(), index=torch.arange(4, 8))
+    assert rec.calls[1][1]["negatives"].shape == (4, 3)  # the previous batch's keys, not its own
+
+
+def test_kind_and_view_count_are_checked():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        LossModule(model(), Recorder(), kind="contrastive", view_names=["view1", "view2"])
+    with pytest.raises(ValueError, match="a pairwise objective takes exactly 2 views, got 3"):
+        LossModule(model(("a", "b", "c")), Recorder(), kind="pairwise", view_names=["a", "b", "c"])
+
+
+def test_align_uniform_against_loops():
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    a, u = align_uniform_stats(z1, z2)
+    n1 = [r / r.norm() for r in z1]
+    n2 = [r / r.norm() for r in z2]
+    align = sum(float((x - y).pow(2).sum()) for x, y in zip(n1, n2)) / 6
+    pairs = [float((n1[i] - n1[j]).pow(2).sum()) for i in range(6) for j in range(i + 1, 6)]
+    uniform = math.log(sum(math.exp(-2 * d) for d in pairs) / len(pairs))
+    assert a == pytest.approx(align, rel=1e-5) and u == pytest.approx(uniform, rel=1e-5)
