@@ -73,7 +73,7 @@ def test_eval_then_report(trained):
 def test_broken_runs_give_one_line_errors(trained):
     root = trained
     bad = root / "bad"
-    shutil.copytree(root / "run", bad)
+    shutil.copytree(root / "run", bad, ignore=shutil.ignore_patterns("eval"))
     weights = sorted(bad.glob("checkpoints/*/model.safetensors"))
     assert weights
     for w in weights:

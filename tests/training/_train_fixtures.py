@@ -77,3 +77,54 @@ def ensure_objectives() -> None:
     for module in ("info_nce", "multiview", "supcon", "reconstruction", "cca"):
         for spec in import_module(f"contrastlab.objectives.{module}").SPECS:
             OBJECTIVES.setdefault(spec.name, spec)
+
+
+class FailingViews(NoisyViews):
+    """Noisy views that break at one call: ``mode="raise"`` simulates a crash, ``"nan"`` a blow-up."""
+
+    def __init__(self, at_call: int, mode: str = "raise") -> None:
+        super().__init__()
+        self.at_call, self.mode, self.calls = at_call, mode, 0
+
+    def __call__(self, batch, generator):
+        self.calls += 1
+        views = super().__call__(batch, generator)
+        if self.calls == self.at_call:
+            if self.mode == "raise":
+                raise RuntimeError("simulated crash")
+            views = {v: torch.full_like(x, float("nan")) for v, x in views.items()}
+        return views
+
+
+class TwoModalities:
+    """Items with two real-valued modalities that share a latent cause (for multimodal autoencoders)."""
+
+    name = "two_modalities"
+    factor_names: tuple[str, ...] = ()
+    num_classes = None
+
+    def __init__(self, n: int = 128, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        latent = torch.randn(n, 3, generator=g)
+        self.a = latent @ torch.randn(3, 10, generator=g)
+        self.b = latent @ torch.randn(3, 6, generator=g)
+        self.modalities = {"a": (10,), "b": (6,)}
+
+    def __len__(self) -> int:
+        return self.a.shape[0]
+
+    def get(self, index: Tensor) -> Batch:
+        return Batch(inputs={"a": self.a[index], "b": self.b[index]}, index=index)
+
+
+class PairViews:
+    """One view per modality, unchanged."""
+
+    view_names = ("a", "b")
+    view_modalities = {"a": "a", "b": "b"}
+
+    def __call__(self, batch, generator):
+        return dict(batch.inputs)
+
+    def eval_views(self, batch):
+        return dict(batch.inputs)

@@ -145,7 +145,10 @@ def build_model(
         name, options = overrides.get(view) or overrides.get(view_modalities[view]) or encoder
         if name in ENCODERS:
             options = with_defaults(ENCODERS[name], options, encoder_defaults or {})
-        backbone = build_encoder(name, shape, **options)
+        try:
+            backbone = build_encoder(name, shape, **options)
+        except ValueError as err:
+            raise ValueError(f"encoder {name!r} for view {view!r} (items of shape {shape}): {err}") from None
         towers[key] = Tower(backbone, build_head(head, backbone.out_dim, dim, **dict(head_options or {})))
     fusion = dropout = None
     if fusion_views:

@@ -130,7 +130,7 @@ def _forward_lse(xs: Tensor, y: Tensor, mode: str, block: int) -> tuple[Tensor, 
 
 
 def _recomputed_sums(
-    x: Tensor, xs: Tensor, y: Tensor, row_lse: Tensor | None, col_lse: Tensor | None, nt_xent: bool, block: int
+    x: Tensor, xs: Tensor, y: Tensor, row_lse: Tensor, col_lse: Tensor | None, nt_xent: bool, block: int
 ) -> tuple[Tensor, Tensor]:
     """``G @ y`` and ``G.T @ x`` for ``G = P`` (from ``row_lse``) ``+ Q`` (from ``col_lse``), tile by tile.
 
@@ -145,21 +145,17 @@ def _recomputed_sums(
         on_diagonal = nt_xent and r0 == c0
         s, g = scratch.views(r1 - r0, c1 - c0)
         _logits(xs, y, tile, s, on_diagonal)
-        if row_lse is None:
-            g = s.sub_(col_lse[None, c0:c1]).exp_()
-        else:
-            torch.sub(s, row_lse[r0:r1, None], out=g).exp_()
-            if col_lse is not None:
-                g.add_(s.sub_(col_lse[None, c0:c1]).exp_())
+        torch.sub(s, row_lse[r0:r1, None], out=g).exp_()
+        if col_lse is not None:
+            g.add_(s.sub_(col_lse[None, c0:c1]).exp_())
         gx[r0:r1].addmm_(g, y[c0:c1])
         if not on_diagonal:  # on NT-Xent's diagonal tiles g is already P + P^T
             gy[c0:c1].addmm_(g.T, x[r0:r1])
     return gx, gy
 
 
-def _fused_rows(x: Tensor, xs: Tensor, y: Tensor, block: int, columns: bool):
-    """Row log-sum-exps with ``P @ y`` and ``P.T @ x`` in one sweep (no recomputation), and optionally the
-    column log-sum-exps.
+def _fused_one_way(x: Tensor, xs: Tensor, y: Tensor, block: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One-way InfoNCE's row log-sum-exps with ``P @ y`` and ``P.T @ x`` in one sweep (no recomputation).
 
     A strip of ``block`` full rows of ``exp(S - shift)`` is kept (memory ``block * N``): once the strip's
     log-sum-exps are known, each tile becomes probabilities by rescaling the small operands.
@@ -167,9 +163,7 @@ def _fused_rows(x: Tensor, xs: Tensor, y: Tensor, block: int, columns: bool):
     n = x.shape[0]
     b_max = min(block, n)
     strip = torch.empty(b_max * n, dtype=x.dtype, device=x.device)
-    work = torch.empty(b_max * b_max if columns else 0, dtype=x.dtype, device=x.device)
     row_lse = torch.empty(n, dtype=x.dtype, device=x.device)
-    col_max, col_sum = _running(n, x) if columns else (None, None)
     gx, gy = torch.zeros_like(x), torch.zeros_like(y)
     for r0 in range(0, n, block):
         r1 = min(r0 + block, n)
@@ -179,8 +173,6 @@ def _fused_rows(x: Tensor, xs: Tensor, y: Tensor, block: int, columns: bool):
         for c0 in range(0, n, block):
             c1 = min(c0 + block, n)
             e = torch.mm(xs[r0:r1], y[c0:c1].T, out=strip[b * c0 : b * c1].view(b, c1 - c0))
-            if columns:
-                _update_lse(col_max[c0:c1], col_sum[c0:c1], e, 0, work[: e.numel()].view_as(e))
             shift = torch.maximum(run_max, e.amax(1))
             e.sub_(shift[:, None]).exp_()
             run_sum.mul_(torch.exp(run_max - shift)).add_(e.sum(1))
@@ -192,7 +184,7 @@ def _fused_rows(x: Tensor, xs: Tensor, y: Tensor, block: int, columns: bool):
             weight = torch.exp(shift - lse)[:, None]  # P = e * weight, row by row
             gx[r0:r1].addcmul_(e @ y[c0:c1], weight)
             gy[c0:c1].addmm_(e.T, x[r0:r1] * weight)
-    return row_lse, (col_max + col_sum.log()) if columns else None, gx, gy
+    return row_lse, gx, gy
 
 
 def _finish_gradients(gx: Tensor, gy: Tensor | None, x: Tensor, y: Tensor | None, tau: Tensor, mode: str):
@@ -210,10 +202,10 @@ def _finish_gradients(gx: Tensor, gy: Tensor | None, x: Tensor, y: Tensor | None
 class _TiledLoss(torch.autograd.Function):
     """Mean InfoNCE / NT-Xent from tiles; inputs ``x, y`` in the compute dtype, ``y is None`` for NT-Xent.
 
-    When a backward pass will follow (``fused``), InfoNCE forms the row-softmax part of its gradients in
-    the forward sweep: complete for one-way (the gradient of a scalar loss is the saved one times the
-    upstream scalar); the symmetric loss adds its column-softmax part in backward. NT-Xent recomputes
-    its (upper-triangle) tiles in backward.
+    When a backward pass will follow (``fused``), one-way InfoNCE forms its gradients in the forward sweep
+    and saves them (the gradient of a scalar loss is the saved one times the upstream scalar): one matrix
+    product per tile fewer than recomputing. The symmetric loss and NT-Xent save log-sum-exps and recompute
+    their tiles in backward (their softmax over columns needs every row first).
     """
 
     @staticmethod
@@ -221,38 +213,35 @@ class _TiledLoss(torch.autograd.Function):
         tau = temperature.to(x.dtype)
         xs = x / tau
         ctx.mode, ctx.block, ctx.temperature_dtype = mode, block, temperature.dtype
-        ctx.fused = fused and mode != _NT_XENT
+        ctx.fused = fused and mode == _ONE_WAY
+        col_lse = None
         if ctx.fused:
-            row_lse, col_lse, gx, gy = _fused_rows(x, xs, y, block, columns=mode == _SYMMETRIC)
+            row_lse, gx, gy = _fused_one_way(x, xs, y, block)
         else:
             row_lse, col_lse = _forward_lse(xs, x if mode == _NT_XENT else y, mode, block)
         positive = (xs * (x.roll(x.shape[0] // 2, dims=0) if mode == _NT_XENT else y)).sum(1)
         loss = (row_lse - positive).mean()
         if mode == _SYMMETRIC:
             loss = (loss + (col_lse - positive).mean()) / 2
-        if ctx.fused and mode == _ONE_WAY:
+        if ctx.fused:
             ctx.save_for_backward(*_finish_gradients(gx, gy, x, y, tau, mode))
-        elif ctx.fused:
-            ctx.save_for_backward(x, y, temperature, col_lse, gx, gy)
         else:
-            ctx.save_for_backward(x, temperature, row_lse)
+            ctx.save_for_backward(x, y, temperature, row_lse, col_lse)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor):
-        if ctx.fused and ctx.mode == _ONE_WAY:
+        if ctx.fused:
             gx, gy, grad_tau = ctx.saved_tensors
-        elif ctx.fused:  # symmetric: add the column-softmax sums Q @ y, Q.T @ x
-            x, y, temperature, col_lse, gx, gy = ctx.saved_tensors
+        else:
+            x, y, temperature, row_lse, col_lse = ctx.saved_tensors
             tau = temperature.to(x.dtype)
-            qx, qy = _recomputed_sums(x, x / tau, y, None, col_lse, False, ctx.block)
-            gx, gy, grad_tau = _finish_gradients(gx + qx, gy + qy, x, y, tau, ctx.mode)
-        else:  # NT-Xent
-            x, temperature, lse = ctx.saved_tensors
-            tau = temperature.to(x.dtype)
-            sums = _recomputed_sums(x, x / tau, x, lse, lse, True, ctx.block)
-            gx, gy, grad_tau = _finish_gradients(*sums, x, None, tau, ctx.mode)
+            nt_xent = ctx.mode == _NT_XENT
+            # NT-Xent's column log-sum-exps are its row log-sum-exps (S is symmetric): G = P + P^T.
+            sums = _recomputed_sums(x, x / tau, x if nt_xent else y, row_lse, row_lse if nt_xent else col_lse,
+                                    nt_xent, ctx.block)
+            gx, gy, grad_tau = _finish_gradients(*sums, x, y, tau, ctx.mode)
         gx = gx * grad_loss
         gy = None if gy is None else gy * grad_loss
         grad_tau = (grad_tau * grad_loss).to(ctx.temperature_dtype) if ctx.needs_input_grad[2] else None
@@ -309,8 +298,8 @@ def tiled_info_nce(
         0.7436
     """
     x, y, temperature, block = _prepare(z1, z2, temperature, block_size)
-    # With a backward pass to come, form the row-softmax gradients in the forward sweep (no recomputation).
-    fused = torch.is_grad_enabled() and any(t.requires_grad for t in (x, y, temperature))
+    # One-way with a backward pass to come: form the gradients in the forward sweep (no recomputation).
+    fused = not symmetric and torch.is_grad_enabled() and any(t.requires_grad for t in (x, y, temperature))
     loss = _TiledLoss.apply(x, y, temperature, _SYMMETRIC if symmetric else _ONE_WAY, block, fused)
     return loss.to(z1.dtype)
 

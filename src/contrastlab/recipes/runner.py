@@ -1,0 +1,200 @@
+"""Run a recipe: train each run, evaluate it, compare the runs, write one report.
+
+The recipe folder holds ``recipe.json`` (what was run), ``runs/<run>/`` (each a normal run directory with its
+``eval/``), ``summary.json`` / ``summary.md`` (the recipe's tables and checks), its figures, and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from contrastlab.errors import UserError
+from contrastlab.recipes.spec import SCALES, Recipe, load_recipe
+from contrastlab.recipes.summary import Summary
+
+MARKER = "recipe.json"
+
+
+@dataclass
+class RunOutcome:
+    """One trained and evaluated run of a recipe."""
+
+    name: str
+    run_dir: Path
+    config: dict[str, Any]  #: the plain training config that was run
+    metrics: dict[str, Any]  #: the evaluation (``eval/metrics.json``)
+    train_seconds: float
+
+
+@dataclass
+class RecipeResult:
+    recipe: Recipe
+    scale: str
+    out_dir: Path
+    runs: dict[str, RunOutcome]
+    summary: Summary
+    report: Path
+
+
+def _prepare(out: Path, recipe: Recipe, scale: str, *, overwrite: bool, resume: bool) -> dict[str, Any]:
+    marker = out / MARKER
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not marker.is_file():
+            raise UserError(f"output directory {out} is not empty and holds no recipe ({MARKER}); choose another --out")
+        previous = json.loads(marker.read_text())
+        if resume:
+            if (previous.get("recipe"), previous.get("scale")) != (recipe.name, scale):
+                raise UserError(f"{out} holds recipe {previous.get('recipe')!r} at scale {previous.get('scale')!r}, "
+                                f"not {recipe.name!r} at {scale!r}; --resume needs the same recipe and scale")
+            return previous
+        if not overwrite:
+            raise UserError(f"output directory {out} already holds a recipe run; use --overwrite to replace it "
+                            "or --resume to finish it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"recipe": recipe.name, "scale": scale, "runs": list(recipe.runs), "done": []}
+    _write_json(marker, state)
+    return state
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def run_recipe(
+    name: str,
+    *,
+    scale: str = "quick",
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    only: list[str] | None = None,
+    progress: bool = True,
+    log=print,
+) -> RecipeResult:
+    """Train, evaluate and compare every run of the recipe ``name`` at ``scale``.
+
+    Args:
+        name: a recipe name (``contrastlab recipe --list``).
+        scale: ``"quick"`` (tests, a minute or two), ``"demo"`` or ``"full"`` (minutes on 2 cores).
+        out: the recipe folder (default ``runs/recipes/<name>-<scale>``).
+        overwrite: replace an existing recipe folder.
+        resume: keep the runs an earlier, interrupted call finished; run the rest.
+        only: run only these runs (the analysis still sees only what ran).
+        progress: show progress bars while training.
+        log: where progress lines go.
+
+    Returns:
+        A :class:`RecipeResult`.
+
+    Raises:
+        UserError: an unusable output folder; ValueError: an unknown recipe, scale or run.
+    """
+    from contrastlab.evaluation.pipeline import EvalOptions, evaluate
+    from contrastlab.recipes.analyses import run_analysis
+    from contrastlab.training import config_from_dict, load_run, train
+
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; scales: {', '.join(SCALES)}")
+    recipe = load_recipe(name)
+    run_names = list(recipe.runs)
+    if only:
+        unknown = [r for r in only if r not in recipe.runs]
+        if unknown:
+            raise ValueError(f"recipe {name!r} has no run {unknown[0]!r}; runs: {', '.join(recipe.runs)}")
+        run_names = [r for r in run_names if r in only]
+    # Check every run's config before training any of them.
+    configs = {}
+    for run in run_names:
+        raw = recipe.run_config(run, scale)
+        raw.setdefault("log", {})["progress"] = progress
+        try:
+            config_from_dict(raw)
+        except ValueError as err:
+            raise ValueError(f"recipe {name!r}, run {run!r}: {err}") from None
+        configs[run] = raw
+    eval_options = EvalOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.eval_options(scale).items()})
+
+    out_dir = Path(out) if out else Path("runs") / "recipes" / f"{name}-{scale}"
+    state = _prepare(out_dir, recipe, scale, overwrite=overwrite, resume=resume)
+    outcomes: dict[str, RunOutcome] = {}
+    for i, run in enumerate(run_names, 1):
+        run_dir = out_dir / "runs" / run
+        metrics_path = run_dir / "eval" / "metrics.json"
+        if resume and run in state["done"] and metrics_path.is_file():
+            log(f"[{i}/{len(run_names)}] {run}: already done")
+            metrics = json.loads(metrics_path.read_text())
+            outcomes[run] = RunOutcome(run, run_dir, configs[run], metrics, float(metrics.get("train_seconds", 0)))
+            continue
+        log(f"[{i}/{len(run_names)}] {run}: training ({configs[run]['objective']['name']}"
+            f" on {configs[run]['data']['name']} with {configs[run]['views']['name']} views)")
+        cfg = config_from_dict(configs[run])
+        cfg.out = str(run_dir)
+        started = time.perf_counter()
+        train(cfg, run_dir, overwrite=True)
+        seconds = time.perf_counter() - started
+        log(f"[{i}/{len(run_names)}] {run}: trained in {seconds:.0f} s; evaluating")
+        metrics = evaluate(load_run(run_dir), options=eval_options, out_dir=run_dir / "eval")
+        metrics["train_seconds"] = round(seconds, 2)
+        from contrastlab.evaluation.pipeline import write_json
+
+        write_json(metrics, metrics_path)
+        outcomes[run] = RunOutcome(run, run_dir, configs[run], metrics, seconds)
+        state["done"] = sorted(set(state["done"]) | {run})
+        _write_json(out_dir / MARKER, state)
+
+    summary = run_analysis(recipe, outcomes, out_dir)
+    summary.write(out_dir)
+    report = write_recipe_report(recipe, scale, outcomes, summary, out_dir)
+    return RecipeResult(recipe, scale, out_dir, outcomes, summary, report)
+
+
+def summary_html(recipe: Recipe, scale: str, summary: Summary, out_dir: Path) -> str:
+    """The recipe's own section of the report: its question, tables, checks and figures."""
+    parts = [f"<h2>Recipe {escape(recipe.name)} ({escape(scale)} scale)</h2>",
+             f"<p>{escape(recipe.description)}</p>"]
+    if recipe.source:
+        parts.append(f"<p class=note>Source: {escape(recipe.source)}</p>")
+    parts += [t.html() for t in summary.tables]
+    if summary.checks:
+        items = "".join(
+            f"<li class='{'pass' if c.passed else 'fail'}'><b>{'yes' if c.passed else 'no'}</b>: "
+            f"{escape(c.claim)} <span class=note>({escape(c.evidence)})</span></li>" for c in summary.checks)
+        parts.append(f"<h3>What the source predicts, and what we measured</h3><ul class=checks>{items}</ul>")
+    if summary.findings:
+        parts.append("<ul>" + "".join(f"<li>{escape(f)}</li>" for f in summary.findings) + "</ul>")
+    for caption, rel in summary.figures.items():
+        data = base64.b64encode((out_dir / rel).read_bytes()).decode("ascii")
+        parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{escape(caption)}'>"
+                     f"<figcaption>{escape(caption)}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+def write_recipe_report(recipe: Recipe, scale: str, outcomes: dict[str, RunOutcome], summary: Summary,
+                        out_dir: Path) -> Path:
+    from contrastlab.report.html import build_report
+
+    page = build_report([o.run_dir for o in outcomes.values()], title=f"contrastlab recipe: {recipe.name}",
+                        preamble=summary_html(recipe, scale, summary, out_dir))
+    path = out_dir / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def print_summary(result: RecipeResult, stream=sys.stdout) -> None:
+    stream.write(result.summary.markdown())
+    stream.write(f"\nreport: {result.report}\n")

@@ -1,0 +1,121 @@
+import pytest
+import torch
+import yaml
+
+from _train_fixtures import Clusters, FailingViews, NoisyViews, PairViews, TwoModalities, config, ensure_objectives
+from contrastlab.errors import UserError
+from contrastlab.training import NonFiniteLoss, config_from_dict, train
+from contrastlab.training.build import build_components
+from contrastlab.training.checkpoint import CheckpointManager, read_checkpoint
+from contrastlab.training.logging import COLUMNS, read_metrics
+
+ensure_objectives()
+
+
+def run(tmp_path, name="run", cfg=None, views=None, dataset=None, **kw):
+    return train(cfg or config(), tmp_path / name, dataset=dataset or Clusters(), views=views or NoisyViews(), **kw)
+
+
+def final_weights(path):
+    return read_checkpoint(CheckpointManager(path / "checkpoints").path("last")).model
+
+
+def test_loss_falls_and_the_run_directory_is_complete(tmp_path):
+    result = run(tmp_path, cfg=config(steps=80))
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert [r["step"] for r in rows] == list(range(5, 85, 5))
+    assert list(rows[0]) == list(COLUMNS)
+    assert rows[-1]["loss"] < 0.8 * rows[0]["loss"]
+    assert result.step == 80 and result.loss == pytest.approx(rows[-1]["loss"], rel=1e-4)
+    assert all(0 <= r["view_fraction"] <= 1 and r["items_per_s"] > 0 for r in rows)
+    assert all(0 <= r["align"] <= 4 and r["uniform"] <= 0 for r in rows)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config_from_dict(saved).optim == config().optim and saved["out"] == str(tmp_path / "run")
+    assert CheckpointManager(tmp_path / "run" / "checkpoints").names() == ["step-00000070", "step-00000080"]
+
+
+def test_a_checkpoint_reloads_into_an_identical_model(tmp_path):
+    run(tmp_path, cfg=config(steps=20))
+    ck = read_checkpoint(CheckpointManager(tmp_path / "run" / "checkpoints").path("last"))
+    torch.manual_seed(123)  # a different initialisation, then the checkpoint's weights
+    fresh = build_components(config(), dataset=Clusters(), views=NoisyViews()).model
+    fresh.load_state_dict(ck.model)
+    fresh.eval()
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(value, ck.model[name])
+    x = {"view1": Clusters().x[:16]}
+    again = build_components(config(), dataset=Clusters(), views=NoisyViews()).model
+    again.load_state_dict(ck.model)
+    assert torch.equal(fresh(x)["view1"], again.eval()(x)["view1"])
+
+
+def test_resume_after_a_crash_continues_exactly(tmp_path):
+    cfg = config(steps=40, **{"checkpoint.every": 10})
+    run(tmp_path, "straight", cfg=cfg)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path, "crashed", cfg=cfg, views=FailingViews(at_call=27))
+    assert CheckpointManager(tmp_path / "crashed" / "checkpoints").path("last").name == "step-00000020"
+    result = run(tmp_path, "crashed", cfg=cfg, resume=True)
+    assert result.step == 40
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "crashed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    straight = read_metrics(tmp_path / "straight" / "metrics.csv")
+    resumed = read_metrics(tmp_path / "crashed" / "metrics.csv")
+    assert [r["step"] for r in resumed] == [r["step"] for r in straight]
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
+
+
+def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(NonFiniteLoss) as info:
+        run(tmp_path, cfg=config(steps=40), views=FailingViews(at_call=25, mode="nan"))
+    message = str(info.value)
+    assert "at step 25 of 40" in message and "step-00000020" in message and "\n" not in message
+    manager = CheckpointManager(tmp_path / "run" / "checkpoints")
+    assert manager.path("last").name == "step-00000020"
+    assert all(torch.isfinite(t).all() for t in read_checkpoint(manager.path("last")).model.values())
+
+
+def test_output_directory_rules(tmp_path):
+    run(tmp_path, cfg=config(steps=5))
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        run(tmp_path, cfg=config(steps=5))
+    run(tmp_path, cfg=config(steps=10), overwrite=True)
+    assert read_metrics(tmp_path / "run" / "metrics.csv")[-1]["step"] == 10
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("keep me")
+    with pytest.raises(UserError, match="refuses to delete"):
+        run(tmp_path, "precious", cfg=config(steps=5), overwrite=True)
+    assert (tmp_path / "precious" / "thesis.tex").read_text() == "keep me"
+    with pytest.raises(UserError, match="no checkpoint to resume from"):
+        (tmp_path / "empty").mkdir()
+        run(tmp_path, "empty", cfg=config(steps=5), resume=True)
+
+
+def test_epochs_schedule_and_other_objective_kinds(tmp_path):
+    result = run(tmp_path, "ep", cfg=config(epochs=2, steps="null"))
+    assert result.step == 2 * (256 // 32)
+    multi = config(**{"objective.name": "cmc_full_graph", "objective.options": "{}", "model.shared": "false"})
+    run(tmp_path, "cmc", cfg=multi, views=NoisyViews(count=3))
+    sup = config(**{"objective.name": "supcon", "objective.options": "{}"})
+    run(tmp_path, "supcon", cfg=sup)
+    with pytest.raises(ValueError, match=r"takes exactly 2 views, but views 'noisy' make 3 \(view1, view2, view3\)"):
+        run(tmp_path, "bad", cfg=config(), views=NoisyViews(count=3))
+
+
+def test_multimodal_autoencoder_learns(tmp_path):
+    cfg = config(
+        steps=60,
+        **{
+            "objective.name": "multimodal_autoencoder",
+            "objective.options": "{}",
+            "model.normalize": "false",
+            "model.decoder": "{name: mlp, options: {hidden: [16]}}",
+            "model.fusion.modality_dropout": 0.3,
+            "optim.lr": 0.01,
+        },
+    )
+    run(tmp_path, cfg=cfg, dataset=TwoModalities(), views=PairViews())
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+    model = read_checkpoint(CheckpointManager(tmp_path / "run" / "checkpoints").path("last")).model
+    assert any(k.startswith("fusion.") for k in model) and any(k.startswith("decoders.") for k in model)
