@@ -28,6 +28,7 @@ class Config:
     threads: int = 1
     memory_budget_gib: float = 6.0  #: cases predicted to need more extra memory are skipped, and said so
     time_budget_s: float = 20.0  #: repeats per case are limited to roughly this much time
+    max_n: int | None = None  #: the loss section's largest batch (pairs), ``None`` for all sizes
     notes: list[str] = field(default_factory=list)
 
 

@@ -60,7 +60,7 @@ def _step(loss_fn, z1: torch.Tensor, z2: torch.Tensor):
 
 
 def _family_rows(family: str, config: Config, peak: float, log) -> list[dict[str, Any]]:
-    sizes = QUICK_SIZES[family] if config.quick else FULL_SIZES
+    sizes = [n for n in (QUICK_SIZES[family] if config.quick else FULL_SIZES) if config.max_n is None or n <= config.max_n]
     failed: dict[str, str] = {}
     builders: dict[str, Any] = {}
     out: list[dict[str, Any]] = []

@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION", help=f"sections to run: {SECTIONS}")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for results.json and results.md")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    p.add_argument("--max-n", type=int, default=None, help="largest batch (pairs) in the loss section")
     p.add_argument("--memory-budget-gib", type=float, default=6.0,
                    help="skip cases predicted to need more extra memory than this (default 6)")
     return p
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     config = Config(quick=args.quick, threads=args.threads, memory_budget_gib=args.memory_budget_gib,
-                    time_budget_s=1.0 if args.quick else 20.0)
+                    time_budget_s=1.0 if args.quick else 20.0, max_n=args.max_n)
     started = time.perf_counter()
     results: dict[str, Any] = {"environment": environment(config), "sections": {}}
 

@@ -15,7 +15,12 @@ from contrastlab import __version__
 from contrastlab.errors import UserError, one_line
 
 #: Modules that add sub-commands (a fixed list: nothing is imported by name from user input).
-_COMMAND_MODULES: tuple[str, ...] = ("contrastlab.objectives.commands",)
+_COMMAND_MODULES: tuple[str, ...] = (
+    "contrastlab.objectives.commands",
+    "contrastlab.training.commands",
+    "contrastlab.evaluation.commands",
+    "contrastlab.recipes.commands",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="contrastlab", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="contrastlab", description="Contrastive, multi-view and multimodal representation learning, and what the representation learned.")
     parser.add_argument("--version", action="version", version=f"contrastlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMAND_MODULES:

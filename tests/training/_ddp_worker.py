@@ -76,6 +76,28 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
                 state = {"loss": loss.reshape(1), **{k: v.detach().clone() for k, v in module.state_dict().items()}}
                 safetensors.torch.save_file(state, os.path.join(out_dir, f"{case}.safetensors"))
             del wrapped
+        train_loop(rank, world, port, out_dir)
         dist.barrier()  # nobody tears the group down while another process still uses it
     finally:
         dist.destroy_process_group()
+
+
+def train_config():
+    from _train_fixtures import config
+
+    return config(steps=12, **{"model.encoder.options": "{hidden: [32], batch_norm: false}", "checkpoint.every": 6})
+
+
+def train_loop(rank: int, world: int, port: int, out_dir: str) -> None:
+    """The whole loop under DDP: torchrun's variables in the environment, deterministic views."""
+    from _train_fixtures import Clusters, NoisyViews, ensure_objectives
+
+    from contrastlab.training import train
+
+    ensure_objectives()
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    try:
+        train(train_config(), os.path.join(out_dir, "loop"), dataset=Clusters(), views=NoisyViews(sigma=0.0))
+    finally:
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+            os.environ.pop(key)

@@ -86,7 +86,8 @@ def test_train_loss_falls_and_the_checkpoint_reloads_identically(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
-    path = recipe(tmp_path, RECIPE.replace("steps: 300", "steps: 400"))
+    fast = RECIPE.replace("steps: 300", "steps: 400").replace("progress: false", "progress: false, tensorboard: false")
+    path = recipe(tmp_path, fast)
     straight = subprocess.Popen(command("train", str(path), "--out", str(tmp_path / "straight")), stderr=subprocess.PIPE)
     killed = subprocess.Popen(command("train", str(path), "--out", str(tmp_path / "killed")), stderr=subprocess.PIPE)
     index = tmp_path / "killed" / "checkpoints" / "index.json"
@@ -149,3 +150,19 @@ def test_config_errors_name_the_key(tmp_path, capsys, commands, args, message):
 def test_resume_needs_a_run(tmp_path, capsys, commands):
     assert cli.main(["resume", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    launch = Path(__file__).with_name("_launch.py")
+    fast = RECIPE.replace("steps: 300", "steps: 40").replace("checkpoint: {every: 50, keep_last: 2}", "checkpoint: {every: 20}")
+    out = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0"]
+    r = subprocess.run([*torchrun, str(launch), "train", str(recipe(tmp_path, fast)), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("trained 40 steps") == 1  # only the main process reports
+    ck = read_checkpoint(out / "checkpoints" / "step-00000040")
+    assert ck.meta["world_size"] == 2 and "rng.views.1" in ck.tensors
+    assert [row["step"] for row in read_metrics(out / "metrics.csv")] == [25, 40]
+    r = subprocess.run([sys.executable, str(launch), "resume", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and "trained with 2 process(es)" in r.stderr

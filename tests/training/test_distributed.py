@@ -15,6 +15,8 @@ def free_port() -> int:
 
 
 def test_two_gloo_processes_equal_one_process_with_the_whole_batch(tmp_path):
+    """One step of each objective kind, then the whole loop (sharded sampling, gathered negatives,
+    DDP, checkpoints) for 12 steps: two processes give what one process with the whole batch gives."""
     mp.spawn(_ddp_worker.worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     for case in _ddp_worker.CASES:
         torch.set_num_threads(1)
@@ -28,6 +30,29 @@ def test_two_gloo_processes_equal_one_process_with_the_whole_batch(tmp_path):
             if name != "loss" and name in before:  # and the update itself is real, not a no-op
                 moved = (value - before[name]).abs().max()
                 assert moved > 1e-4 or name.endswith("bias"), (case, name, moved)
+    check_loop(tmp_path)
+
+
+def check_loop(tmp_path):
+    from _train_fixtures import Clusters, NoisyViews, ensure_objectives
+
+    from contrastlab.training import train
+    from contrastlab.training.checkpoint import read_checkpoint
+    from contrastlab.training.logging import read_metrics
+
+    ensure_objectives()
+    train(_ddp_worker.train_config(), tmp_path / "single", dataset=Clusters(), views=NoisyViews(sigma=0.0))
+    for step in ("step-00000006", "step-00000012"):
+        two = read_checkpoint(tmp_path / "loop" / "checkpoints" / step)
+        one = read_checkpoint(tmp_path / "single" / "checkpoints" / step)
+        for name, value in one.model.items():
+            assert torch.allclose(two.model[name], value, atol=1e-5), (step, name)
+        assert two.meta["world_size"] == 2 and {"rng.views.0", "rng.views.1"} <= set(two.tensors)
+        assert not torch.equal(two.tensors["rng.views.0"], two.tensors["rng.views.1"])
+    losses = [r["loss"] for r in read_metrics(tmp_path / "loop" / "metrics.csv")]
+    expected = [r["loss"] for r in read_metrics(tmp_path / "single" / "metrics.csv")]
+    assert len(losses) == len(expected) == 3
+    assert torch.allclose(torch.tensor(losses), torch.tensor(expected), atol=1e-5)
 
 
 def test_gather_is_the_identity_without_a_process_group():

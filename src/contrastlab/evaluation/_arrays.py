@@ -47,12 +47,14 @@ def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 def check_positive_int(value, name: str) -> int:
+    """``value`` as an int if it is an integer >= 1; ``ValueError`` naming ``name`` and the value otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return int(value)
 
 
 def check_positive_float(value, name: str) -> float:
+    """``value`` as a float if it is a finite number > 0; ``ValueError`` naming it otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ValueError(f"{name} must be a positive number; got {value!r}")
     if not np.isfinite(value) or value <= 0:

@@ -9,6 +9,7 @@ from contrastlab.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` and ``report`` sub-commands to the command line's sub-parsers."""
     p = sub.add_parser("eval", help="evaluate a trained run: probes, k-NN, geometry, invariances, figures",
                        description="Evaluate the frozen encoder of RUN_DIR next to raw-input and random-encoder "
                                    "baselines; write RUN_DIR/eval/metrics.json and PNG figures.")

@@ -28,7 +28,21 @@ class Encoder(Protocol):
 
 
 def view_towers(model: Encoder, views: ViewGenerator) -> dict[str, str]:
-    """View name → the name of the tower that reads it (the model's map, else the view's modality)."""
+    """Which tower reads each view: the model's ``view_towers`` map when it has one, else the view's modality.
+
+    Args:
+        model: the model (``MultiViewModel`` has ``view_towers``).
+        views: the run's view generator.
+
+    Returns:
+        View name → tower name, in view order.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> views = SimpleNamespace(view_names=("L", "ab"), view_modalities={"L": "image", "ab": "image"})
+        >>> view_towers(SimpleNamespace(view_towers={"L": "L", "ab": "ab"}), views)
+        {'L': 'L', 'ab': 'ab'}
+    """
     towers = getattr(model, "view_towers", None)
     if isinstance(towers, Mapping) and all(v in towers for v in views.view_names):
         return {v: str(towers[v]) for v in views.view_names}
@@ -53,6 +67,16 @@ def encode_towers(model: Encoder, views: ViewGenerator, batch: Batch, *, stage: 
 
     Returns:
         Tower name → (N, D_tower) float32 CPU features, towers in view order.
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> views = SimpleNamespace(view_names=("v1", "v2"), view_modalities={"v1": "image", "v2": "image"},
+        ...                         eval_views=lambda b: {"v1": b.inputs["image"], "v2": b.inputs["image"]})
+        >>> model = SimpleNamespace(encode=lambda v, stage, lengths: {k: x.flatten(1) for k, x in v.items()})
+        >>> {t: tuple(f.shape) for t, f in encode_towers(model, views, Batch({"image": torch.ones(2, 1, 2, 2)}),
+        ...                                               stage="head").items()}
+        {'image': (2, 4)}
     """
     towers = view_towers(model, views)
     shown = views.eval_views(batch)
@@ -67,7 +91,18 @@ def encode_towers(model: Encoder, views: ViewGenerator, batch: Batch, *, stage: 
 @torch.no_grad()
 def encode_pairs(model: Encoder, views: ViewGenerator, batch: Batch, generator: torch.Generator, *,
                  stage: str) -> list[Tensor]:
-    """The embeddings (N, D) of every training view of the batch, in view order (positive pairs)."""
+    """The embeddings of every *training* view of a batch: rows of two views are positive pairs.
+
+    Args:
+        model: the frozen model.
+        views: the run's view generator, called with ``generator`` (random augmentations).
+        batch: N items.
+        generator: the source of the views' randomness.
+        stage: ``"head"`` or ``"backbone"``.
+
+    Returns:
+        One (N, D) float32 CPU tensor per view, in view order.
+    """
     shown = views(batch, generator)
     out = model.encode(shown, stage=stage, lengths=_lengths(batch, views, list(shown)))
     return [out[v].detach().float().cpu().reshape(len(batch), -1) for v in shown]
@@ -76,8 +111,19 @@ def encode_pairs(model: Encoder, views: ViewGenerator, batch: Batch, generator: 
 def raw_inputs(batch: Batch) -> Tensor | None:
     """The "raw pixels" baseline: the item's fixed-size floating inputs, flattened and concatenated.
 
-    Modalities with lengths (padded sequences) and integer inputs (token ids) are left out;
-    ``None`` when nothing is left.
+    Modalities with lengths (padded sequences) and integer inputs (token ids) are left out.
+
+    Args:
+        batch: N items.
+
+    Returns:
+        (N, D) float features, or ``None`` when no input qualifies.
+
+    Example:
+        >>> import torch
+        >>> b = Batch({"image": torch.zeros(2, 3, 4, 4), "text": torch.zeros(2, 5, dtype=torch.long)})
+        >>> raw_inputs(b).shape
+        torch.Size([2, 48])
     """
     parts = [x.reshape(len(batch), -1).float() for name, x in batch.inputs.items()
              if x.is_floating_point() and name not in batch.lengths]
@@ -85,9 +131,23 @@ def raw_inputs(batch: Batch) -> Tensor | None:
 
 
 def random_init_copy(model: nn.Module, *, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` with every parameter drawn anew (``reset_parameters``), in eval mode.
+    """The "randomly initialised encoder" baseline: the same architecture, no training.
 
-    This is the "randomly initialised encoder" baseline: the same architecture, no training.
+    Every module with ``reset_parameters`` draws its weights anew (and normalisation layers forget
+    their running statistics) under ``seed``; the global random state is left as it was.
+
+    Args:
+        model: the trained model (not modified).
+        seed: seeds the new weights.
+
+    Returns:
+        A new model in eval mode.
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> fresh = random_init_copy(net, seed=1)
+        >>> bool((fresh.weight != net.weight).all()), fresh.training
+        (True, False)
     """
     fresh = copy.deepcopy(model)
     state = torch.random.get_rng_state()
@@ -108,12 +168,31 @@ Featurizer = Callable[[Batch], dict[str, Tensor]]
 
 
 def trained_featurizer(model: Encoder, views: ViewGenerator, *, stage: str) -> Featurizer:
-    """The featurizer of a model at one stage (see :func:`encode_towers`)."""
+    """The featurizer of a model at one stage: ``batch -> {tower: (N, D)}`` (see :func:`encode_towers`).
+
+    Args:
+        model: the frozen model.
+        views: the run's view generator.
+        stage: ``"head"`` or ``"backbone"``.
+
+    Returns:
+        A callable taking a :class:`Batch`.
+    """
     return lambda batch: encode_towers(model, views, batch, stage=stage)
 
 
 def raw_featurizer(batch: Batch) -> dict[str, Tensor]:
-    """The featurizer of the raw-input baseline (see :func:`raw_inputs`)."""
+    """The featurizer of the raw-input baseline: ``{"raw": (N, D)}`` (see :func:`raw_inputs`).
+
+    Args:
+        batch: N items.
+
+    Returns:
+        ``{"raw": features}``.
+
+    Raises:
+        ValueError: when no input qualifies as raw features.
+    """
     raw = raw_inputs(batch)
     if raw is None:
         raise ValueError("the items have no fixed-size floating-point input to use as raw features")
@@ -133,7 +212,14 @@ class Collected:
 
 
 def image_input(batch: Batch) -> Tensor | None:
-    """The first input that looks like an image batch (N, C, H, W) with C in {1, 3}, or ``None``."""
+    """The first input that looks like an image batch, for figures.
+
+    Args:
+        batch: N items.
+
+    Returns:
+        The first floating (N, C, H, W) input with C in {1, 3}, or ``None``.
+    """
     for x in batch.inputs.values():
         if x.ndim == 4 and x.shape[1] in (1, 3) and x.is_floating_point():
             return x
@@ -153,6 +239,14 @@ def collect(dataset: Dataset, indices: Tensor, featurizers: Mapping[str, Featuri
 
     Returns:
         A :class:`Collected`.
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> ds = SimpleNamespace(num_classes=2, get=lambda i: Batch({"x": i.float()[:, None]}, labels=i % 2))
+        >>> got = collect(ds, torch.arange(5), {"raw": raw_featurizer}, batch_size=2)
+        >>> got.features["raw"]["raw"].flatten().tolist(), got.labels.tolist()
+        ([0.0, 1.0, 2.0, 3.0, 4.0], [0, 1, 0, 1, 0])
     """
     features: dict[str, dict[str, list[Tensor]]] = {name: {} for name in featurizers}
     labels, images = [], []
@@ -174,5 +268,17 @@ def collect(dataset: Dataset, indices: Tensor, featurizers: Mapping[str, Featuri
 
 
 def concat_towers(features: Mapping[str, Tensor]) -> Tensor:
-    """An item's features: the towers' features side by side, (N, sum of D)."""
+    """An item's features: the towers' features side by side.
+
+    Args:
+        features: tower name → (N, D_tower).
+
+    Returns:
+        (N, sum of D_tower).
+
+    Example:
+        >>> import torch
+        >>> concat_towers({"L": torch.zeros(4, 2), "ab": torch.ones(4, 3)}).shape
+        torch.Size([4, 5])
+    """
     return torch.cat(list(features.values()), dim=1)

@@ -43,6 +43,12 @@ DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {"location": ("x", "y")}
 def default_groups(factor_names: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """Each factor on its own, except those of :data:`DEFAULT_GROUPS`, which are reported together.
 
+    Args:
+        factor_names: the data set's factors.
+
+    Returns:
+        Report name → the factors it changes, in the order of ``factor_names``.
+
     Example:
         >>> default_groups(["shape", "colour", "x", "y"])
         {'shape': ('shape',), 'colour': ('colour',), 'location': ('x', 'y')}

@@ -28,7 +28,15 @@ Backend = Literal["auto", "torch", "faiss"]
 
 
 def faiss_available() -> bool:
-    """Whether faiss-cpu can be imported."""
+    """Whether faiss-cpu can be imported (then ``backend="auto"`` uses it).
+
+    Returns:
+        ``True`` when ``import faiss`` works.
+
+    Example:
+        >>> faiss_available() in (True, False)
+        True
+    """
     try:
         import faiss  # noqa: F401
     except ImportError:

@@ -101,7 +101,20 @@ def _subset(n: int, limit: int | None, seed: int) -> Tensor:
 
 
 def slice_batch(batch: Batch, rows: slice | Tensor) -> Batch:
-    """The items ``rows`` of a batch, every field sliced alike."""
+    """The items ``rows`` of a batch, every field sliced alike.
+
+    Args:
+        batch: N items.
+        rows: a slice or an index tensor.
+
+    Returns:
+        A :class:`Batch` of the chosen items.
+
+    Example:
+        >>> b = Batch({"x": torch.arange(4)}, labels=torch.arange(4) * 10)
+        >>> slice_batch(b, slice(1, 3)).labels.tolist()
+        [10, 20]
+    """
     pick = lambda d: {k: v[rows] for k, v in d.items()}  # noqa: E731
     return Batch(inputs=pick(batch.inputs), labels=None if batch.labels is None else batch.labels[rows],
                  factors=pick(batch.factors), lengths=pick(batch.lengths),
@@ -295,7 +308,23 @@ def _jsonable(value):
 
 
 def write_json(metrics: dict, path: str | Path) -> Path:
-    """Write metrics as strict JSON (NaN and infinities become ``null``), atomically."""
+    """Write metrics as strict JSON, atomically (a temporary file, then a rename).
+
+    NaN and infinities become ``null``; tensors, numpy scalars and paths become plain values.
+
+    Args:
+        metrics: the metrics tree.
+        path: the JSON file to write.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = write_json({"a": float("nan"), "b": torch.tensor([1, 2])}, os.path.join(tempfile.mkdtemp(), "m.json"))
+        >>> p.read_text().split()
+        ['{', '"a":', 'null,', '"b":', '[', '1,', '2', ']', '}']
+    """
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n")
@@ -304,7 +333,19 @@ def write_json(metrics: dict, path: str | Path) -> Path:
 
 
 def evaluate_run_dir(run_dir: str | Path, *, options: EvalOptions = EvalOptions()) -> dict:
-    """Load a run with ``contrastlab.training.load_run`` and evaluate it into ``RUN_DIR/eval/``."""
+    """Load a run with ``contrastlab.training.load_run`` and evaluate it into ``RUN_DIR/eval/``.
+
+    Args:
+        run_dir: a run folder written by ``contrastlab train``.
+        options: what to evaluate.
+
+    Returns:
+        The metrics (also written to ``RUN_DIR/eval/metrics.json``).
+
+    Raises:
+        contrastlab.errors.UserError: from ``load_run`` for a missing run, config or checkpoint.
+        ValueError: for a bad option or a split that is too small.
+    """
     from contrastlab.training import load_run
 
     run = load_run(run_dir)

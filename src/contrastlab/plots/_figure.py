@@ -22,24 +22,42 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def png_bytes(fig: Figure) -> bytes:
-    """The figure encoded as PNG."""
+    """The figure encoded as PNG.
+
+    Args:
+        fig: a figure made by this package.
+
+    Returns:
+        The PNG file's bytes.
+
+    Example:
+        >>> png_bytes(new_figure(1, 1))[:4]
+        b'\x89PNG'
+    """
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
 def save_png(fig: Figure, path: str | Path) -> Path:
-    """Write the figure as a PNG file (the parent folder is created) and return its path."""
+    """Write the figure as a PNG file, creating the parent folder.
+
+    Args:
+        fig: a figure made by this package.
+        path: the file to write.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Example:
+        >>> import tempfile, os
+        >>> save_png(new_figure(1, 1), os.path.join(tempfile.mkdtemp(), "a", "f.png")).name
+        'f.png'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png_bytes(fig))
     return path
-
-
-def class_colours(labels: np.ndarray) -> tuple[np.ndarray, list]:
-    """The distinct labels and one colour per row of ``labels``."""
-    classes, codes = np.unique(labels, return_inverse=True)
-    return classes, [PALETTE[c % len(PALETTE)] for c in codes.reshape(-1)]
 
 
 def as_numpy(x) -> np.ndarray:

@@ -51,6 +51,17 @@ def circle_angles(embeddings) -> tuple[np.ndarray, str]:
 def von_mises_density(angles, grid, *, kappa: float = 8.0) -> np.ndarray:
     r"""The von Mises kernel density of ``angles`` evaluated at ``grid`` (both in radians).
 
+    Args:
+        angles: (N,) angles of the points.
+        grid: (G,) angles to evaluate the density at.
+        kappa: the kernel concentration κ > 0 (larger is narrower).
+
+    Returns:
+        (G,) densities; they integrate to 1 over a period.
+
+    Raises:
+        ValueError: for κ ≤ 0.
+
     Example:
         >>> g = np.linspace(-np.pi, np.pi, 2001)
         >>> round(float(np.trapezoid(von_mises_density([0.3], g), g)), 4)

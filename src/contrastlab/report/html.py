@@ -50,8 +50,18 @@ class EvaluatedRun:
 def load_evaluated(run_dir: str | Path) -> EvaluatedRun:
     """Read ``RUN_DIR/eval/metrics.json``.
 
+    Args:
+        run_dir: a run folder evaluated by ``contrastlab eval``.
+
+    Returns:
+        An :class:`EvaluatedRun` named after the folder.
+
     Raises:
         UserError: when the run folder or its evaluation is missing, or the JSON is unreadable.
+
+    Example:
+        >>> load_evaluated("runs/shapes-simclr").metrics["encoders"]["head"]["kind"]  # doctest: +SKIP
+        'trained'
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -138,6 +148,11 @@ def build_report(run_dirs: list[str | Path], *, title: str | None = None) -> str
 
     Raises:
         UserError: when no run is given or a run has no evaluation.
+
+    Example:
+        >>> html = build_report(["runs/a", "runs/b"])  # doctest: +SKIP
+        >>> html.startswith("<!DOCTYPE html>")  # doctest: +SKIP
+        True
     """
     if not run_dirs:
         raise UserError("name at least one run directory")
@@ -175,7 +190,23 @@ def build_report(run_dirs: list[str | Path], *, title: str | None = None) -> str
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path, *, title: str | None = None) -> Path:
-    """Build the report and write it to ``out`` (the parent folder is created)."""
+    """Build the report (see :func:`build_report`) and write it to ``out``, creating its folder.
+
+    Args:
+        run_dirs: one or more evaluated run folders.
+        out: the HTML file to write.
+        title: the page title.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        UserError: when no run is given or a run has no evaluation.
+
+    Example:
+        >>> write_report(["runs/a", "runs/b"], "report.html")  # doctest: +SKIP
+        PosixPath('report.html')
+    """
     out = Path(out)
     html = build_report(run_dirs, title=title)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,18 @@ LABELS: dict[str, str] = {
 
 
 def fmt(value: Any) -> str:
-    """A number as the tables show it (4 decimals, or 4 significant digits when large); text escaped."""
+    """A value as the tables show it: 4 decimals (4 significant digits when large), text HTML-escaped.
+
+    Args:
+        value: a number, text, a list or ``None``.
+
+    Returns:
+        The cell text.
+
+    Example:
+        >>> fmt(0.123456), fmt(12345.6), fmt(None), fmt("<b>")
+        ('0.1235', '1.235e+04', '–', '&lt;b&gt;')
+    """
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -40,6 +51,13 @@ def fmt(value: Any) -> str:
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dicts as one level with keys joined by `` · ``; leaves kept as they are.
+
+    Args:
+        tree: a nested mapping.
+        prefix: prepended to every key.
+
+    Returns:
+        The flat mapping.
 
     Example:
         >>> flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3})
