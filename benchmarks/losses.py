@@ -59,7 +59,7 @@ def _step(loss_fn, z1: torch.Tensor, z2: torch.Tensor):
     return step
 
 
-def _family_rows(family: str, config: Config, peak: float, log) -> list[dict[str, Any]]:
+def _family_rows(family: str, config: Config, log) -> list[dict[str, Any]]:
     sizes = [n for n in (QUICK_SIZES[family] if config.quick else FULL_SIZES) if config.max_n is None or n <= config.max_n]
     failed: dict[str, str] = {}
     builders: dict[str, Any] = {}
@@ -93,9 +93,7 @@ def _family_rows(family: str, config: Config, peak: float, log) -> list[dict[str
             reference_value = value if reference_value is None else reference_value
             gflops = 6 * r * r * DIM / timing["seconds"] / 1e9
             row.update(status="ok", loss=value, loss_rel_diff=abs(value - reference_value) / abs(reference_value))
-            row.update(timing, gflops=round(gflops, 1), pct_peak=round(100 * gflops / peak, 1))
-            if method == _peers.OURS_TILED:
-                row["executed_pct_peak"] = round(row["pct_peak"] * EXECUTED[family] / 6, 1)
+            row.update(timing, gflops=round(gflops, 1))
             if not config.quick or (family, n, method) == ("nt_xent", sizes[-1], _peers.OURS_TILED):
                 case = {"family": family, "method": method, "n": n, "d": DIM, "tau": TAU}
                 mem = probe_memory(case, threads=config.threads)
@@ -147,11 +145,13 @@ def _goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         for other, target in ((_peers.LIGHTLY, 2.0), (_peers.TORCH_NAIVE, 1.5)):
             o = _ok(rows, "nt_xent", r["n"], other)
-            measured = round(o["seconds"] / r["seconds"], 2) if o else None
-            goals.append({"goal": f"NT-Xent N={r['n']}: speed-up over {other} >= {target}x", "measured": measured,
-                          "met": None if measured is None else measured >= target})
-        goals.append({"goal": f"NT-Xent N={r['n']}: >= 60% of matmul peak (naive flop count)",
-                      "measured": r["pct_peak"], "met": r["pct_peak"] >= 60})
+            if o is not None:  # a peer that cannot run at this size is listed as skipped in the main table
+                measured = round(o["seconds"] / r["seconds"], 2)
+                goals.append({"goal": f"NT-Xent N={r['n']}: speed-up over {other} >= {target}x",
+                              "measured": measured, "met": measured >= target})
+        executed = r["executed_pct_peak"]
+        goals.append({"goal": f"NT-Xent N={r['n']}: flops executed >= 60% of matmul peak (%)",
+                      "measured": executed, "met": executed >= 60})
         if r["n"] == 65536:
             extra = r.get("extra_mib")
             goals.append({"goal": "NT-Xent N=65536 (131,072 rows): extra memory < 2 GiB (MiB)", "measured": extra,
@@ -166,8 +166,15 @@ def run(config: Config, log=print) -> dict[str, Any]:
     lightly_cls, lightly_note = _peers.load_lightly()
     rows: list[dict[str, Any]] = []
     for family in ("nt_xent", "info_nce", "clip"):
-        rows += _family_rows(family, config, peak_start["gflops"], log)
+        rows += _family_rows(family, config, log)
     peak_end = matmul_peak(peak_sizes)
+    # The better of the two measurements is nearer the machine's real peak: percentages are conservative.
+    peak = max(peak_start["gflops"], peak_end["gflops"])
+    for r in rows:
+        if r["status"] == "ok":
+            r["pct_peak"] = round(100 * r["gflops"] / peak, 1)
+            if r["method"] == _peers.OURS_TILED:
+                r["executed_pct_peak"] = round(r["pct_peak"] * EXECUTED[r["family"]] / 6, 1)
     threshold = _threshold()
     for r in rows:
         if threshold is not None and r["method"] == _peers.OURS_TILED:
@@ -177,7 +184,7 @@ def run(config: Config, log=print) -> dict[str, Any]:
         "status": "ok",
         "dim": DIM,
         "temperature": TAU,
-        "matmul_peak_gflops": peak_start["gflops"],
+        "matmul_peak_gflops": peak,
         "matmul_peak_start": peak_start,
         "matmul_peak_end": peak_end,
         "lightly": lightly_note,
@@ -190,10 +197,11 @@ def run(config: Config, log=print) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    peak, end = result["matmul_peak_start"], result["matmul_peak_end"]
+    start, end = result["matmul_peak_start"], result["matmul_peak_end"]
     parts = [
-        f"D = {result['dim']}, temperature {result['temperature']}. fp32 matmul peak {peak['gflops']:.0f} GFLOP/s "
-        f"(square n={peak['n']}; {end['gflops']:.0f} at the end of the section). {result['lightly']}.",
+        f"D = {result['dim']}, temperature {result['temperature']}. fp32 matmul peak {result['matmul_peak_gflops']:.0f} "
+        f"GFLOP/s, the better of {start['gflops']:.0f} (start of the section) and {end['gflops']:.0f} (end), square "
+        f"n={start['n']}. {result['lightly']}.",
         "GFLOP/s count the naive algorithm's 6·R²·D flops for every method; `exec %` is the share of the peak the "
         "tiled kernel actually executes. `spread` is slowest / fastest repeat.",
     ]
@@ -214,5 +222,6 @@ def markdown(result: dict[str, Any]) -> str:
                                                                   for g in result["goals"]]))
     proposed = ", ".join(f"{f}: {fmt(v)}" for f, v in result["proposed_threshold_rows"].items())
     parts.append(f"TILED_THRESHOLD now {fmt(result['tiled_threshold_now'])}; rows from which tiled is never slower "
-                 f"than naive here: {proposed}.")
+                 f"than naive here: {proposed}. Cases marked `skipped` were predicted not to fit the memory budget "
+                 "(or, for pytorch-metric-learning, are beyond the N <= 512 it can handle).")
     return "\n\n".join(parts)

@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
 @pytest.mark.slow
 def test_eval_then_report(trained):
     root = trained
-    r = contrastlab("eval", "run", "--max-items", "120", cwd=root)
+    r = contrastlab("eval", "run", "--max-items", "120", "--threads", "1", cwd=root)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "metrics.json" in r.stdout
     metrics = json.loads((root / "run" / "eval" / "metrics.json").read_text())
@@ -89,6 +89,7 @@ def test_broken_runs_give_one_line_errors(trained):
 
     for args, needle in ((("eval", "nowhere"), "nowhere does not exist"),
                          (("report", "bad", "-o", "x.html"), "bad/eval/metrics.json does not exist"),
-                         (("eval", "run", "--max-items", "1"), "--max-items must be at least 2")):
+                         (("eval", "run", "--max-items", "1"), "--max-items must be at least 2"),
+                         (("eval", "run", "--threads", "0"), "--threads must be at least 1")):
         r = contrastlab(*args, cwd=root)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1

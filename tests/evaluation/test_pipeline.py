@@ -53,6 +53,9 @@ def test_two_towers_give_retrieval_and_canonical_correlations(two_tower_run):
     assert head["retrieval"]["rgb->grey"]["candidates"] == 60
     assert 0.0 <= head["retrieval"]["rgb->grey"]["R@10"] <= 1.0
     assert len(head["cca"]["rgb|grey"]["top"]) == 8
+    assert "alignment" in head["geometry"]  # heads of different towers share the objective's space
+    backbone = metrics["encoders"]["backbone"]
+    assert "retrieval" not in backbone and "alignment" not in backbone["geometry"]  # their backbones do not
 
 
 def test_slice_batch_keeps_rows_together():

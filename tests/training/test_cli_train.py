@@ -62,9 +62,9 @@ def commands(monkeypatch):
 @pytest.mark.slow
 def test_train_loss_falls_and_the_checkpoint_reloads_identically(tmp_path):
     out = tmp_path / "run"
-    r = subprocess.run(command("train", str(recipe(tmp_path)), "--out", str(out)), capture_output=True, text=True)
+    r = subprocess.run(command("train", str(recipe(tmp_path)), "--out", str(out)), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert f"trained 300 steps" in r.stdout and str(out) in r.stdout
+    assert "trained 300 steps" in r.stdout and str(out) in r.stdout
     rows = read_metrics(out / "metrics.csv")
     assert rows[-1]["step"] == 300
     first, last = sum(r["loss"] for r in rows[:2]) / 2, sum(r["loss"] for r in rows[-2:]) / 2
@@ -98,13 +98,13 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
         assert killed.poll() is None, killed.stderr.read().decode()
         time.sleep(0.02)
     os.kill(killed.pid, signal.SIGKILL)
-    killed.wait()
+    killed.wait(timeout=60)
     assert killed.returncode == -signal.SIGKILL
     last = CheckpointManager(tmp_path / "killed" / "checkpoints").path("last").name
     assert "step-00000100" <= last < "step-00000400"
-    r = subprocess.run(command("resume", str(tmp_path / "killed")), capture_output=True, text=True)
+    r = subprocess.run(command("resume", str(tmp_path / "killed")), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert straight.wait() == 0
+    assert straight.wait(timeout=300) == 0
     a = read_checkpoint(tmp_path / "straight" / "checkpoints" / "step-00000400").model
     b = read_checkpoint(tmp_path / "killed" / "checkpoints" / "step-00000400").model
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -114,7 +114,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_a_config_error_is_one_line_and_exit_2(tmp_path):
-    r = subprocess.run(command("train", str(recipe(tmp_path)), "--set", "optim.lrr=0.1"), capture_output=True, text=True)
+    r = subprocess.run(command("train", str(recipe(tmp_path)), "--set", "optim.lrr=0.1"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert r.stderr.strip() == (
         "contrastlab: error: unknown config key 'optim.lrr'; did you mean 'optim.lr'? allowed: name, lr, weight_decay, "
@@ -157,12 +157,14 @@ def test_torchrun_two_processes(tmp_path):
     launch = Path(__file__).with_name("_launch.py")
     fast = RECIPE.replace("steps: 300", "steps: 40").replace("checkpoint: {every: 50, keep_last: 2}", "checkpoint: {every: 20}")
     out = tmp_path / "run"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0"]
-    r = subprocess.run([*torchrun, str(launch), "train", str(recipe(tmp_path, fast)), "--out", str(out)], capture_output=True, text=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    r = subprocess.run(
+        [*torchrun, str(launch), "train", str(recipe(tmp_path, fast)), "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("trained 40 steps") == 1  # only the main process reports
     ck = read_checkpoint(out / "checkpoints" / "step-00000040")
     assert ck.meta["world_size"] == 2 and "rng.views.1" in ck.tensors
     assert [row["step"] for row in read_metrics(out / "metrics.csv")] == [25, 40]
-    r = subprocess.run([sys.executable, str(launch), "resume", str(out)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(launch), "resume", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "trained with 2 process(es)" in r.stderr

@@ -19,8 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-items", type=int, default=None, metavar="N",
                    help="evaluate at most N items per split (a seeded random subset)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets, views and resampling (default: 0)")
+    p.add_argument("--invariance-items", type=int, default=1000, metavar="N",
+                   help="test items for the invariance report (default: 1000; each factor re-renders them)")
     p.add_argument("--no-baselines", action="store_true", help="skip the raw-input and random-encoder baselines")
     p.add_argument("--no-figures", action="store_true", help="write metrics.json only")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch and faiss (default: torch's default); 1 is fastest on a busy machine")
     p.set_defaults(func=_eval)
 
     r = sub.add_parser("report", help="one self-contained HTML page for one or more evaluated runs",
@@ -39,13 +43,30 @@ def _eval(args: argparse.Namespace) -> int:
         raise UserError(f"run directory {run_dir} does not exist")
     if args.max_items is not None and args.max_items < 2:
         raise UserError(f"--max-items must be at least 2, got {args.max_items}")
+    if args.threads is not None:
+        _set_threads(args.threads)
     options = EvalOptions(stages=STAGES if args.stage == "both" else (args.stage,), max_items=args.max_items,
-                          seed=args.seed, baselines=not args.no_baselines, figures=not args.no_figures)
+                          seed=args.seed, baselines=not args.no_baselines, figures=not args.no_figures,
+                          invariance_items=args.invariance_items)
     metrics = evaluate_run_dir(run_dir, options=options)
     print(_summary(metrics))
     print(f"wrote {run_dir / 'eval' / 'metrics.json'} and {len(metrics['figures'])} figure(s) "
           f"in {metrics['seconds']:.1f} s")
     return 0
+
+
+def _set_threads(n: int) -> None:
+    if n < 1:
+        raise UserError(f"--threads must be at least 1, got {n}")
+    import torch
+
+    from contrastlab.evaluation.knn import faiss_available
+
+    torch.set_num_threads(n)
+    if faiss_available():
+        import faiss
+
+        faiss.omp_set_num_threads(n)
 
 
 def _summary(metrics: dict) -> str:

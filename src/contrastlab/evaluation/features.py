@@ -90,7 +90,7 @@ def encode_towers(model: Encoder, views: ViewGenerator, batch: Batch, *, stage: 
 
 @torch.no_grad()
 def encode_pairs(model: Encoder, views: ViewGenerator, batch: Batch, generator: torch.Generator, *,
-                 stage: str) -> list[Tensor]:
+                 stage: str) -> dict[str, Tensor]:
     """The embeddings of every *training* view of a batch: rows of two views are positive pairs.
 
     Args:
@@ -101,11 +101,11 @@ def encode_pairs(model: Encoder, views: ViewGenerator, batch: Batch, generator: 
         stage: ``"head"`` or ``"backbone"``.
 
     Returns:
-        One (N, D) float32 CPU tensor per view, in view order.
+        View name → (N, D) float32 CPU embeddings.
     """
     shown = views(batch, generator)
     out = model.encode(shown, stage=stage, lengths=_lengths(batch, views, list(shown)))
-    return [out[v].detach().float().cpu().reshape(len(batch), -1) for v in shown]
+    return {v: out[v].detach().float().cpu().reshape(len(batch), -1) for v in shown}
 
 
 def raw_inputs(batch: Batch) -> Tensor | None:

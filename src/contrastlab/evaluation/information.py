@@ -19,7 +19,7 @@ def mi_lower_bound(loss: float, k: int) -> float:
 
     with :math:`k` the number of candidates each positive competes with (the positive and its
     :math:`k - 1` negatives, a batch of :math:`k` pairs for in-batch InfoNCE), in nats. The bound can
-    never exceed :math:`\log k`.
+    never exceed :math:`\log k`; a negative value (a loss above chance, :math:`\log k`) says nothing.
 
     References:
         Tian, Krishnan & Isola, "Contrastive Multiview Coding", ECCV 2020; Oord, Li & Vinyals,

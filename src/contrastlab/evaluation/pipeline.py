@@ -30,7 +30,7 @@ from contrastlab.data.base import Batch, Dataset
 from contrastlab.evaluation.clustering import cluster_scores
 from contrastlab.evaluation.features import (
     Collected, Encoder, Featurizer, collect, concat_towers, encode_pairs, random_init_copy, raw_featurizer,
-    raw_inputs, trained_featurizer,
+    raw_inputs, trained_featurizer, view_towers,
 )
 from contrastlab.evaluation.geometry import alignment, effective_rank, feature_norms, uniformity
 from contrastlab.evaluation.information import canonical_correlations, info_nce_bound
@@ -141,29 +141,39 @@ def _classification(train: Tensor, test: Tensor, y_train: Tensor, y_test: Tensor
 
 
 _INFORMATION = ("info_nce", "mi_lower_bound", "mi_k", "temperature")
+_MIN_INVARIANCE_ITEMS = 7  # k + 2 with the report's 5 neighbours
 
 
-def _positive_pairs(model: Encoder, views: ViewGenerator, batch: Batch, stage: str, options: EvalOptions) -> list[Tensor]:
-    """Embeddings of every training view of the items (seeded), one (N, D) tensor per view."""
+def _positive_pairs(model: Encoder, views: ViewGenerator, batch: Batch, stage: str,
+                    options: EvalOptions) -> dict[str, Tensor]:
+    """Embeddings of every training view of the items (seeded): view name -> (N, D)."""
     generator = torch.Generator().manual_seed(options.seed + 2)
     size = options.batch_size
     chunks = [encode_pairs(model, views, slice_batch(batch, slice(s, s + size)), generator, stage=stage)
               for s in range(0, len(batch), size)]
-    return [torch.cat(parts) for parts in zip(*chunks)]
+    return {view: torch.cat([chunk[view] for chunk in chunks]) for view in chunks[0]}
 
 
-def _pair_geometry(pairs: list[Tensor], *, head: bool, temperature: float) -> dict[str, Any]:
-    """Alignment and uniformity over the positive pairs of every two views (and the MI bound at the head)."""
-    if len(pairs) < 2 or len({p.shape[1] for p in pairs}) != 1:
+def _pair_geometry(pairs: dict[str, Tensor], towers: dict[str, str], *, head: bool,
+                   temperature: float) -> dict[str, Any]:
+    """Alignment and uniformity over the positive pairs of every two views (and the MI bound at the head).
+
+    Head embeddings of all views share one space (the objective compares them); backbone features
+    do only for views read by the same tower, so at the backbone other pairs are left out.
+    """
+    names = list(pairs)
+    combos = [(a, b) for a, b in itertools.combinations(names, 2)
+              if pairs[a].shape[1] == pairs[b].shape[1] and (head or towers.get(a) == towers.get(b))]
+    if not combos:
         return {}
-    combos = list(itertools.combinations(range(len(pairs)), 2))
+    used = list(dict.fromkeys(v for combo in combos for v in combo))
     out: dict[str, Any] = {
-        "alignment": sum(alignment(pairs[i], pairs[j]) for i, j in combos) / len(combos),
-        "uniformity": sum(uniformity(p) for p in pairs) / len(pairs),
-        "pairs": int(pairs[0].shape[0]),
+        "alignment": sum(alignment(pairs[a], pairs[b]) for a, b in combos) / len(combos),
+        "uniformity": sum(uniformity(pairs[v]) for v in used) / len(used),
+        "pairs": int(pairs[names[0]].shape[0]),
     }
     if head:
-        bounds = [info_nce_bound(pairs[i], pairs[j], temperature=temperature) for i, j in combos]
+        bounds = [info_nce_bound(pairs[a], pairs[b], temperature=temperature) for a, b in combos]
         out["info_nce"] = sum(b["loss"] for b in bounds) / len(bounds)
         out["mi_lower_bound"] = sum(b["mi_lower_bound"] for b in bounds) / len(bounds)
         out["mi_k"] = bounds[0]["k"]
@@ -171,12 +181,12 @@ def _pair_geometry(pairs: list[Tensor], *, head: bool, temperature: float) -> di
     return out
 
 
-def _tower_analysis(towers: dict[str, Tensor], limit: int) -> dict[str, Any]:
-    """Retrieval and canonical correlations between every two towers."""
+def _tower_analysis(towers: dict[str, Tensor], limit: int, *, retrieval: bool) -> dict[str, Any]:
+    """Canonical correlations between every two towers, and retrieval where they share a space (the head)."""
     out: dict[str, Any] = {}
     for a, b in itertools.combinations(towers, 2):
         xa, xb = towers[a][:limit], towers[b][:limit]
-        if xa.shape[1] == xb.shape[1]:
+        if retrieval and xa.shape[1] == xb.shape[1]:
             for direction, values in retrieval_metrics(xa, xb, names=(a, b)).items():
                 out.setdefault("retrieval", {})[direction] = {**values, "candidates": int(xa.shape[0])}
         if xa.shape[0] > 2 * (xa.shape[1] + xb.shape[1]):
@@ -202,12 +212,12 @@ def _encoder_metrics(train: Collected, test: Collected, name: str, options: Eval
         geometry["effective_rank"] = 0.0
     out["geometry"] = geometry
     if len(towers_te) >= 2:
-        out.update(_tower_analysis(towers_te, options.analysis_items))
+        out.update(_tower_analysis(towers_te, options.analysis_items, retrieval=name.endswith("head")))
     return out
 
 
-def _featurizers(run: LoadedRunLike, options: EvalOptions, probe: Batch) -> tuple[dict, dict, dict]:
-    """(featurizers, encoder kinds, models by encoder name)."""
+def _featurizers(run: LoadedRunLike, options: EvalOptions, example: Batch) -> tuple[dict, dict, dict]:
+    """(featurizers, encoder kinds, models by encoder name); ``example`` tells whether raw inputs exist."""
     featurizers: dict[str, Featurizer] = {}
     kinds: dict[str, str] = {}
     models: dict[str, Encoder] = {}
@@ -215,7 +225,7 @@ def _featurizers(run: LoadedRunLike, options: EvalOptions, probe: Batch) -> tupl
         featurizers[stage] = trained_featurizer(run.model, run.views, stage=stage)
         kinds[stage], models[stage] = "trained", run.model
     if options.baselines:
-        if raw_inputs(probe) is not None:
+        if raw_inputs(example) is not None:
             featurizers["raw"], kinds["raw"] = raw_featurizer, "baseline"
         if isinstance(run.model, torch.nn.Module):
             fresh = random_init_copy(run.model, seed=options.seed)
@@ -257,14 +267,15 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
 
     pair_batch = test_ds.get(idx_test[:options.pair_items])
     for name, model in models.items():
-        geometry = _pair_geometry(_positive_pairs(model, run.views, pair_batch, name.removeprefix("random_"), options),
-                                  head=name.endswith("head"), temperature=_temperature(run.config))
+        pairs = _positive_pairs(model, run.views, pair_batch, name.removeprefix("random_"), options)
+        geometry = _pair_geometry(pairs, view_towers(model, run.views), head=name.endswith("head"),
+                                  temperature=_temperature(run.config))
         information = {k: geometry.pop(k) for k in _INFORMATION if k in geometry}
         encoders[name]["geometry"].update(geometry)
         if information:
             encoders[name]["information"] = information
 
-    if hasattr(test_ds, "resample") and getattr(test_ds, "factor_names", ()):
+    if hasattr(test_ds, "resample") and getattr(test_ds, "factor_names", ()) and len(idx_test) >= _MIN_INVARIANCE_ITEMS:
         inv_batch = test_ds.get(idx_test[:options.invariance_items])
         for name, featurize in featurizers.items():
             encoders[name]["invariance"] = invariance_report(
@@ -272,7 +283,7 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
 
     metrics = {
         "run": {"run_dir": str(run.run_dir), "objective": run.objective, "dataset": getattr(train_ds, "name", "?"),
-                "config": run.config},
+                "step": getattr(run, "step", None), "config": run.config},
         "items": {"train": int(len(idx_train)), "test": int(len(idx_test))},
         "encoders": encoders,
         "figures": {},

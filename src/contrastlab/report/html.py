@@ -136,12 +136,13 @@ def _figures(runs: list[EvaluatedRun]) -> str:
     return "".join(parts)
 
 
-def build_report(run_dirs: list[str | Path], *, title: str | None = None) -> str:
+def build_report(run_dirs: list[str | Path], *, title: str | None = None, preamble: str = "") -> str:
     """The HTML page for the evaluated runs, side by side in the order given.
 
     Args:
         run_dirs: one or more run folders, each evaluated by ``contrastlab eval``.
         title: the page title (default names the runs).
+        preamble: trusted HTML shown first (a recipe's comparison of its runs).
 
     Returns:
         The HTML text.
@@ -159,7 +160,7 @@ def build_report(run_dirs: list[str | Path], *, title: str | None = None) -> str
     runs = [load_evaluated(d) for d in run_dirs]
     _unique_names(runs)
     title = title or "contrastlab report: " + ", ".join(r.name for r in runs)
-    body = ["<h2>Runs</h2><ul>"]
+    body = [preamble, "<h2>Runs</h2><ul>"] if preamble else ["<h2>Runs</h2><ul>"]
     for run in runs:
         info, items = run.metrics.get("run", {}), run.metrics.get("items", {})
         body.append(f"<li><b>{escape(run.name)}</b>: objective <code>{escape(str(info.get('objective')))}</code>, "

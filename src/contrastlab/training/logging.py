@@ -11,7 +11,8 @@ from pathlib import Path
 
 from contrastlab.training.checkpoint import atomic_write_text
 
-#: The columns of ``metrics.csv``, in order.
+#: The columns of ``metrics.csv``, in order. ``items_per_s`` counts items (each gives one image per view);
+#: ``view_fraction`` is the share of step time spent fetching items and producing their views.
 COLUMNS = ("step", "epoch", "loss", "lr", "align", "uniform", "items_per_s", "view_fraction", "elapsed_s")
 
 
