@@ -80,6 +80,9 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
         dist.barrier()  # nobody tears the group down while another process still uses it
     finally:
         dist.destroy_process_group()
+    # A clean finish: leave without running C++ destructors of gloo's threads, which can abort
+    # ("terminate called without an active exception") while the interpreter shuts down.
+    os._exit(0)
 
 
 def train_config():
