@@ -24,7 +24,7 @@ demo: $(STAMP) system-deps
 	$(VENV)/bin/contrastlab demo
 
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

@@ -3,8 +3,9 @@
 All methods run in this one process on the same inputs (D = 128, raw embeddings that every method normalises
 itself); peak memory is measured per case in a fresh subprocess. Achieved GFLOP/s use the naive algorithm's
 flop count, 6 R^2 D for an R x R logit matrix (one product forward, two backward), for every method, so they
-compare times; the tiled kernels execute 4 R^2 D (NT-Xent, upper triangle only) or 8 R^2 D (InfoNCE, logits
-recomputed in backward), reported as ``executed``.
+compare times; the tiled kernels execute 4 R^2 D (NT-Xent, upper triangle only), 6 R^2 D (one-way InfoNCE,
+gradients formed in the forward sweep) or 8 R^2 D (CLIP, logits recomputed in backward), reported as
+``executed``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ TAU = 0.1
 FULL_SIZES = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 QUICK_SIZES = {"nt_xent": (128, 512), "info_nce": (512,), "clip": (512,)}
 MAX_N = {_peers.PML: 512}  #: pytorch-metric-learning's NT-Xent is O(N^3) in memory
-EXECUTED = {"nt_xent": 4, "info_nce": 8, "clip": 8}  #: tiled kernels' products, in units of R^2 D
+EXECUTED = {"nt_xent": 4, "info_nce": 6, "clip": 8}  #: flops the tiled kernels execute, in units of R^2 D
 
 
 def _inputs(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

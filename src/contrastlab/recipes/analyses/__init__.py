@@ -16,6 +16,13 @@ from contrastlab.recipes.summary import Summary
 ANALYSES: dict[str, str] = {
     "table": "table:summarize",
     "invariance": "invariance:summarize",
+    "align_uniform": "align_uniform:summarize",
+    "normalisation": "normalisation:summarize",
+    "cmc_views": "cmc_views:summarize",
+    "view_distance": "view_distance:summarize",
+    "audio_visual": "audio_visual:summarize",
+    "coordination": "coordination:summarize",
+    "supervised": "supervised:summarize",
 }
 
 
