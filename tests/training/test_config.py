@@ -59,7 +59,9 @@ def test_overrides_with_dotted_keys_and_yaml_values(tmp_path):
         ("batch_sise=3", "unknown config key 'batch_sise'; did you mean 'batch_size'?"),
         ("optim.lr=fast", "optim.lr: expected a number, got 'fast' (str)"),
         ("batch_size=2.5", "batch_size: expected an integer, got 2.5 (float)"),
-        ("model.normalize=1", "model.normalize: expected true or false, got 1 (int)"),
+        ("model.normalize=1", "model.normalize: expected true or false or one of 'sphere', 'ball', 'none', got 1"),
+        ("model.normalize=Sphere", "model.normalize: expected true or false or one of 'sphere', 'ball', 'none', "
+                                   "got 'Sphere'"),
         ("precision=fp16", "precision: expected one of 'fp32', 'bf16', got 'fp16'"),
         ("optim.lr=0", "optim.lr must be > 0, got 0.0"),
         ("optim.lr=-1", "optim.lr must be > 0, got -1.0"),
@@ -81,6 +83,23 @@ def test_errors_name_the_key_and_the_allowed(tmp_path, override, message):
         load_config(write(tmp_path), [override])
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value, kept", [("true", True), ("false", False), ("sphere", "sphere"), ("ball", "ball"),
+                                         ("none", "none")])
+def test_normalize_is_a_bool_or_an_output_space(tmp_path, value, kept):
+    cfg = load_config(write(tmp_path), [f"model.normalize={value}"])
+    assert cfg.model.normalize == kept and type(cfg.model.normalize) is type(kept)
+    assert config_from_dict(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg)))) == cfg
+
+
+def test_check_refuses_a_bad_normalize_set_in_code(tmp_path):
+    from contrastlab.training.config import check_config
+
+    cfg = load_config(write(tmp_path))
+    cfg.model.normalize = "cube"
+    with pytest.raises(ValueError, match="model.normalize must be true, false, 'sphere', 'ball' or 'none', got 'cube'"):
+        check_config(cfg)
 
 
 def test_unknown_key_lists_the_allowed_ones(tmp_path):

@@ -73,7 +73,7 @@ def build_model(
     head: str = "mlp",
     head_options: Mapping[str, Any] | None = None,
     dim: int = 128,
-    normalize: bool = True,
+    normalize: bool | str = True,
     shared: bool = True,
     decoder: EncoderChoice | None = None,
     encoder_defaults: Mapping[str, Any] | None = None,
@@ -94,7 +94,8 @@ def build_model(
         head: projection head name (``"mlp"``, ``"linear"``, ``"none"``).
         head_options: the head's options (``hidden``, ``batch_norm``).
         dim: embedding width ``D`` (ignored by ``"none"``).
-        normalize: L2-normalise embeddings.
+        normalize: the embeddings' output space: ``True`` / ``"sphere"`` (L2-normalised), ``"ball"``
+            (projected into the unit ball) or ``False`` / ``"none"`` (unconstrained).
         shared: views of one modality share a tower; ``False`` gives every view its own (CMC).
         decoder: ``(name, options)`` to add a decoder per tower (reconstruction objectives).
         encoder_defaults: options given to every backbone that accepts them unless set (e.g. a
@@ -110,8 +111,8 @@ def build_model(
         The :class:`MultiViewModel`.
 
     Raises:
-        ValueError: an unknown encoder or option, an override naming no view or modality, or views of
-            different shapes sharing a tower.
+        ValueError: an unknown encoder or option, an override naming no view or modality, views of
+            different shapes sharing a tower, or a bad ``normalize``.
 
     Example:
         >>> m = build_model({"view1": (3, 32, 32), "view2": (3, 32, 32)}, {"view1": "image", "view2": "image"},

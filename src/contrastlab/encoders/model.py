@@ -4,11 +4,78 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor, nn
 
 from contrastlab.encoders.heads import l2_normalize
 
 _STAGES = ("head", "backbone")
+
+#: Where embeddings may live: the unit sphere, the unit ball, or anywhere (unconstrained).
+OUTPUT_SPACES: tuple[str, ...] = ("sphere", "ball", "none")
+
+
+def output_space(normalize: bool | str) -> str:
+    """The output space a ``normalize`` option names: ``True`` is ``"sphere"``, ``False`` is ``"none"``.
+
+    Args:
+        normalize: ``True``, ``False``, or one of :data:`OUTPUT_SPACES`.
+
+    Returns:
+        One of :data:`OUTPUT_SPACES`.
+
+    Raises:
+        ValueError: any other value, naming it.
+
+    Example:
+        >>> output_space(True), output_space(False), output_space("ball")
+        ('sphere', 'none', 'ball')
+    """
+    if isinstance(normalize, bool):
+        return "sphere" if normalize else "none"
+    if isinstance(normalize, str) and normalize in OUTPUT_SPACES:
+        return normalize
+    raise ValueError(f"normalize must be true, false or one of {', '.join(map(repr, OUTPUT_SPACES))}, "
+                     f"got {normalize!r}")
+
+
+def to_output_space(z: Tensor, space: str) -> Tensor:
+    r"""Map embeddings into an output space.
+
+    .. math::
+        \text{sphere: } \frac{z}{\lVert z \rVert_2}, \qquad
+        \text{ball: } \frac{z}{\max(1, \lVert z \rVert_2)}, \qquad
+        \text{none: } z.
+
+    The ball map is the Euclidean projection onto :math:`\{z : \lVert z \rVert_2 \le 1\}`: it leaves
+    points inside unchanged and pulls points outside radially onto the sphere.
+
+    References:
+        Wang & Isola, "Understanding Contrastive Representation Learning through Alignment and Uniformity
+        on the Hypersphere", ICML 2020 (the contrastive homework's question 2 compares the three spaces).
+
+    Args:
+        z: embeddings of shape ``(N, D)``.
+        space: one of :data:`OUTPUT_SPACES`.
+
+    Returns:
+        Embeddings of shape ``(N, D)`` in ``space``.
+
+    Raises:
+        ValueError: an unknown ``space``, naming it.
+
+    Example:
+        >>> z = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
+        >>> to_output_space(z, "ball").norm(dim=1).tolist()
+        [1.0, 0.5]
+    """
+    if space == "sphere":
+        return l2_normalize(z)
+    if space == "ball":
+        return z / torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min(1.0)
+    if space == "none":
+        return z
+    raise ValueError(f"space must be one of {', '.join(map(repr, OUTPUT_SPACES))}, got {space!r}")
 
 
 class Tower(nn.Module):
@@ -57,13 +124,17 @@ class MultiViewModel(nn.Module):
 
     .. math:: z_v = \frac{g_{t(v)}(f_{t(v)}(x_v))}{\lVert g_{t(v)}(f_{t(v)}(x_v)) \rVert_2}
 
-    (without the division when ``normalize=False``). Views of one modality usually share a tower
+    on the unit sphere (``normalize=True`` or ``"sphere"``); in the unit ball (``"ball"``) the divisor is
+    :math:`\max(1, \lVert g(f(x)) \rVert_2)`; without constraint (``False`` or ``"none"``) there is none
+    (see :func:`to_output_space`). Views of one modality usually share a tower
     (SimCLR's two augmentations); different modalities or CMC's channel views have their own.
 
     Args:
         towers: tower name -> :class:`Tower`.
         view_towers: view name -> the tower name that reads it (in view order).
-        normalize: L2-normalise the head's output.
+        normalize: the head's output space: ``True`` / ``"sphere"`` (L2-normalised), ``"ball"``
+            (projected into the unit ball) or ``False`` / ``"none"`` (unconstrained). The chosen space
+            is kept as ``output_space``.
         decoders: tower name -> decoder ``(N, D) -> (N, ...)`` for reconstruction objectives.
         fusion: for multimodal autoencoders, a module ``fusion(codes, present=masks)`` mapping
             ``{view: (N, D)}`` to a joint ``(N, D')`` code from which every view is decoded.
@@ -73,7 +144,7 @@ class MultiViewModel(nn.Module):
         queue: a negative queue (memory of past embeddings) used by the objective.
 
     Raises:
-        ValueError: a view assigned to a tower that does not exist.
+        ValueError: a view assigned to a tower that does not exist, or a bad ``normalize``.
 
     References:
         Tian, Krishnan & Isola, "Contrastive multiview coding", ECCV 2020 (one encoder per view);
@@ -95,7 +166,7 @@ class MultiViewModel(nn.Module):
         towers: Mapping[str, Tower],
         view_towers: Mapping[str, str],
         *,
-        normalize: bool = True,
+        normalize: bool | str = True,
         decoders: Mapping[str, nn.Module] | None = None,
         fusion: nn.Module | None = None,
         modality_dropout: nn.Module | None = None,
@@ -108,7 +179,7 @@ class MultiViewModel(nn.Module):
             raise ValueError(f"views are assigned to unknown towers {missing}; towers: {sorted(towers)}")
         self.towers = nn.ModuleDict(dict(towers))
         self.view_towers = dict(view_towers)
-        self.normalize = bool(normalize)
+        self.output_space = output_space(normalize)
         self.decoders = nn.ModuleDict(dict(decoders)) if decoders else None
         self.fusion = fusion
         self.modality_dropout = modality_dropout
@@ -130,7 +201,7 @@ class MultiViewModel(nn.Module):
         return {v: self.towers[self.view_towers[v]](x, lengths.get(v)) for v, x in views.items()}
 
     def _finish(self, z: Tensor) -> Tensor:
-        return l2_normalize(z) if self.normalize else z
+        return to_output_space(z, self.output_space)
 
     def forward(self, views: Mapping[str, Tensor], lengths: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         r"""Embeddings of every view.
@@ -140,7 +211,7 @@ class MultiViewModel(nn.Module):
             lengths: view name -> valid lengths ``(N,)`` for padded sequences (optional).
 
         Returns:
-            View name -> embeddings ``(N, D)`` (unit norm when ``normalize``).
+            View name -> embeddings ``(N, D)`` in the model's ``output_space``.
 
         Raises:
             ValueError: a view the model has no tower for.
@@ -154,7 +225,7 @@ class MultiViewModel(nn.Module):
 
         Args:
             views: view name -> inputs ``(N, ...)``.
-            stage: ``"head"`` (embeddings, normalised when ``normalize``) or ``"backbone"``
+            stage: ``"head"`` (embeddings in the ``output_space``, as in :meth:`forward`) or ``"backbone"``
                 (features before the head, never normalised).
             lengths: view name -> valid lengths ``(N,)`` (optional).
 

@@ -66,6 +66,8 @@ class EvalOptions:
         seed: seeds the subsets, the training views of the positive pairs and the resampling.
         baselines: also evaluate raw inputs and a randomly initialised copy of the model.
         figures: write figures (see :mod:`contrastlab.evaluation.run_figures`).
+        invariance: run the invariance report on data sets with generative factors (it re-renders
+            every item with factors changed; with spoken captions that means new speech synthesis).
         invariance_items: test items used by the invariance report.
         pair_items: test items whose positive pairs give alignment, uniformity and the MI bound.
         analysis_items: test items used by clustering, retrieval and CCA (cost grows with N²).
@@ -77,6 +79,7 @@ class EvalOptions:
     seed: int = 0
     baselines: bool = True
     figures: bool = True
+    invariance: bool = True
     invariance_items: int = 1000
     pair_items: int = 2000
     analysis_items: int = 5000
@@ -275,7 +278,8 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
         if information:
             encoders[name]["information"] = information
 
-    if hasattr(test_ds, "resample") and getattr(test_ds, "factor_names", ()) and len(idx_test) >= _MIN_INVARIANCE_ITEMS:
+    if (options.invariance and hasattr(test_ds, "resample") and getattr(test_ds, "factor_names", ())
+            and len(idx_test) >= _MIN_INVARIANCE_ITEMS):
         inv_batch = test_ds.get(idx_test[:options.invariance_items])
         for name, featurize in featurizers.items():
             encoders[name]["invariance"] = invariance_report(

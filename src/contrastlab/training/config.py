@@ -66,7 +66,8 @@ class ModelConfig:
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)  #: per modality or view
     head: HeadConfig = field(default_factory=HeadConfig)
     dim: int = 128
-    normalize: bool = True
+    #: the embeddings' output space: true / "sphere" (unit norm), "ball" (norm <= 1), false / "none"
+    normalize: bool | Literal["sphere", "ball", "none"] = True
     shared: bool = True  #: views of one modality share a tower; false: one tower per view (CMC)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -170,6 +171,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     _require(cfg.log.every >= 1, "log.every", ">= 1", cfg.log.every)
     m = cfg.model
     _require(m.dim > 0, "model.dim", "> 0", m.dim)
+    _require(isinstance(m.normalize, bool) or m.normalize in ("sphere", "ball", "none"), "model.normalize",
+             "true, false, 'sphere', 'ball' or 'none'", m.normalize)
     _require(m.head.hidden is None or m.head.hidden > 0, "model.head.hidden", "> 0", m.head.hidden)
     _require(
         m.learnable_temperature is None or m.learnable_temperature > 0,
