@@ -1,6 +1,8 @@
 """The command line: a thin front that parses, validates and calls the library.
 
-Every mistake in the user's input ends as one line on stderr and exit status 2, without a traceback.
+Every mistake in the user's input ends as one line on stderr and exit status 2, without a traceback:
+a :class:`~contrastlab.errors.UserError`, a ``ValueError`` from a library check, or an ``OSError``
+(a file or folder that cannot be read or written, named in the message).
 Each package that offers commands has a ``commands`` module with ``register(subparsers)``; each
 registered sub-parser sets ``func`` to a callable taking the parsed namespace and returning an exit code.
 """
@@ -8,11 +10,12 @@ registered sub-parser sets ``func`` to a callable taking the parsed namespace an
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import import_module
 
 from contrastlab import __version__
-from contrastlab.errors import UserError, one_line
+from contrastlab.errors import UserError, one_line, os_error_message
 
 #: Modules that add sub-commands (a fixed list: nothing is imported by name from user input).
 _COMMAND_MODULES: tuple[str, ...] = (
@@ -37,16 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
-            return 2
+            raise UserError(f"name a command: {', '.join(_commands(parser))}")
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+    except (UserError, ValueError) as err:
         print(f"contrastlab: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader of our output went away (e.g. `| head`): stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush does not fail
+        return 1
+    except OSError as err:
+        print(f"contrastlab: error: {os_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("contrastlab: interrupted", file=sys.stderr)

@@ -1,10 +1,17 @@
-"""The one error type users see.
+"""The one error type users see, and how other errors are told to them in one line.
 
 A :class:`UserError` is a mistake in what the user asked for (a bad option, a missing file, a
 malformed config). The command line prints its message on one line and exits with status 2, with
 no traceback. Library code raises ``ValueError`` for bad arguments; the command line treats those
-the same way.
+the same way, and an ``OSError`` (a file that cannot be read or written) too, through
+:func:`os_error_message`.
 """
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -12,6 +19,74 @@ class UserError(Exception):
 
 
 def one_line(message: object) -> str:
-    """Fold a message onto one line (errors from deep inside libraries can span several)."""
+    """Fold a message onto one line (errors from deep inside libraries can span several).
+
+    Example:
+        >>> one_line("size mismatch:\\n\\tweight (8, 16)")
+        'size mismatch: weight (8, 16)'
+    """
     text = " ".join(str(message).split())
     return text if text else "unknown error"
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first existing path among ``path`` and its parents, when it is not a folder."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def os_error_message(err: OSError) -> str:
+    """An operating-system error as one line that names the path(s) and the reason.
+
+    Args:
+        err: the error, e.g. the ``NotADirectoryError`` of creating ``file.txt/run``.
+
+    Returns:
+        ``"cannot use 'PATH': REASON"`` (``'A' -> 'B'`` for errors with two paths, such as a rename;
+        the file in the way when a folder cannot be made because a file holds its name);
+        the message itself for an error raised with a message of its own.
+
+    Example:
+        >>> os_error_message(PermissionError(13, "Permission denied", "/root/run"))
+        "cannot use '/root/run': Permission denied"
+        >>> os_error_message(FileNotFoundError("config file not found: a.yaml"))
+        'config file not found: a.yaml'
+    """
+    if err.strerror is None:  # raised with a message of its own, e.g. FileNotFoundError("config file not found: x")
+        return one_line(err)
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    if not paths:
+        return one_line(err.strerror)
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):  # e.g. creating a folder where a file is
+        blocker = _file_in_the_way(Path(paths[0]))
+        if blocker is not None:
+            return one_line(f"cannot use {paths[0]!r}: {str(blocker)!r} is a file, not a folder")
+    return one_line(f"cannot use {' -> '.join(repr(p) for p in paths)}: {err.strerror}")
+
+
+def check_can_create(path: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work is done, a path that cannot be created: a file in the way of a folder
+    on its path, or a parent folder that is not writable.
+
+    Args:
+        path: the file or folder to be created (it may exist already).
+        what: what it is, for the message (``"output directory"``).
+
+    Raises:
+        UserError: naming the path and the obstacle.
+
+    Example:
+        >>> import tempfile
+        >>> check_can_create(Path(tempfile.mkdtemp()) / "runs" / "a", "output directory")
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise UserError(f"cannot create {what} {path}: {existing} is a file, not a folder")
+    folder = existing if existing.is_dir() else existing.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create {what} {path}: {folder} is not writable")

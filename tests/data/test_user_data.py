@@ -87,7 +87,7 @@ def test_npz_errors_name_the_key(tmp_path):
     bad = np.zeros((10, 4))
     bad[3, 1] = np.nan
     np.savez(tmp_path / "nan.npz", feats=bad, y=np.arange(10))
-    with pytest.raises(UserError, match="array 'feats' holds 1 NaN or infinite"):
+    with pytest.raises(UserError, match=r"array 'feats' in '.*nan\.npz' holds 1 NaN or infinite values \(the first at index \(3, 1\): nan\)"):
         load_npz(path=str(tmp_path / "nan.npz"), x="feats")
     with pytest.raises(UserError, match="no array 'x'; it holds: feats, y"):
         load_npz(path=str(tmp_path / "nan.npz"))
@@ -97,6 +97,12 @@ def test_npz_errors_name_the_key(tmp_path):
     np.savez(tmp_path / "len.npz", x=np.zeros((4, 3)), y=np.arange(5))
     with pytest.raises(UserError, match="shape \\(5,\\) but the inputs hold 4"):
         load_npz(path=str(tmp_path / "len.npz"))
+    (tmp_path / "text.npz").write_text("x: [1, 2]\n")
+    with pytest.raises(UserError, match="is not an .npz archive"):
+        load_npz(path=str(tmp_path / "text.npz"))
+    np.savez(tmp_path / "complex.npz", x=np.zeros((4, 3)), y=np.ones(4, dtype=complex))
+    with pytest.raises(UserError, match="must be integers or strings, got dtype complex128"):
+        load_npz(path=str(tmp_path / "complex.npz"))
 
 
 def _pcm_wav(path, seconds=0.5, rate=16000):

@@ -46,6 +46,48 @@ def test_normalisation_and_stages():
         model.encode(x, stage="neck")
 
 
+@pytest.mark.parametrize("normalize, space", [(True, "sphere"), (False, "none"), ("sphere", "sphere"),
+                                              ("ball", "ball"), ("none", "none")])
+def test_output_spaces(normalize, space):
+    model = two_views(normalize=normalize).eval()
+    assert model.output_space == space
+    x = {"view1": torch.randn(16, *IMG)}
+    raw = model.towers["image"].head(model.encode(x, stage="backbone")["view1"])
+    z = model(x)["view1"]
+    norms = raw.norm(dim=1, keepdim=True)
+    expected = {"sphere": raw / norms, "ball": raw / norms.clamp_min(1.0), "none": raw}[space]
+    assert torch.allclose(z, expected, atol=1e-6)
+
+
+def test_ball_projection_keeps_inside_points_and_projects_outside_ones():
+    from contrastlab.encoders.model import to_output_space
+
+    z = torch.tensor([[0.3, 0.4], [3.0, 4.0], [0.0, 0.0]], dtype=torch.float64)
+    out = to_output_space(z, "ball")
+    assert torch.equal(out[0], z[0]) and torch.equal(out[2], z[2])
+    assert torch.allclose(out[1], torch.tensor([0.6, 0.8], dtype=torch.float64))
+    # the nearest point of the ball: no point of the ball is closer to z[1]
+    ball = torch.nn.functional.normalize(torch.randn(500, 2, dtype=torch.float64), dim=1) * torch.rand(500, 1)
+    assert (ball - z[1]).norm(dim=1).min() >= (out[1] - z[1]).norm() - 1e-12
+    # scaling a point outside the ball does not move its image; inside, the map is the identity
+    assert torch.allclose(to_output_space(7 * z[1:2], "ball"), out[1:2])
+    inside = torch.tensor([[0.2, -0.1]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: to_output_space(t, "ball"), (inside,))
+    outside = torch.tensor([[2.0, -1.0]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: to_output_space(t, "ball"), (outside,))
+
+
+def test_bad_output_space_is_named():
+    from contrastlab.encoders.model import output_space, to_output_space
+
+    with pytest.raises(ValueError, match="normalize must be true, false or one of 'sphere', 'ball', 'none', got 'cube'"):
+        two_views(normalize="cube")
+    with pytest.raises(ValueError, match="got 1"):
+        output_space(1)
+    with pytest.raises(ValueError, match="space must be one of 'sphere', 'ball', 'none', got 'unit'"):
+        to_output_space(torch.zeros(1, 2), "unit")
+
+
 def test_unknown_views_are_named():
     model = two_views()
     with pytest.raises(ValueError, match=r"no tower for views \['view3'\]"):

@@ -6,9 +6,12 @@ import pytest
 import torch
 from torch import nn
 
+from contrastlab.errors import UserError
 from contrastlab.training.checkpoint import (
     CheckpointManager,
+    _tensors_bytes,
     atomic_write_bytes,
+    check_state_fits,
     flatten_optimizer,
     read_checkpoint,
     unflatten_optimizer,
@@ -77,8 +80,37 @@ def test_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path):
         read_checkpoint(path)
     path = write_checkpoint(tmp_path / "ck2", model={"w": torch.ones(2)})
     (path / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="cannot be read"):
+    with pytest.raises(UserError, match=r"model\.safetensors is not a readable safetensors file"):
         read_checkpoint(path)
+    (path / "model.safetensors").write_bytes(_tensors_bytes({"w": torch.ones(2)}))
+    (path / "state.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match=r"state\.json must hold a JSON object, got list"):
+        read_checkpoint(path)
+
+
+def test_state_that_does_not_fit_names_the_first_difference():
+    model = {"head.weight": torch.zeros(8, 16), "head.bias": torch.zeros(8)}
+    check_state_fits(dict(model), model, what="model", source="ck")
+    with pytest.raises(UserError, match=r"'head.weight' is \(16, 16\) in the checkpoint but \(8, 16\) in the model"):
+        check_state_fits({**model, "head.weight": torch.zeros(16, 16)}, model, what="model", source="ck")
+    with pytest.raises(UserError, match=r"1 tensor\(s\) of the model are missing \(e.g. 'head.bias'\); 1 tensor\(s\) are not in"):
+        check_state_fits({"head.weight": torch.zeros(8, 16), "other": torch.zeros(1)}, model, what="model", source="ck")
+
+
+@pytest.mark.parametrize(
+    "index, message",
+    [
+        ("{not json", "is not valid JSON"),
+        ('["step-00000010"]', "must hold a JSON object, got list"),
+        ('{"last": "../../elsewhere"}', "'last' must name a step-NNNNNNNN checkpoint, got '../../elsewhere'"),
+        ('{"last": "step-00000010", "best": 7}', "'best' must name a step-NNNNNNNN checkpoint, got 7"),
+        ('{"best_loss": "low"}', "'best_loss' must be a number, got 'low'"),
+    ],
+)
+def test_an_index_is_checked_before_it_is_trusted(tmp_path, index, message):
+    (tmp_path / "index.json").write_text(index)
+    with pytest.raises(UserError, match=re.escape(message)):
+        CheckpointManager(tmp_path)
 
 
 def test_manager_keeps_last_k_and_the_best(tmp_path):

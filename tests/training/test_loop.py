@@ -29,9 +29,23 @@ def test_loss_falls_and_the_run_directory_is_complete(tmp_path):
     assert result.step == 80 and result.loss == pytest.approx(rows[-1]["loss"], rel=1e-4)
     assert all(0 <= r["view_fraction"] <= 1 and r["items_per_s"] > 0 for r in rows)
     assert all(0 <= r["align"] <= 4 and r["uniform"] <= 0 for r in rows)
+    assert all(r["norm"] == pytest.approx(1.0, abs=1e-5) for r in rows)  # on the unit sphere
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert config_from_dict(saved).optim == config().optim and saved["out"] == str(tmp_path / "run")
     assert CheckpointManager(tmp_path / "run" / "checkpoints").names() == ["step-00000070", "step-00000080"]
+
+
+@pytest.mark.parametrize("space", ["ball", "none"])
+def test_the_logged_norm_follows_the_output_space(tmp_path, space):
+    cfg = config(steps=60, **{"model.normalize": space, "objective.options": "{temperature: 0.2, normalize: false}"})
+    run(tmp_path, cfg=cfg, views=NoisyViews(sigma=0.05))  # positives far closer than other items
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    norms = [r["norm"] for r in rows]
+    assert all(n == n and n > 0 for n in norms)
+    if space == "ball":
+        assert max(norms) <= 1.0 + 1e-6
+    else:  # an unconstrained InfoNCE lowers its loss by scaling the embeddings up
+        assert norms[-1] > 1.3 * norms[0]
 
 
 def test_a_checkpoint_reloads_into_an_identical_model(tmp_path):

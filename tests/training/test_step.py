@@ -107,3 +107,12 @@ def test_align_uniform_against_loops():
     pairs = [float((n1[i] - n1[j]).pow(2).sum()) for i in range(6) for j in range(i + 1, 6)]
     uniform = math.log(sum(math.exp(-2 * d) for d in pairs) / len(pairs))
     assert a == pytest.approx(align, rel=1e-5) and u == pytest.approx(uniform, rel=1e-5)
+
+
+def test_mean_norm_is_the_mean_over_views_and_rows():
+    from contrastlab.training.step import mean_norm
+
+    a = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert mean_norm({"a": a, "b": b}) == pytest.approx((5 + 0 + 1 + 2) / 4)
+    assert mean_norm({}) != mean_norm({})  # nan

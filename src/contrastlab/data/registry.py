@@ -65,7 +65,8 @@ def build_dataset(name: str, *, split: str = "train", seed: int = 0, **options) 
     check_split(split)
     for key in options:
         if key not in allowed:
-            raise ValueError(f"unknown option {key!r} for data set {name!r}{_did_you_mean(key, allowed)}")
+            known = _did_you_mean(key, allowed) if allowed else f"; data set {name!r} takes no options"
+            raise ValueError(f"unknown option {key!r} for data set {name!r}{known}")
     required = [p.name for p in inspect.signature(DATASETS[name]).parameters.values()
                 if p.default is inspect.Parameter.empty and p.kind is inspect.Parameter.KEYWORD_ONLY
                 and p.name not in options and p.name not in ("split", "seed")]

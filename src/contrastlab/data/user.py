@@ -87,44 +87,49 @@ def _array(archive, key: str, path: Path) -> np.ndarray:
         raise UserError(f"array {key!r} in '{path}' cannot be read without pickle: {err}") from None
 
 
-def _as_inputs(x: np.ndarray, key: str, modality: str | None) -> tuple[str, torch.Tensor]:
+def _as_inputs(x: np.ndarray, key: str, modality: str | None, path: Path) -> tuple[str, torch.Tensor]:
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise UserError(f"array {key!r} must be real numbers, got dtype {x.dtype}")
+        raise UserError(f"array {key!r} in '{path}' must be real numbers, got dtype {x.dtype}")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).sum())
-        raise UserError(f"array {key!r} holds {bad} NaN or infinite values")
+        bad = ~np.isfinite(x)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise UserError(f"array {key!r} in '{path}' holds {int(bad.sum())} NaN or infinite values "
+                        f"(the first at index {first}: {x[first]})")
     if modality is None:
         modality = "image" if x.ndim in (3, 4) else "signal"
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     if modality == "signal":
         if x.ndim != 2:
-            raise UserError(f"array {key!r} has shape {x.shape}; a signal array must be (N, L)")
+            raise UserError(f"array {key!r} in '{path}' has shape {x.shape}; a signal array must be (N, L)")
         return modality, torch.from_numpy(x.astype(np.float32))
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.transpose(0, 3, 1, 2)  # channels last -> channels first
     if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise UserError(f"array {key!r} has shape {x.shape}; images must be (N, H, W), (N, C, H, W) or "
+        raise UserError(f"array {key!r} in '{path}' has shape {x.shape}; images must be (N, H, W), (N, C, H, W) or "
                         f"(N, H, W, C) with C = 1 or 3")
     if x.dtype == np.uint8:
         return modality, torch.from_numpy(x.astype(np.float32) / 255.0)
     lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
-        raise UserError(f"array {key!r} holds images with values in [{lo:g}, {hi:g}]; "
+        raise UserError(f"array {key!r} in '{path}' holds images with values in [{lo:g}, {hi:g}]; "
                         f"images must be uint8 or floats in [0, 1]")
     return modality, torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
-def _labels(y: np.ndarray, key: str, n: int) -> np.ndarray:
+def _labels(y: np.ndarray, key: str, n: int, path: Path) -> np.ndarray:
     if y.shape != (n,):
-        raise UserError(f"labels {key!r} have shape {y.shape} but the inputs hold {n} items")
+        raise UserError(f"labels {key!r} in '{path}' have shape {y.shape} but the inputs hold {n} items")
+    if not (np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.str_) or y.dtype == np.bool_) \
+            or np.issubdtype(y.dtype, np.complexfloating):
+        raise UserError(f"labels {key!r} in '{path}' must be integers or strings, got dtype {y.dtype}")
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all():
-            raise UserError(f"labels {key!r} hold NaN or infinite values")
+            raise UserError(f"labels {key!r} in '{path}' hold NaN or infinite values")
         if not np.all(y == np.round(y)):
-            raise UserError(f"labels {key!r} must be integers or strings, got non-integer floats")
+            raise UserError(f"labels {key!r} in '{path}' must be integers or strings, got non-integer floats")
     return y
 
 
@@ -158,6 +163,8 @@ def load_npz(*, path: str, split: str = "train", seed: int = 0, x: str = "x", y:
         raise UserError(f"npz file '{file}' not found")
     if y_test is not None and x_test is None:
         raise ValueError("y_test needs x_test")
+    if not zipfile.is_zipfile(file):
+        raise UserError(f"'{file}' is not an .npz archive (numpy.savez writes one)")
     try:
         archive = np.load(file, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
@@ -167,12 +174,12 @@ def load_npz(*, path: str, split: str = "train", seed: int = 0, x: str = "x", y:
         x_key = x_test if (use_file_split and split == "test") else x
         y_key = (y_test if (use_file_split and split == "test") else y) if y is not None else None
         inputs = _array(archive, x_key, file)
-        labels = None if y_key is None else _labels(_array(archive, y_key, file), y_key, len(inputs))
+        labels = None if y_key is None else _labels(_array(archive, y_key, file), y_key, len(inputs), file)
         all_labels = labels
         if use_file_split and y is not None and y_test is not None:  # classes from both splits
             other = _array(archive, y if split == "test" else y_test, file)
             all_labels = np.concatenate([labels, other])
-        name, tensor = _as_inputs(inputs, x_key, modality)
+        name, tensor = _as_inputs(inputs, x_key, modality, file)
     classes = None
     if labels is not None:
         classes, codes = np.unique(all_labels, return_inverse=True)

@@ -26,8 +26,9 @@ class ConvDecoder(nn.Module):
     Args:
         latent_dim: width of the embedding ``z``.
         output_shape: per-item output shape ``(C, H, W)``.
-        widths: channels of the starting map and after each upsampling block (the encoder's widths
-            reversed by default).
+        widths: channels of the starting map and after each upsampling block. The default mirrors
+            the conv net's four stride-2 blocks (a 2×2 map at 32×32) and halves the width at each
+            block, so decoding costs about as much as a few encoder passes rather than 25 of them.
 
     Shapes:
         forward: ``z`` ``(N, latent_dim)`` -> ``(N, C, H, W)``.
@@ -45,7 +46,7 @@ class ConvDecoder(nn.Module):
         torch.Size([2, 3, 32, 32])
     """
 
-    def __init__(self, latent_dim: int, output_shape: Sequence[int], *, widths: Sequence[int] = (256, 128, 64, 32)) -> None:
+    def __init__(self, latent_dim: int, output_shape: Sequence[int], *, widths: Sequence[int] = (256, 128, 64, 32, 16)) -> None:
         super().__init__()
         latent_dim = check_int("latent_dim", latent_dim)
         channels, height, width = check_shape("output_shape", tuple(output_shape), ndim=3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from contrastlab.errors import UserError
+from contrastlab.errors import UserError, check_can_create
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,6 +90,12 @@ def _summary(metrics: dict) -> str:
 def _report(args: argparse.Namespace) -> int:
     from contrastlab.report.html import write_report
 
-    out = write_report(args.run_dirs, args.output, title=args.title)
+    out = Path(args.output)
+    if out.is_dir():
+        raise UserError(f"-o {out} is a folder; give the HTML file to write (e.g. {out / 'report.html'})")
+    if out.suffix.lower() not in (".html", ".htm"):  # never replace a config, a checkpoint or metrics by mistake
+        raise UserError(f"-o {out}: the report is an HTML page; give a file name ending in .html")
+    check_can_create(out, "report")
+    out = write_report(args.run_dirs, out, title=args.title)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {len(args.run_dirs)} run(s))")
     return 0

@@ -17,6 +17,7 @@ _MODULES: tuple[str, ...] = (
     "triplet",
     "hinge",
     "align_uniform",
+    "combined",
     "multiview",
     "supcon",
     "cca",

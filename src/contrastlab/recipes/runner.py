@@ -51,8 +51,11 @@ def _prepare(out: Path, recipe: Recipe, scale: str, *, overwrite: bool, resume: 
     if out.is_dir() and any(out.iterdir()):
         if not marker.is_file():
             raise UserError(f"output directory {out} is not empty and holds no recipe ({MARKER}); choose another --out")
-        previous = json.loads(marker.read_text())
         if resume:
+            previous = _read_json(marker)
+            if not isinstance(previous, dict) or not isinstance(previous.get("done"), list):
+                raise UserError(f"{marker} is not a recipe record (a JSON object with 'recipe', 'scale' and 'done'); "
+                                "use --overwrite to start the recipe again")
             if (previous.get("recipe"), previous.get("scale")) != (recipe.name, scale):
                 raise UserError(f"{out} holds recipe {previous.get('recipe')!r} at scale {previous.get('scale')!r}, "
                                 f"not {recipe.name!r} at {scale!r}; --resume needs the same recipe and scale")
@@ -65,6 +68,14 @@ def _prepare(out: Path, recipe: Recipe, scale: str, *, overwrite: bool, resume: 
     state = {"recipe": recipe.name, "scale": scale, "runs": list(recipe.runs), "done": []}
     _write_json(marker, state)
     return state
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise UserError(f"{path} is not valid JSON ({' '.join(str(err).split())}); "
+                        "use --overwrite to start the recipe again") from None
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -135,7 +146,7 @@ def run_recipe(
         metrics_path = run_dir / "eval" / "metrics.json"
         if resume and run in state["done"] and metrics_path.is_file():
             log(f"[{i}/{len(run_names)}] {run}: already done")
-            metrics = json.loads(metrics_path.read_text())
+            metrics = _read_json(metrics_path)
             outcomes[run] = RunOutcome(run, run_dir, configs[run], metrics, float(metrics.get("train_seconds", 0)))
             continue
         log(f"[{i}/{len(run_names)}] {run}: training ({configs[run]['objective']['name']}"

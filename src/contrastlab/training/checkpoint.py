@@ -11,12 +11,17 @@ Nothing is pickled, so loading a checkpoint never runs code. Each file is writte
 name, flushed and ``fsync``-ed; the directory is assembled under a temporary name and renamed into
 place, so a crash leaves either the old set of checkpoints or the new one. ``checkpoints/index.json``
 (also replaced atomically) names the last and the best checkpoint.
+
+Reading is as careful: a file that is not safetensors or JSON (a pickle planted in its place, a
+truncated write), an index that names anything but a ``step-NNNNNNNN`` folder beside it, or weights
+that do not fit the model (:func:`check_state_fits`) are refused with a one-line error.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,9 +32,12 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from contrastlab.errors import UserError, one_line
+
 INDEX = "index.json"
 MODEL_FILE, OBJECTIVE_FILE = "model.safetensors", "objective.safetensors"
 STATE_FILE, META_FILE = "state.safetensors", "state.json"
+_NAME = re.compile(r"step-[0-9]{8}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -167,25 +175,78 @@ def write_checkpoint(
     return path
 
 
+def _read_tensors(file: Path) -> dict[str, Tensor]:
+    try:
+        return safetensors.torch.load_file(file)
+    except (OSError, safetensors.SafetensorError) as err:
+        raise UserError(f"checkpoint file {file} is not a readable safetensors file ({one_line(err)})") from None
+
+
+def _read_json(file: Path, what: str) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise UserError(f"{what} {file} is not valid JSON ({one_line(err)})") from None
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by :func:`write_checkpoint` (no unpickling).
 
     Raises:
         FileNotFoundError: a missing checkpoint or file inside it.
-        ValueError: a file that is not valid safetensors or JSON.
+        UserError: a file that is not valid safetensors or JSON (truncated, or something else put in
+            its place), naming the file.
     """
     path = Path(path)
     for name in (MODEL_FILE, STATE_FILE, META_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"checkpoint {path} is missing {name}")
-    try:
-        model = safetensors.torch.load_file(path / MODEL_FILE)
-        objective = safetensors.torch.load_file(path / OBJECTIVE_FILE) if (path / OBJECTIVE_FILE).is_file() else {}
-        tensors = safetensors.torch.load_file(path / STATE_FILE)
-        meta = _decode(json.loads((path / META_FILE).read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, safetensors.SafetensorError) as err:
-        raise ValueError(f"checkpoint {path} cannot be read: {err}") from None
-    return Checkpoint(path=path, model=model, objective=objective, tensors=tensors, meta=meta)
+    model = _read_tensors(path / MODEL_FILE)
+    objective = _read_tensors(path / OBJECTIVE_FILE) if (path / OBJECTIVE_FILE).is_file() else {}
+    tensors = _read_tensors(path / STATE_FILE)
+    meta = _read_json(path / META_FILE, "checkpoint file")
+    if not isinstance(meta, dict):
+        raise UserError(f"checkpoint file {path / META_FILE} must hold a JSON object, got {type(meta).__name__}")
+    return Checkpoint(path=path, model=model, objective=objective, tensors=tensors, meta=_decode(meta))
+
+
+def check_state_fits(saved: Mapping[str, Tensor], expected: Mapping[str, Tensor], *, what: str, source: str | Path) -> None:
+    """Refuse saved weights that do not fit a module: other names, or other shapes for the same name.
+
+    ``load_state_dict`` would fail too, with a multi-line ``RuntimeError``; this names the first
+    difference on one line, before anything is loaded.
+
+    Args:
+        saved: the checkpoint's tensors (a ``state_dict``).
+        expected: the module's ``state_dict()``.
+        what: what the module is, for the message (``"model"``).
+        source: where ``saved`` came from, for the message.
+
+    Raises:
+        UserError: naming the first mismatched tensor with both shapes, and how many are missing or extra.
+
+    Example:
+        >>> check_state_fits({"w": torch.zeros(2)}, {"w": torch.ones(2)}, what="model", source="ckpt")
+        >>> check_state_fits({"w": torch.zeros(3)}, {"w": torch.ones(2)}, what="model", source="ckpt")
+        Traceback (most recent call last):
+        ...
+        contrastlab.errors.UserError: checkpoint ckpt does not fit this model: 'w' is (3,) in the checkpoint but (2,) in the model (a checkpoint of another architecture or config?)
+    """
+    problems = [
+        f"{k!r} is {tuple(saved[k].shape)} in the checkpoint but {tuple(v.shape)} in the {what}"
+        for k, v in expected.items()
+        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
+    ][:1]
+    missing = [k for k in expected if k not in saved]
+    extra = [k for k in saved if k not in expected]
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) of the {what} are missing (e.g. {missing[0]!r})")
+    if extra:
+        problems.append(f"{len(extra)} tensor(s) are not in the {what} (e.g. {extra[0]!r})")
+    if problems:
+        raise UserError(
+            f"checkpoint {source} does not fit this {what}: {'; '.join(problems)} (a checkpoint of another architecture or config?)"
+        )
 
 
 class CheckpointManager:
@@ -217,10 +278,24 @@ class CheckpointManager:
         self.directory = Path(directory)
         self.keep_last, self.keep_best = keep_last, keep_best
         self.directory.mkdir(parents=True, exist_ok=True)
-        index_path = self.directory / INDEX
         self.index: dict[str, Any] = {"last": None, "best": None, "best_loss": None}
-        if index_path.is_file():
-            self.index.update(json.loads(index_path.read_text(encoding="utf-8")))
+        if (self.directory / INDEX).is_file():
+            self.index.update(self._read_index(self.directory / INDEX))
+
+    @staticmethod
+    def _read_index(path: Path) -> dict[str, Any]:
+        """The index, checked: it may only name checkpoint folders beside it (never ``../elsewhere``)."""
+        index = _read_json(path, "checkpoint index")
+        if not isinstance(index, dict):
+            raise UserError(f"checkpoint index {path} must hold a JSON object, got {type(index).__name__}")
+        for key in ("last", "best"):
+            name = index.get(key)
+            if name is not None and not (isinstance(name, str) and _NAME.fullmatch(name)):
+                raise UserError(f"checkpoint index {path}: {key!r} must name a step-NNNNNNNN checkpoint, got {name!r}")
+        best_loss = index.get("best_loss")
+        if best_loss is not None and (isinstance(best_loss, bool) or not isinstance(best_loss, (int, float))):
+            raise UserError(f"checkpoint index {path}: 'best_loss' must be a number, got {best_loss!r}")
+        return {k: index.get(k) for k in ("last", "best", "best_loss")}
 
     @staticmethod
     def name(step: int) -> str:

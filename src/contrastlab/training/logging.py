@@ -11,9 +11,11 @@ from pathlib import Path
 
 from contrastlab.training.checkpoint import atomic_write_text
 
-#: The columns of ``metrics.csv``, in order. ``items_per_s`` counts items (each gives one image per view);
-#: ``view_fraction`` is the share of step time spent fetching items and producing their views.
-COLUMNS = ("step", "epoch", "loss", "lr", "align", "uniform", "items_per_s", "view_fraction", "elapsed_s")
+#: The columns of ``metrics.csv``, in order. ``norm`` is the mean L2 norm of the embeddings the objective
+#: saw (1 on the sphere; it grows without bound when an unconstrained loss can fall by scaling up);
+#: ``items_per_s`` counts items (each gives one image per view); ``view_fraction`` is the share of step
+#: time spent fetching items and producing their views.
+COLUMNS = ("step", "epoch", "loss", "lr", "align", "uniform", "norm", "items_per_s", "view_fraction", "elapsed_s")
 
 
 def _row_text(row: Mapping[str, float]) -> str:
@@ -111,7 +113,7 @@ class TensorBoard:
 
 
 class Progress:
-    """A tqdm bar over the run's steps showing loss, learning rate, throughput, alignment, uniformity."""
+    """A tqdm bar over the run's steps showing loss, learning rate, throughput, alignment, uniformity, norm."""
 
     def __init__(self, *, total: int, initial: int, enabled: bool) -> None:
         self.bar = None
@@ -131,6 +133,7 @@ class Progress:
                 img_s=f"{row['items_per_s']:.0f}",
                 align=f"{row['align']:.3f}",
                 unif=f"{row['uniform']:.3f}",
+                norm=f"{row.get('norm', float('nan')):.3g}",
                 refresh=False,
             )
 

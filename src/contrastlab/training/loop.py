@@ -22,7 +22,7 @@ from contrastlab.training.config import TrainConfig, config_to_dict
 from contrastlab.training.logging import MetricsLog, Progress, TensorBoard
 from contrastlab.training.optim import build_optimizer, lr_factor, set_lr
 from contrastlab.training.sampler import ShardedBatches, derive_seed
-from contrastlab.training.step import align_uniform_stats
+from contrastlab.training.step import align_uniform_stats, mean_norm
 from contrastlab.views.base import ViewGenerator
 
 CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.csv"
@@ -261,6 +261,7 @@ class _Run:
                 last_loss = window.loss()
                 row = {
                     "step": done, "epoch": epoch, "loss": last_loss, "lr": lr, "align": align, "uniform": uniform,
+                    "norm": mean_norm(z),
                     "items_per_s": window.items_per_s(cfg.batch_size), "view_fraction": window.view_fraction(),
                     "elapsed_s": elapsed0 + time.perf_counter() - t_start,
                 }  # fmt: skip

@@ -13,7 +13,7 @@ from contrastlab.encoders.model import MultiViewModel
 from contrastlab.errors import UserError
 from contrastlab.training._schema import parse_yaml
 from contrastlab.training.build import build_components, make_dataset
-from contrastlab.training.checkpoint import CheckpointManager, read_checkpoint
+from contrastlab.training.checkpoint import Checkpoint, CheckpointManager, check_state_fits, read_checkpoint
 from contrastlab.training.config import TrainConfig, config_from_dict
 from contrastlab.training.loop import CONFIG_FILE, METRICS_FILE
 from contrastlab.views.base import ViewGenerator
@@ -23,14 +23,67 @@ def read_run_config(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:
     """The resolved config a run saved, as plain data and as a checked :class:`TrainConfig`.
 
     Raises:
-        UserError: no run at ``run_dir``.
-        ValueError: a config that no longer checks (e.g. edited by hand).
+        UserError: no run at ``run_dir``, or a config that is not UTF-8 text.
+        ValueError: a config that no longer checks (e.g. edited by hand), naming the file.
     """
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    raw = parse_yaml(path.read_text(encoding="utf-8"), source=str(path))
-    return raw, config_from_dict(raw)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    raw = parse_yaml(text, source=str(path))
+    try:
+        return raw, config_from_dict(raw)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def last_checkpoint(run_dir: str | Path, which: str = "last") -> Path:
+    """The path of a run's ``"last"`` or ``"best"`` checkpoint, without creating anything.
+
+    Raises:
+        UserError: the run has no checkpoint (or its index names one that is gone).
+    """
+    checkpoints = Path(run_dir) / "checkpoints"
+    path = CheckpointManager(checkpoints, keep_last=1).path(which) if checkpoints.is_dir() else None
+    if path is None or not path.is_dir():
+        raise UserError(f"run {run_dir} has no checkpoint yet")
+    return path
+
+
+def _step(ckpt: Checkpoint) -> int:
+    step = ckpt.meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UserError(f"checkpoint {ckpt.path} has no valid step in its state.json (got {step!r})")
+    return step
+
+
+def check_resumable(ckpt: Checkpoint, model: nn.Module, objective: nn.Module, *, world_size: int) -> None:
+    """Refuse to resume from a checkpoint that does not fit the run as it is about to restart.
+
+    Checks the weights against the freshly built model and objective, and that the checkpoint holds
+    the step, the optimiser state and one random-generator state per process.
+
+    Raises:
+        UserError: naming the checkpoint and what does not fit.
+    """
+    check_state_fits(ckpt.model, model.state_dict(), what="model", source=ckpt.path)
+    check_state_fits(ckpt.objective, objective.state_dict(), what="objective", source=ckpt.path)
+    meta = ckpt.meta
+    _step(ckpt)
+    saved_world = meta.get("world_size")
+    if not isinstance(meta.get("optimizer"), dict) or not {"state", "param_groups"} <= set(meta["optimizer"]):
+        raise UserError(f"checkpoint {ckpt.path} holds no optimiser state; it cannot be resumed exactly")
+    if saved_world != world_size:
+        raise UserError(
+            f"this run was trained with {saved_world} process(es); resume it with the same number "
+            f"(got {world_size}) so it continues exactly"
+        )
+    missing = [f"rng.{name}.{r}" for r in range(world_size) for name in ("views", "torch") if f"rng.{name}.{r}" not in ckpt.tensors]
+    if missing:
+        raise UserError(f"checkpoint {ckpt.path} lacks the random-generator state {missing[0]!r}; it cannot be resumed exactly")
 
 
 class LoadedRun:
@@ -95,7 +148,8 @@ def load_run(run_dir: str | Path, *, which: str = "last") -> LoadedRun:
         A :class:`LoadedRun` whose model is on the CPU in eval mode.
 
     Raises:
-        UserError: not a run directory, or a run without checkpoints.
+        UserError: not a run directory, a run without checkpoints, an unreadable checkpoint, or
+            weights that do not fit the model its config builds.
         ValueError: an unknown ``which``.
 
     Example:
@@ -106,15 +160,14 @@ def load_run(run_dir: str | Path, *, which: str = "last") -> LoadedRun:
         raise ValueError(f"which must be 'last' or 'best', got {which!r}")
     run_dir = Path(run_dir)
     raw, cfg = read_run_config(run_dir)
-    checkpoints = run_dir / "checkpoints"
-    path = CheckpointManager(checkpoints, keep_last=1).path(which) if checkpoints.is_dir() else None
-    if path is None or not path.is_dir():
-        raise UserError(f"run {run_dir} has no checkpoint yet")
+    path = last_checkpoint(run_dir, which)
+    ckpt = read_checkpoint(path)
     torch.manual_seed(cfg.seed)
     comps = build_components(cfg)
-    ckpt = read_checkpoint(path)
+    check_state_fits(ckpt.model, comps.model.state_dict(), what="model", source=path)
     comps.model.load_state_dict(ckpt.model)
     if ckpt.objective:
+        check_state_fits(ckpt.objective, comps.objective.state_dict(), what="objective", source=path)
         comps.objective.load_state_dict(ckpt.objective)
     comps.model.eval()
     comps.objective.eval()
@@ -128,5 +181,5 @@ def load_run(run_dir: str | Path, *, which: str = "last") -> LoadedRun:
         objective_kind=comps.kind,
         train_dataset=comps.dataset,
         checkpoint=path,
-        step=int(ckpt.meta.get("step", 0)),
+        step=_step(ckpt),
     )

@@ -180,3 +180,32 @@ def align_uniform_stats(z1: Tensor, z2: Tensor, *, t: float = 2.0) -> tuple[floa
         sq = torch.pdist(a).pow(2)
         uniform = float(torch.logsumexp(-t * sq, dim=0) - torch.log(torch.tensor(float(sq.numel()))))
     return align, uniform
+
+
+def mean_norm(z: Mapping[str, Tensor]) -> float:
+    r"""The mean L2 norm of the embeddings of every view, for monitoring.
+
+    .. math:: \bar r = \frac{1}{V N} \sum_{v=1}^{V} \sum_{i=1}^{N} \lVert z^{v}_i \rVert_2
+
+    On the unit sphere it is 1, in the unit ball at most 1; unconstrained, it shows whether a loss
+    is being lowered by scaling the embeddings up (the contrastive homework's question 2(a)).
+
+    Args:
+        z: view name -> embeddings ``(N, D)``.
+
+    Returns:
+        The mean norm as a float (``nan`` when there are no embeddings).
+
+    References:
+        Wang & Isola, "Understanding contrastive representation learning through alignment and
+        uniformity on the hypersphere", ICML 2020 (why the outputs are normalised).
+
+    Example:
+        >>> round(mean_norm({"a": torch.tensor([[3.0, 4.0]]), "b": torch.tensor([[1.0, 0.0]])}), 4)
+        3.0
+    """
+    with torch.no_grad():
+        norms = [torch.linalg.vector_norm(v.detach().float(), dim=-1).reshape(-1) for v in z.values()]
+        if not norms or sum(n.numel() for n in norms) == 0:
+            return float("nan")
+        return float(torch.cat(norms).mean())
