@@ -27,6 +27,7 @@ test: $(STAMP) system-deps
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 bench: $(STAMP)
+	$(PY) -m pip install -q --no-deps lightly  # the peer; --no-deps keeps torchvision and another torch out
 	$(PY) -m benchmarks.run
 
 clean:

@@ -71,7 +71,8 @@ def run(config: Config, log=print) -> dict[str, Any]:
             continue
         hits = np.mean([len(set(a) & set(b)) / K for a, b in zip(results[name], exact)])
         rows.append({"method": name, "seconds": round(timing["seconds"], 4), "spread": timing["spread"],
-                     "queries_per_s": round(n_queries / timing["seconds"], 1), "recall_vs_torch": round(float(hits), 4)})
+                     "queries_per_s": round(n_queries / timing["seconds"], 1),
+                     "recall_vs_torch": round(float(hits), 4)})
     return {"title": TITLE, "status": "ok", "keys": n_keys, "queries": n_queries, "dim": d, "k": K, "rows": rows}
 
 

@@ -61,7 +61,8 @@ def _step(loss_fn, z1: torch.Tensor, z2: torch.Tensor):
 
 
 def _family_rows(family: str, config: Config, log) -> list[dict[str, Any]]:
-    sizes = [n for n in (QUICK_SIZES[family] if config.quick else FULL_SIZES) if config.max_n is None or n <= config.max_n]
+    sizes = QUICK_SIZES[family] if config.quick else FULL_SIZES
+    sizes = [n for n in sizes if config.max_n is None or n <= config.max_n]
     failed: dict[str, str] = {}
     builders: dict[str, Any] = {}
     out: list[dict[str, Any]] = []
@@ -200,8 +201,9 @@ def run(config: Config, log=print) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     start, end = result["matmul_peak_start"], result["matmul_peak_end"]
     parts = [
-        f"D = {result['dim']}, temperature {result['temperature']}. fp32 matmul peak {result['matmul_peak_gflops']:.0f} "
-        f"GFLOP/s, the better of {start['gflops']:.0f} (start of the section) and {end['gflops']:.0f} (end), square "
+        f"D = {result['dim']}, temperature {result['temperature']}. fp32 matmul peak "
+        f"{result['matmul_peak_gflops']:.0f} GFLOP/s, the better of {start['gflops']:.0f} (start of the section) "
+        f"and {end['gflops']:.0f} (end), square "
         f"n={start['n']}. {result['lightly']}.",
         "GFLOP/s count the naive algorithm's 6·R²·D flops for every method; `exec %` is the share of the peak the "
         "tiled kernel actually executes. `spread` is slowest / fastest repeat.",

@@ -64,6 +64,6 @@ def run(config: Config, log=print) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     head = f"{result['train']} training and {result['test']} test items, D = {result['dim']}, 10 classes, C = 1."
-    table = [[r["method"], r.get("fit_seconds"), r.get("spread"), r.get("test_accuracy"), r.get("agreement_with_sklearn")]
-             for r in result["rows"]]
+    keys = ("method", "fit_seconds", "spread", "test_accuracy", "agreement_with_sklearn")
+    table = [[r.get(k) for k in keys] for r in result["rows"]]
     return head + "\n\n" + markdown_table(["method", "fit s", "spread", "test accuracy", "same prediction"], table)

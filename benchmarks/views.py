@@ -37,7 +37,8 @@ def run(config: Config, log=print) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    table = [[r["batch"], r["size"], r["case"], r["best_ms"], r["median_ms"], r["images_per_s"]] for r in result["rows"]]
+    keys = ("batch", "size", "case", "best_ms", "median_ms", "images_per_s")
+    table = [[r[k] for k in keys] for r in result["rows"]]
     notes = [f"batch {r['batch']}, {r['size']} px: two views are {r['views_share_of_step']:.1%} of views + CNN step; "
              f"ours is {r['speedup_over_kornia']}x kornia (median times)"
              for r in result["rows"] if r.get("views_share_of_step") is not None and r.get("speedup_over_kornia")]

@@ -70,7 +70,8 @@ def test_lightly_loads_or_says_why():
         assert "does not import" in note
     else:
         assert "NTXentLoss" in note
-        assert float(cls(temperature=0.5)(torch.ones(4, 3), torch.ones(4, 3))) == pytest.approx(torch.log(torch.tensor(7.0)))
+        ones = torch.ones(4, 3)
+        assert float(cls(temperature=0.5)(ones, ones)) == pytest.approx(float(torch.log(torch.tensor(7.0))))
 
 
 def test_cases_that_cannot_fit_are_skipped_with_the_reason():
@@ -78,7 +79,8 @@ def test_cases_that_cannot_fit_are_skipped_with_the_reason():
     assert "> budget 1 GiB" in losses._skip_reason(_peers.TORCH_NAIVE, "nt_xent", 16384, config, {})
     assert losses._skip_reason(_peers.OURS_TILED, "nt_xent", 65536, config, {}) is None
     assert "N > 512" in losses._skip_reason(_peers.PML, "nt_xent", 1024, Config(memory_budget_gib=1e6), {})
-    assert "failed at a smaller size" in losses._skip_reason(_peers.LIGHTLY, "nt_xent", 256, config, {_peers.LIGHTLY: "x"})
+    failed = {_peers.LIGHTLY: "x"}
+    assert "failed at a smaller size" in losses._skip_reason(_peers.LIGHTLY, "nt_xent", 256, config, failed)
 
 
 def _row(n, method, seconds, family="nt_xent", pct=70.0, extra=None):
@@ -110,7 +112,10 @@ def test_missing_section_module_is_skipped_with_a_note(monkeypatch):
     from benchmarks import knn
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("contrastlab.eval") else real(name, *a))
+    def find_spec(name, *args):
+        return None if name.startswith("contrastlab.evaluation") else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     result = knn.run(Config(quick=True), log=lambda _: None)
     assert result["status"] == "skipped" and "contrastlab.evaluation.knn is missing" in result["note"]
     text = run.render({"environment": {"started": "now", "cpu": "cpu", "cores": 2, "threads": 1, "torch": "t",
@@ -133,8 +138,9 @@ def test_memory_probe_sees_the_naive_matrix_but_not_the_tiled_one():
 @pytest.mark.slow
 def test_quick_run_writes_every_section(tmp_path):
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    # One thread: under pytest-xdist two threads per process would fight for the cores.
+    cmd = [sys.executable, "-m", "benchmarks.run", "--quick", "--threads", "1", "--out", str(tmp_path)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     elapsed = time.perf_counter() - start
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())

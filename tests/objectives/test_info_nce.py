@@ -321,8 +321,18 @@ def test_bad_combinations_and_impl():
         NTXent(impl="fast")
 
 
-def test_tiled_threshold_constant():
-    assert TILED_THRESHOLD == 4096
+def test_auto_takes_the_tiled_kernel_from_the_threshold_and_agrees_with_naive(monkeypatch):
+    import contrastlab.objectives._tiled as tiled
+
+    calls = []
+    real = tiled.tiled_info_nce
+    monkeypatch.setattr(tiled, "tiled_info_nce", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
+    small, big = torch.randn(TILED_THRESHOLD - 1, 8), torch.randn(TILED_THRESHOLD, 8)
+    info_nce(small, small.roll(1, 0), impl="auto")
+    assert calls == []
+    value = info_nce(big, big.roll(1, 0), impl="auto")
+    assert calls == [TILED_THRESHOLD]
+    torch.testing.assert_close(value, info_nce(big, big.roll(1, 0), impl="naive"), rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------- modules and SPECS

@@ -16,16 +16,20 @@ columns, and only one tile (plus a scratch copy) exists at a time:
 
 NT-Xent's logits :math:`S = ZZ^\top/\tau` are symmetric, so only the tiles on and above the diagonal are
 computed: tile :math:`(r, c)` serves rows :math:`r` directly and rows :math:`c` through its transpose, and in
-the backward pass :math:`G = P + P^\top` is symmetric too. That halves the matrix products (4 instead of the
-naive 6 products of :math:`(2N)^2 D` multiply-adds for forward plus backward).
+the backward pass :math:`G = P + P^\top` is symmetric too. Forward plus backward then cost two full-size
+matrix products (:math:`2 \cdot (2N)^2 D` multiply-adds) instead of the naive three.
 
 The temperature gradient needs no extra pass: the loss depends on the inputs only through :math:`S`, which is
 homogeneous in :math:`X` and :math:`1/\tau`, so :math:`\tau\,\partial_\tau\mathcal{L} =
 -\langle \partial_X\mathcal{L}, X\rangle = -\langle \partial_Y\mathcal{L}, Y\rangle` (and
 :math:`-\tfrac12\langle\partial_Z\mathcal{L}, Z\rangle` for NT-Xent, where :math:`Z` enters twice).
 
-Memory beyond the inputs and their gradients is :math:`O(N + B^2)` for block size :math:`B`; the results equal
-the naive losses up to floating-point rounding. Half-precision inputs are computed in float32.
+One-way InfoNCE needs no column statistics, so when a backward pass will follow it forms its gradients in the
+forward sweep from a strip of :math:`B` complete rows (no recomputation: the naive flop count).
+
+Memory beyond the inputs and their gradients is :math:`O(N + B^2)` for block size :math:`B` (one-way InfoNCE
+with gradients: :math:`O(NB)`); the results equal the naive losses up to floating-point rounding.
+Half-precision inputs are computed in float32.
 
 References:
     Milakov, Gimelshein, "Online normalizer calculation for softmax", arXiv:1805.02867 (2018) — the running
@@ -261,7 +265,7 @@ def _prepare(z1: Tensor, z2: Tensor, temperature: float | Tensor, block_size: in
 def tiled_info_nce(
     z1: Tensor, z2: Tensor, *, temperature: float | Tensor, symmetric: bool = False, block_size: int | None = None
 ) -> Tensor:
-    r"""InfoNCE with in-batch negatives, computed in tiles (memory :math:`O(N + B^2)`, not :math:`O(N^2)`).
+    r"""InfoNCE with in-batch negatives, computed in tiles (memory :math:`O(NB)` at most, not :math:`O(N^2)`).
 
     With :math:`S_{ij} = z^{(1)}_i \cdot z^{(2)}_j / \tau`,
 
@@ -295,7 +299,7 @@ def tiled_info_nce(
     Example:
         >>> z = torch.eye(4)
         >>> round(float(tiled_info_nce(z, z, temperature=1.0, block_size=3)), 4)   # log(1 + 3/e)
-        0.7436
+        0.7437
     """
     x, y, temperature, block = _prepare(z1, z2, temperature, block_size)
     # One-way with a backward pass to come: form the gradients in the forward sweep (no recomputation).

@@ -17,7 +17,7 @@ from contrastlab.objectives.temperature import check_temperature
 __all__ = ["TILED_THRESHOLD", "InfoNCE", "NTXent", "info_nce", "nt_xent", "SPECS"]
 
 #: ``impl="auto"`` switches to the row-blocked (tiled) kernel when the number of anchor rows reaches this.
-TILED_THRESHOLD = 4096
+TILED_THRESHOLD = 2048
 
 _IMPLS = ("auto", "naive", "tiled")
 

@@ -1,0 +1,234 @@
+"""A catalogue of bad inputs to every command, each run as ``python -m contrastlab ...`` in a subprocess.
+
+Every case must end with exit status 2, exactly one line on stderr that names the problem and the
+offending value or path, no traceback, and an untouched sandbox: the names and SHA-256 hashes of
+every file and folder in the case's working folder (inputs, earlier runs, outputs) are the same
+after the command as before it. Nothing is created, changed or deleted by a command that fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BASE = """\
+data: {name: digits}
+views: {name: simclr}
+objective: {name: nt_xent, options: {temperature: 0.2}}
+model:
+  encoder: {name: mlp, options: {hidden: [16]}}
+  head: {name: linear}
+  dim: 8
+optim: {name: adamw, lr: 1.0e-3}
+batch_size: 16
+steps: 2
+threads: 1
+device: cpu
+checkpoint: {every: 1}
+log: {every: 1, progress: false, tensorboard: false}
+"""
+
+SPEECH = """\
+data: {name: shapes, options: {n_items: 16, image_size: 8, with_speech: true}}
+views: {name: modality_pair}
+objective: {name: clip}
+batch_size: 8
+steps: 1
+"""
+
+
+def _png(path: Path, height: int = 8, width: int = 8) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """The inputs every case starts from: a config, a trained and evaluated run, a run of another
+    architecture, and user data with one planted fault each."""
+    from contrastlab import cli
+
+    root = tmp_path_factory.mktemp("template")
+    (root / "base.yaml").write_text(BASE)
+    here = Path.cwd()
+    os.chdir(root)
+    try:
+        assert cli.main(["train", "base.yaml", "--out", "run"]) == 0
+        assert cli.main(["train", "base.yaml", "--out", "other", "--set", "model.dim=16"]) == 0
+        assert cli.main(["eval", "run", "--max-items", "40", "--no-baselines", "--no-figures", "--threads", "1",
+                         "--invariance-items", "8"]) == 0
+    finally:
+        os.chdir(here)
+    for label in ("a", "b"):
+        for i in range(5):
+            _png(root / "mixed" / label / f"{i}.png")
+    _png(root / "mixed" / "b" / "odd.png", height=9)
+    (root / "no_images" / "cats").mkdir(parents=True)
+    (root / "no_images" / "cats" / "notes.txt").write_text("not an image")
+    for i in range(5):
+        _png(root / "pairs" / f"{i}.png")
+    rows = "".join(f"{i}.png,a grey square\n" for i in range(5)) + "missing.png,a lost square\n"
+    (root / "pairs" / "pairs.csv").write_text("image,caption\n" + rows)
+    x = np.random.default_rng(0).random((20, 16))
+    y = np.arange(20) % 2
+    with_nan, with_inf = x.copy(), x.copy()
+    with_nan[3, 5] = np.nan
+    with_inf[7, 2] = -np.inf
+    np.savez(root / "nan.npz", x=with_nan, y=y)
+    np.savez(root / "inf.npz", x=with_inf, y=y)
+    (root / "speech.yaml").write_text(SPEECH)
+    return root
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under ``root``: relative path -> content hash (``"dir"`` for folders)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _last(ws: Path, run: str = "run") -> Path:
+    return ws / run / "checkpoints" / "step-00000002"
+
+
+def _write(name: str, text: str | bytes) -> Callable[[Path], None]:
+    def plant(ws: Path) -> None:
+        (ws / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+
+    return plant
+
+
+@dataclass(frozen=True)
+class Case:
+    args: tuple[str, ...]  #: after ``python -m contrastlab``, run in the case's working folder
+    expect: tuple[str, ...]  #: what the one error line must contain
+    plant: Callable[[Path], None] | None = None  #: puts the bad input in place
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _train(*overrides: str, out: str = "new") -> tuple[str, ...]:
+    return ("train", "base.yaml", "--out", out, *(a for o in overrides for a in ("--set", o)))
+
+
+_TORCHRUN = {"RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29531"}
+
+CASES: dict[str, Case] = {
+    # -- train: the config file
+    "config-missing": Case(("train", "nope.yaml"), ("config file not found", "nope.yaml")),
+    "config-is-a-folder": Case(("train", "mixed"), ("config mixed is a folder",)),
+    "config-not-text": Case(("train", "binary.yaml"), ("binary.yaml is not UTF-8 text",),
+                            _write("binary.yaml", b"data: {name: \xff\xfe}\n")),
+    "config-malformed": Case(("train", "broken.yaml"), ("broken.yaml", "line 2", "is not valid YAML"),
+                             _write("broken.yaml", "data: {name: digits\nviews: [\n")),
+    "config-not-a-mapping": Case(("train", "list.yaml"), ("list.yaml", "must be a mapping", "list"),
+                                 _write("list.yaml", "- data\n- views\n")),
+    "config-unknown-key": Case(("train", "typo.yaml"), ("unknown config key 'batchsize'", "did you mean 'batch_size'"),
+                               _write("typo.yaml", BASE.replace("batch_size:", "batchsize:"))),
+    "config-python-tag": Case(("train", "evil.yaml"), ("evil.yaml", "is not valid YAML", "python/object/apply:os.system"),
+                              _write("evil.yaml", BASE + "seed: !!python/object/apply:os.system ['touch pwned']\n")),
+    "set-without-equals": Case(_train("optim.lr"), ("--set expects key=value", "'optim.lr'")),
+    # -- train: values
+    "type-batch-size": Case(_train("batch_size=many"), ("batch_size: expected an integer", "'many'")),
+    "type-nested-lr": Case(_train("optim.lr=fast"), ("optim.lr: expected a number", "'fast'")),
+    "temperature-zero": Case(_train("objective.options.temperature=0"), ("objective.options.temperature must be a number > 0", "got 0")),
+    "temperature-negative": Case(_train("objective.options.temperature=-0.5"), ("temperature must be a number > 0", "-0.5")),
+    "batch-size-zero": Case(_train("batch_size=0"), ("batch_size must be > 0, got 0",)),
+    "lr-zero": Case(_train("optim.lr=0"), ("optim.lr must be > 0, got 0.0",)),
+    "lr-negative": Case(_train("optim.lr=-1e-3"), ("optim.lr must be > 0, got -0.001",)),
+    "batch-of-one-with-negatives": Case(_train("batch_size=1"), ("objective 'nt_xent'", "in-batch negatives", "batch_size >= 2, got 1")),
+    "unknown-objective": Case(_train("objective.name=infonce"), ("unknown objective 'infonce'", "did you mean 'info_nce'")),
+    # -- train: the pieces do not fit
+    "more-views-than-made": Case(
+        _train("data.name=shapes", "data.options={n_items: 32, image_size: 8, with_captions: true}",
+               "views.name=modality_pair", "views.options.modalities=[image, text, audio]", "objective.name=clip"),
+        ("no 'audio' modality", "it has image, text")),
+    "two-modalities-from-one": Case(_train("views.name=modality_pair", "objective.name=clip"),
+                                    ("need at least two distinct modalities", "'digits' has image")),
+    "pairwise-objective-three-views": Case(_train("views.options.n_views=3"), ("objective 'nt_xent' is pairwise", "make 3", "cmc_core_view")),
+    # -- train: the user's data
+    "empty-data-folder": Case(_train("data.name=image_folder", "data.options.root=no_images"), ("no images", "no_images")),
+    "manifest-missing-file": Case(_train("data.name=manifest", "data.options.path=pairs/pairs.csv", "views.name=modality_pair"),
+                                  ("pairs.csv line 7", "missing.png", "not found")),
+    "images-of-mixed-sizes": Case(_train("data.name=image_folder", "data.options.root=mixed"), ("odd.png", "is 8x9", "8x8", "size=")),
+    "npz-with-nan": Case(_train("data.name=npz", "data.options.path=nan.npz"), ("nan.npz", "1 NaN or infinite", "(3, 5)")),
+    "npz-with-inf": Case(_train("data.name=npz", "data.options.path=inf.npz"), ("inf.npz", "1 NaN or infinite", "(7, 2): -inf")),
+    "espeak-ng-missing": Case(("train", "speech.yaml", "--out", "new"), ("espeak-ng", "not found on PATH", "apt-get install espeak-ng"),
+                              env={"PATH": str(Path(sys.executable).parent), "CONTRASTLAB_CACHE": "speech-cache"}),
+    # -- train: where it writes
+    "output-exists": Case(_train(out="run"), ("output directory run already exists", "--overwrite")),
+    "output-under-a-file": Case(_train(out="base.yaml/run"), ("base.yaml/run", "base.yaml is a file, not a folder")),
+    "output-under-proc": Case(_train(out="/proc/contrastlab-test/run"), ("/proc/contrastlab-test",)),
+    "torchrun-world-size": Case(_train(), ("batch_size 16 does not split evenly over 3 processes",),
+                                env={**_TORCHRUN, "WORLD_SIZE": "3"}),
+    # -- resume
+    "resume-not-a-run": Case(("resume", "mixed"), ("mixed is not a run directory",)),
+    "resume-truncated-checkpoint": Case(("resume", "run"), ("model.safetensors is not a readable safetensors file",),
+                                        lambda ws: _truncate(_last(ws) / "model.safetensors")),
+    "resume-other-architecture": Case(
+        ("resume", "run"), ("does not fit this model", "is (16, 16) in the checkpoint but (8, 16)"),
+        lambda ws: shutil.copy(_last(ws, "other") / "model.safetensors", _last(ws) / "model.safetensors")),
+    "resume-other-world-size": Case(("resume", "run"), ("trained with 1 process(es)", "got 2"), env={**_TORCHRUN, "WORLD_SIZE": "2"}),
+    # -- eval
+    "eval-missing-run": Case(("eval", "nowhere"), ("run directory nowhere does not exist",)),
+    "eval-truncated-state": Case(("eval", "run"), ("state.json is not valid JSON",), lambda ws: _truncate(_last(ws) / "state.json")),
+    "eval-other-architecture": Case(
+        ("eval", "run"), ("does not fit this model", "(8, 16)"),
+        lambda ws: shutil.copy(_last(ws, "other") / "model.safetensors", _last(ws) / "model.safetensors")),
+    # -- report, recipe, demo, objectives
+    "report-not-evaluated": Case(("report", "other", "-o", "r.html"), ("other/eval/metrics.json does not exist", "contrastlab eval other")),
+    "report-over-a-config": Case(("report", "run", "-o", "run/config.yaml"), ("run/config.yaml", "ending in .html")),
+    "report-under-a-file": Case(("report", "run", "-o", "base.yaml/r.html"), ("base.yaml is a file, not a folder",)),
+    "recipe-unknown": Case(("recipe", "homework-invarience"), ("unknown recipe 'homework-invarience'", "did you mean 'homework-invariance'")),
+    "recipe-into-a-data-folder": Case(("recipe", "homework-invariance", "--out", "mixed"), ("mixed is not empty and holds no recipe",)),
+    "demo-into-a-data-folder": Case(("demo", "--out", "pairs"), ("pairs is not empty and holds no recipe",)),
+    "objectives-unknown-flag": Case(("objectives", "--verbose"), ("unrecognized arguments: --verbose",)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(name, template, tmp_path):
+    case = CASES[name]
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws)
+    if case.plant is not None:
+        case.plant(ws)
+    before = _snapshot(ws)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **case.env}
+    r = subprocess.run([sys.executable, "-m", "contrastlab", *case.args], cwd=ws, env=env, capture_output=True,
+                       text=True, timeout=120)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr + r.stdout
+    assert len(lines) == 1 and lines[0].startswith("contrastlab: error: "), r.stderr
+    for text in case.expect:
+        assert text in lines[0], (text, lines[0])
+    assert _snapshot(ws) == before
+    assert not (ws / "pwned").exists()
+
+
+def test_the_catalogue_covers_every_command():
+    assert len(CASES) >= 25
+    from contrastlab.cli import build_parser
+
+    commands = {a for c in CASES.values() for a in c.args[:1]}
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert set(sub.choices) <= commands
