@@ -169,7 +169,7 @@ def write_checkpoint(
     atomic_write_bytes(tmp / STATE_FILE, _tensors_bytes(tensors or {}))
     atomic_write_text(tmp / META_FILE, json.dumps(_encode(dict(meta or {})), indent=1, allow_nan=True))
     if path.exists():
-        shutil.rmtree(path)
+        discard(path)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
     return path
@@ -187,6 +187,20 @@ def _read_json(file: Path, what: str) -> Any:
         return json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise UserError(f"{what} {file} is not valid JSON ({one_line(err)})") from None
+
+
+def discard(path: str | Path) -> None:
+    """Delete a checkpoint directory so that a crash midway never leaves a half-deleted checkpoint under
+    its own name: it is renamed to ``<name>.discard.tmp`` (atomic) first, then removed. Leftover
+    ``*.tmp`` entries are ignored by :meth:`CheckpointManager.names` and cleaned by the next save.
+    """
+    path = Path(path)
+    doomed = path.with_name(path.name + ".discard.tmp")
+    if doomed.exists():
+        shutil.rmtree(doomed)
+    os.replace(path, doomed)
+    _fsync_dir(path.parent)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -331,7 +345,7 @@ class CheckpointManager:
             keep.add(self.index["best"])
         for name in names:
             if name not in keep:
-                shutil.rmtree(self.directory / name, ignore_errors=True)
+                discard(self.directory / name)
         for stale in self.directory.glob("*.tmp"):
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
