@@ -81,7 +81,9 @@ def test_closed_form_on_orthonormal_pairs():
 def test_gradcheck_and_invariances():
     z1 = torch.randn(6, 3, dtype=DT, requires_grad=True)
     z2 = torch.randn(6, 3, dtype=DT, requires_grad=True)
-    fn = lambda a, b: contrastive_align_uniform(a, b, align_weight=0.5, uniform_weight=2.0, temperature=0.4)  # noqa: E731
+    def fn(a, b):
+        return contrastive_align_uniform(a, b, align_weight=0.5, uniform_weight=2.0, temperature=0.4)
+
     assert torch.autograd.gradcheck(fn, (z1, z2))
     perm = torch.randperm(6)
     assert torch.allclose(fn(z1, z2), fn(z1[perm], z2[perm]))  # the batch order does not matter

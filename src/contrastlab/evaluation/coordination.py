@@ -108,7 +108,8 @@ def coordination_report(train_a, train_b, test_a, test_b, *, n_components: int =
     Example:
         >>> g = np.random.default_rng(0)
         >>> s = g.normal(size=(400, 2))
-        >>> a = np.hstack([s, g.normal(size=(400, 3))]); b = np.hstack([s @ [[1.0, 1.0], [0.0, 1.0]], g.normal(size=(400, 2))])
+        >>> a = np.hstack([s, g.normal(size=(400, 3))])
+        >>> b = np.hstack([s @ [[1.0, 1.0], [0.0, 1.0]], g.normal(size=(400, 2))])
         >>> r = coordination_report(a[:300], b[:300], a[300:], b[300:], n_components=2)
         >>> [round(c, 2) for c in r["test_correlations"]], r["retrieval"]["a->b"]["R@10"] > 0.5
         ([1.0, 1.0], True)

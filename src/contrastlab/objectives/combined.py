@@ -155,7 +155,8 @@ SPECS: list[ObjectiveSpec] = [
         name="contrastive_align_uniform",
         factory=ContrastiveAlignUniform,
         kind="pairwise",
-        formula="wc * info_nce(z1, z2; tau) + wa * mean_i |z1_i - z2_i|^a + wu/2 * sum_v log mean_{i<j} exp(-t |zv_i - zv_j|^2)",
+        formula="wc * info_nce(z1, z2; tau) + wa * mean_i |z1_i - z2_i|^a "
+                "+ wu/2 * sum_v log mean_{i<j} exp(-t |zv_i - zv_j|^2)",
         reference="Wang & Isola 2020, ICML, arXiv:2005.10242 (Table 1, Fig. 7)",
     ),
 ]

@@ -29,19 +29,48 @@ _Loader.add_implicit_resolver(
 )
 
 
+#: The most values a config may expand to once its aliases (``*name``) are followed: far more than any
+#: recipe needs, far less than a "billion laughs" document of nested aliases unfolds to.
+MAX_VALUES = 100_000
+
+
+def _expanded_size(value: Any, memo: dict[int, int]) -> int:
+    """How many values ``value`` holds with every shared (aliased) part counted each time it appears."""
+    key = id(value)
+    if key not in memo:
+        if isinstance(value, dict):
+            memo[key] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in value.items())
+        elif isinstance(value, list):
+            memo[key] = 1 + sum(_expanded_size(v, memo) for v in value)
+        else:
+            return 1
+    return memo[key]
+
+
 def parse_yaml(text: str, *, source: str = "config") -> Any:
     """Parse YAML text safely (no Python objects), reading ``1e-3`` as a number.
 
     Raises:
-        ValueError: malformed YAML, naming the source and line.
+        ValueError: malformed YAML, naming the source and line; a document nested too deeply for
+            the parser, or one whose aliases unfold to more than :data:`MAX_VALUES` values.
+
+    Example:
+        >>> parse_yaml("optim: {lr: 1e-3}")
+        {'optim': {'lr': 0.001}}
     """
     try:
-        return yaml.load(text, Loader=_Loader)
+        value = yaml.load(text, Loader=_Loader)
+        size = _expanded_size(value, {})
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ValueError(f"{source}:{line} is not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ValueError(f"{source}: is nested too deeply to be a config") from None
+    if size > MAX_VALUES:
+        raise ValueError(f"{source}: its aliases unfold to {size} values (at most {MAX_VALUES} are allowed)")
+    return value
 
 
 def set_dotted(raw: dict[str, Any], assignment: str) -> None:

@@ -1,4 +1,4 @@
-r"""Wang & Isola's comparison: the contrastive loss against :math:`\mathcal{L}_\text{align} + \mathcal{L}_\text{uniform}`.
+r"""Wang & Isola's comparison: the contrastive loss against alignment plus uniformity.
 
 Two tables and two figures:
 

@@ -13,6 +13,12 @@ For each, on held-out items: canonical correlations (linear CCA fitted on traini
 score by memorising), retrieval L :math:`\leftrightarrow` ab, and a linear probe of the shape from both
 modalities' features. The autoencoder's cross-modal reconstruction ("can it hallucinate the other modality?")
 gets its own table.
+
+References:
+    Liang, Zadeh & Morency, CMU 11-777 Multimodal Machine Learning, lecture 4.1 (fusion and coordination).
+    Andrew, Arora, Bilmes & Livescu, "Deep Canonical Correlation Analysis", ICML 2013.
+    Ngiam, Khosla, Kim, Nam, Lee & Ng, "Multimodal Deep Learning", ICML 2011.
+    Tian, Krishnan & Isola, "Contrastive Multiview Coding", ECCV 2020 (L and ab as two views).
 """
 
 from __future__ import annotations
@@ -36,11 +42,20 @@ def _items(n: int, limit: int | None) -> torch.Tensor:
 
 
 def joint_codes(model, views, batch: Batch) -> dict[str, torch.Tensor]:
-    r"""A multimodal autoencoder's joint code computed from each modality alone: view -> (N, D).
+    r"""A multimodal autoencoder's joint code computed from each modality alone.
 
     With fusion :math:`\phi` and per-view embeddings :math:`z_v`, the code of view :math:`v` is
-    :math:`\phi` applied with only :math:`v` present, exactly what the decoders read when every other
-    modality is dropped.
+    :math:`\phi(\{z_v\})`, :math:`\phi` applied with only :math:`v` present: exactly what the decoders read
+    when every other modality is dropped. Two such codes of one item are comparable (they live in the joint
+    space), which per-view embeddings are not (each has its own map into it).
+
+    Args:
+        model: a :class:`~contrastlab.encoders.model.MultiViewModel` with a ``fusion`` module.
+        views: the run's view generator (its ``eval_views`` are encoded).
+        batch: N items.
+
+    Returns:
+        View name -> (N, D) joint codes.
     """
     shown = views.eval_views(batch)
     with torch.no_grad():
@@ -80,6 +95,23 @@ def _recon_table(model, views, batch: Batch, train_batch: Batch) -> Table:
 
 def summarize(recipe, outcomes: dict, out_dir: Path, *, n_components: int = 8, raw_dim: int = 64,
               train_items: int | None = 2000, test_items: int | None = 1000, reg: float = 1e-3) -> Summary:
+    """The coordination table, the autoencoder's reconstruction table, the correlation figure and the checks.
+
+    Args:
+        recipe: the :class:`~contrastlab.recipes.spec.Recipe`.
+        outcomes: run name -> :class:`~contrastlab.recipes.runner.RunOutcome`; every run must use the same
+            data and two-view generator (runs named ``deep_cca``, ``contrastive``, ``multimodal_ae`` take part
+            in the checks).
+        out_dir: the recipe folder; the figure is written there.
+        n_components: canonical pairs kept by every CCA.
+        raw_dim: principal directions kept of raw pixels and of the random encoder's features before CCA.
+        train_items: training items that fit the CCAs and the probes (``None``: all).
+        test_items: held-out items that measure them (``None``: all).
+        reg: the CCAs' ridge (relative to the features' scale).
+
+    Returns:
+        The :class:`~contrastlab.recipes.summary.Summary`.
+    """
     from contrastlab.training import load_run
 
     summary = Summary()
@@ -144,9 +176,11 @@ def summarize(recipe, outcomes: dict, out_dir: Path, *, n_components: int = 8, r
              "features side by side; chance is the majority class."))
 
     for name, run in loaded.items():
-        if run.objective == "multimodal_autoencoder" and run.model.decoders is not None and run.model.fusion is not None:
-            summary.tables.append(_recon_table(run.model, views, test_ds.get(idx_te[:256]),
-                                               train_ds.get(idx_tr[:1024])))
+        model = run.model
+        if run.objective == "multimodal_autoencoder" and model.decoders is not None and model.fusion is not None:
+            table = _recon_table(run.model, views, test_ds.get(idx_te[:256]), train_ds.get(idx_tr[:1024]))
+            summary.tables.append(table)
+            _hallucination_checks(summary, name, table, views.view_names)
 
     fig = new_figure(5.5, 3.4)
     ax = fig.add_subplot(1, 1, 1)
@@ -167,6 +201,18 @@ def summarize(recipe, outcomes: dict, out_dir: Path, *, n_components: int = 8, r
     return summary
 
 
+def _hallucination_checks(summary: Summary, name: str, table: Table, view_names) -> None:
+    errors = {row[0]: row[1:] for row in table.rows}
+    baseline = table.rows[-1][1:]
+    for j, target in enumerate(view_names):
+        for source in view_names:
+            if source != target and source in errors:
+                got, mean = errors[source][j], baseline[j]
+                summary.checks.append(Check(
+                    f"{name}: decoding {target} from {source} alone beats the mean image (cross-modal reconstruction)",
+                    got < mean, f"MSE {got:.4f} vs {mean:.4f}"))
+
+
 def _checks(summary: Summary, rows: dict, m: int) -> None:
     corr = {k: r[2] for k, r in rows.items()}
     r1 = {k: (r[5] + r[6]) / 2 for k, r in rows.items()}
@@ -174,7 +220,8 @@ def _checks(summary: Summary, rows: dict, m: int) -> None:
     if "deep_cca" in rows and raw in rows:
         summary.checks.append(Check(
             "deep CCA finds more held-out correlation than linear CCA on raw pixels (Andrew et al. 2013)",
-            corr["deep_cca"] > corr[raw], f"mean of top canonical correlations {corr['deep_cca']:.3f} vs {corr[raw]:.3f}"))
+            corr["deep_cca"] > corr[raw],
+            f"mean of the top canonical correlations {corr['deep_cca']:.3f} vs {corr[raw]:.3f}"))
     for name in ("deep_cca", "contrastive", "multimodal_ae"):
         if name in rows:
             summary.checks.append(Check(f"{name}: the two modalities are coordinated (cross-modal R@1 above chance)",

@@ -118,14 +118,15 @@ def _sweep_figure(groups: dict[str, list], path: Path) -> Path:
     ax_loss, ax_acc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     taus = sorted({tau for rows in groups.values() for tau, *_ in rows})
     n = next(_info(o)[2] for rows in groups.values() for *_, o in rows)
-    ax_loss.plot(taus, [max(infonce_floor(n, t), 1e-6) for t in taus], color="#555555", ls=":", marker=".",
+    ax_loss.plot(taus, [infonce_floor(n, t) for t in taus], color="#555555", ls=":", marker=".",
                  label="floor on the sphere / in the ball")
     for space, rows in groups.items():
         colour, style = _STYLE[space]
-        ax_loss.plot([r[0] for r in rows], [max(r[1], 1e-6) for r in rows], color=colour, ls=style, marker="o",
-                     label=space)
+        ax_loss.plot([r[0] for r in rows], [r[1] for r in rows], color=colour, ls=style, marker="o", label=space)
         ax_acc.plot([r[0] for r in rows], [r[2] for r in rows], color=colour, ls=style, marker="o", label=space)
     ax_loss.set_yscale("log")
+    low = min(r[1] for rows in groups.values() for r in rows)
+    ax_loss.set_ylim(bottom=max(low / 10, 1e-4))  # smaller floors fall off the bottom of the plot
     ax_loss.set_title("Final training loss against the temperature", fontsize=10)
     ax_acc.set_title("Linear accuracy (output) against the temperature", fontsize=10)
     for ax in (ax_loss, ax_acc):
