@@ -253,3 +253,53 @@ def test_a_few_anchors_are_still_fine():
 
     doc = parse_yaml("opts: &o {hidden: [16, 16]}\nmodel: {encoder: {options: *o}}\n")
     assert doc["model"]["encoder"]["options"] == {"hidden": [16, 16]}
+
+
+# -- data set and view options: whatever a config puts under `options`
+
+OPTION_VALUES = st.one_of(scalars, st.lists(st.one_of(st.integers(-3, 40), st.floats(-1, 2), st.text(max_size=6)), max_size=3),
+                          st.sampled_from(["image", "text", "colour", "location", "A", "lab", "Y", "diagonal", [0.2, 1.0]]))
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    from contrastlab.data.registry import build_dataset
+
+    return {"shapes": build_dataset("shapes", n_items=12, image_size=8, with_captions=True), "digits": build_dataset("digits")}
+
+
+@_SETTINGS
+@given(data=st.data())
+def test_random_view_options_build_or_say_which_option_is_wrong(small_data, data):
+    from contrastlab.views.registry import VIEWS, build_views, view_options
+
+    name = data.draw(st.sampled_from(sorted(VIEWS)))
+    keys = data.draw(st.lists(st.sampled_from(view_options(name)), max_size=3, unique=True))
+    options = {k: data.draw(OPTION_VALUES) for k in keys}
+    dataset = small_data[data.draw(st.sampled_from(sorted(small_data)))]
+    try:
+        views = build_views(name, dataset, **options)
+    except (UserError, ValueError) as err:
+        assert str(err).strip()
+        return
+    batch = dataset.get(__import__("torch").arange(4))
+    assert set(views.eval_views(batch)) == set(views.view_names)
+
+
+@_SETTINGS
+@given(data=st.data())
+def test_random_data_set_options_build_or_say_which_option_is_wrong(data):
+    from contrastlab.data.registry import build_dataset, dataset_options
+
+    name = data.draw(st.sampled_from(["shapes", "digits", "image_folder", "npz", "manifest"]))
+    allowed = [k for k in dataset_options(name) if k not in ("with_speech", "cache_dir", "workers")]
+    keys = data.draw(st.lists(st.sampled_from(allowed), max_size=3, unique=True)) if allowed else []
+    options = {k: data.draw(OPTION_VALUES) for k in keys}
+    if name == "shapes":
+        options = {**options, "n_items": 12, "image_size": 8} if data.draw(st.booleans()) else options
+        if not isinstance(options.get("n_items"), int) or options.get("n_items", 0) > 64:
+            options["n_items"] = 12
+    try:
+        build_dataset(name, **options)
+    except (UserError, ValueError) as err:
+        assert str(err).strip()

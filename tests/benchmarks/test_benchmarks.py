@@ -132,7 +132,9 @@ def test_memory_probe_sees_the_naive_matrix_but_not_the_tiled_one():
     if naive["extra_bytes"] is None:
         pytest.skip("/proc/self/clear_refs is not available")
     assert naive["extra_bytes"] > 2 * 64 * 2**20
-    assert tiled["extra_bytes"] < 32 * 2**20
+    # RSS deltas carry allocator noise of a few MiB; the tiled kernel must stay well under one full logit matrix.
+    assert tiled["extra_bytes"] < 48 * 2**20
+    assert tiled["extra_bytes"] < naive["extra_bytes"] / 4
 
 
 @pytest.mark.slow

@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.slow,
 def recipe_dir(tmp_path_factory, request):
     out = tmp_path_factory.mktemp("recipe") / "av"
     # The speech cache outlives the test session (pytest's cache folder), so re-runs skip the synthesis.
-    env = {**os.environ, "CONTRASTLAB_CACHE": str(request.config.cache.mkdir("contrastlab-speech"))}
+    cache = getattr(request.config, "cache", None)
+    speech = cache.mkdir("contrastlab-speech") if cache is not None else tmp_path_factory.mktemp("speech")
+    env = {**os.environ, "CONTRASTLAB_CACHE": str(speech)}
     r = subprocess.run([sys.executable, "-m", "contrastlab", "recipe", "audio-visual", "--scale", "quick",
                         "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -14,15 +14,19 @@ from contrastlab.errors import UserError
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+#: The largest image side ``size=`` may ask for (larger would only exhaust memory).
+MAX_SIDE = 4096
+
+
 def check_image_options(channels: int, size) -> tuple[int, tuple[int, int] | None]:
-    """Validate ``channels`` (1 or 3) and ``size`` (None, an int or (height, width) of positive ints)."""
-    if channels not in (1, 3):
+    """Validate ``channels`` (1 or 3) and ``size`` (None, an int or (height, width) of ints in [1, 4096])."""
+    if isinstance(channels, bool) or channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     if size is None:
         return channels, None
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    if len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
-        raise ValueError(f"size must be a positive int or (height, width), got {size!r}")
+    hw = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (list, tuple)) else ()
+    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in hw):
+        raise ValueError(f"size must be an int or (height, width) of ints in [1, {MAX_SIDE}], got {size!r}")
     return channels, hw
 
 

@@ -111,7 +111,7 @@ def load_mnist1d(*, split: str = "train", seed: int = 0, n_samples: int = 5000) 
     The generator reseeds numpy's and Python's global random state; both are restored afterwards.
 
     Raises:
-        ValueError: For ``n_samples`` < 20.
+        ValueError: For ``n_samples`` outside [20, 1,000,000].
         contrastlab.errors.UserError: When mnist1d is not installed.
 
     Example:
@@ -120,8 +120,8 @@ def load_mnist1d(*, split: str = "train", seed: int = 0, n_samples: int = 5000) 
         (20, {'signal': (40,)})
     """
     check_split(split)
-    if not isinstance(n_samples, int) or n_samples < 20:
-        raise ValueError(f"n_samples must be an int >= 20, got {n_samples!r}")
+    if not isinstance(n_samples, int) or isinstance(n_samples, bool) or not 20 <= n_samples <= 1_000_000:
+        raise ValueError(f"n_samples must be an int in [20, 1000000], got {n_samples!r}")
     data = _mnist1d_arrays(n_samples)
     x, y = (data["x"], data["y"]) if split == "train" else (data["x_test"], data["y_test"])
     return TensorDataset("mnist1d", {"signal": torch.from_numpy(x.copy())}, torch.from_numpy(y.copy()),

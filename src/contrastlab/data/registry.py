@@ -72,4 +72,8 @@ def build_dataset(name: str, *, split: str = "train", seed: int = 0, **options) 
                 and p.name not in options and p.name not in ("split", "seed")]
     if required:
         raise ValueError(f"data set {name!r} needs the option {required[0]!r}")
-    return DATASETS[name](split=split, seed=seed, **options)
+    try:
+        return DATASETS[name](split=split, seed=seed, **options)
+    except TypeError as err:  # a value of the wrong type that no check caught: still the user's input
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ValueError(f"bad option value for data set {name!r} ({given}): {err}") from None

@@ -40,6 +40,8 @@ DEFAULT_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "cyan", "m
 #: Ranges of the continuous factors, in units of the image side (rotation in radians).
 RANGES: dict[str, tuple[float, float]] = {"x": (0.25, 0.75), "y": (0.25, 0.75),
                                           "size": (3 / 32, 7.5 / 32), "rotation": (0.0, 2 * math.pi)}
+#: Upper bounds on the size options: far above any experiment here, far below what would exhaust memory.
+MAX_ITEMS, MAX_IMAGE_SIZE = 10_000_000, 1024
 #: Factor groups accepted by :meth:`ShapesDataset.resample` besides the factor names.
 GROUPS: dict[str, tuple[str, ...]] = {"location": ("x", "y")}
 
@@ -51,7 +53,9 @@ def stream_seed(seed: int, *parts: object) -> int:
 
 
 def _names(value: Sequence[str], known: dict, what: str) -> tuple[str, ...]:
-    names = (value,) if isinstance(value, str) else tuple(value)
+    names = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, (list, tuple)) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{what}s must be a list of names, got {value!r}")
     for n in names:
         if n not in known:
             raise ValueError(f"unknown {what} {n!r}; known: {', '.join(known)}")
@@ -101,11 +105,20 @@ class ShapesDataset:
                  with_captions: bool = False, with_speech: bool = False, cache_dir: str | None = None,
                  workers: int | None = None):
         check_split(split)
-        for key, value in (("n_items", n_items), ("image_size", image_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "n_items" else 8):
-                raise ValueError(f"{key} must be an int >= {1 if key == 'n_items' else 8}, got {value!r}")
-        if n_test is not None and (not isinstance(n_test, int) or n_test < 1):
-            raise ValueError(f"n_test must be an int >= 1, got {n_test!r}")
+        for key, value, low, high in (("n_items", n_items, 1, MAX_ITEMS), ("n_test", n_test, 1, MAX_ITEMS),
+                                      ("image_size", image_size, 8, MAX_IMAGE_SIZE)):
+            if value is None and key == "n_test":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"{key} must be an int in [{low}, {high}], got {value!r}")
+        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        if cache_dir is not None and not isinstance(cache_dir, str):
+            raise ValueError(f"cache_dir must be a folder path, got {cache_dir!r}")
+        for key, flag in (("rotation", rotation), ("background", background), ("with_captions", with_captions),
+                          ("with_speech", with_speech)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{key} must be true or false, got {flag!r}")
         self.shape_names = _names(shapes, SHAPES, "shape")
         self.colour_names = _names(colours, PALETTE, "colour")
         self.background_names: tuple[str, ...] = tuple(BACKGROUNDS) if background else ()

@@ -125,6 +125,8 @@ def uniform_loss(x: Tensor, *, t: float = 2.0, check_normalized: bool = False) -
         raise ValueError(f"uniform_loss needs at least 2 rows (distinct pairs), got {n}")
     if check_normalized:
         check_unit_norm("x", x)
+    if x.dtype in (torch.bfloat16, torch.float16):  # torch.pdist has no half-precision CPU kernel
+        x = x.float()
     squared = torch.pdist(x, p=2).square()
     return torch.logsumexp(-t * squared, dim=0) - math.log(squared.numel())
 

@@ -8,12 +8,20 @@ output location, the batch against the number of processes and the objective, th
 model and objective built from the config, and (for ``resume``) that the last checkpoint fits
 them. A mistake therefore never leaves a half-made run behind, never deletes the run that
 ``--overwrite`` would have replaced, and never hangs other processes waiting in the process group.
+
+While it trains, the main process holds an exclusive lock on the run directory, so a second
+``train --overwrite`` or ``resume`` of the same directory is refused instead of deleting or
+interleaving with a live run.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from contrastlab.errors import UserError, check_can_create
@@ -92,6 +100,50 @@ def preflight(cfg, world_size: int):
     return comps
 
 
+@contextmanager
+def hold_run_dir(run_dir: Path, *, main: bool) -> Iterator[None]:
+    """Create ``run_dir`` if needed and hold an exclusive lock on it (the main process only).
+
+    The lock is an ``flock`` on the directory itself: it is released when the process ends, however
+    it ends, and nothing is written for it.
+
+    Raises:
+        UserError: another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: run unguarded
+        fcntl = None
+    if not main or fcntl is None:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"run directory {run_dir} is in use by another contrastlab process; "
+                            "wait for it to finish or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _clear(run_dir: Path) -> None:
+    """Empty a previous run's directory, keeping the directory (and so the lock held on it).
+
+    ``config.yaml`` goes last, so that at every moment the directory either still holds a run or is
+    empty: other processes of a torchrun job checking it meanwhile never see a folder that is neither.
+    """
+    config = run_dir / "config.yaml"
+    for child in sorted(run_dir.iterdir(), key=lambda p: p == config):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def _train(args: argparse.Namespace) -> int:
     from contrastlab.training.distributed import detect
     from contrastlab.training.loop import check_new_run_dir, train
@@ -101,8 +153,14 @@ def _train(args: argparse.Namespace) -> int:
     cfg.out = str(out)
     check_new_run_dir(out, overwrite=args.overwrite)
     check_can_create(out, "output directory")
-    comps = preflight(cfg, detect().world_size)
-    _report(train(cfg, out, overwrite=args.overwrite, dataset=comps.dataset, views=comps.views))
+    info = detect()
+    comps = preflight(cfg, info.world_size)
+    with hold_run_dir(out, main=info.is_main):
+        if info.is_main:
+            check_new_run_dir(out, overwrite=args.overwrite)  # again: another run may have finished there meanwhile
+            if args.overwrite:
+                _clear(out)
+        _report(train(cfg, out, overwrite=args.overwrite, dataset=comps.dataset, views=comps.views))
     return 0
 
 
@@ -114,9 +172,10 @@ def _resume(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     _, cfg = read_run_config(run_dir)
-    ckpt = read_checkpoint(last_checkpoint(run_dir))
-    world_size = detect().world_size
-    comps = preflight(cfg, world_size)
-    check_resumable(ckpt, comps.model, comps.objective, world_size=world_size)
-    _report(train(cfg, run_dir, resume=True, dataset=comps.dataset, views=comps.views))
+    info = detect()
+    with hold_run_dir(run_dir, main=info.is_main):
+        ckpt = read_checkpoint(last_checkpoint(run_dir))
+        comps = preflight(cfg, info.world_size)
+        check_resumable(ckpt, comps.model, comps.objective, world_size=info.world_size)
+        _report(train(cfg, run_dir, resume=True, dataset=comps.dataset, views=comps.views))
     return 0

@@ -31,8 +31,30 @@ class ViewsBase:
         return f"{type(self).__name__}(views={self.view_names}, modalities={self.view_modalities})"
 
 
+def check_name(name: str, value: object) -> str:
+    """``value`` if it is a string; ``ValueError`` naming the option otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a name (a string), got {value!r}")
+    return value
+
+
+def check_names(name: str, value: object) -> tuple[str, ...]:
+    """One name or a list of names as a tuple of strings; ``ValueError`` naming the option otherwise.
+
+    Example:
+        >>> check_names("modalities", "image"), check_names("modalities", ["image", "text"])
+        (('image',), ('image', 'text'))
+    """
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a name or a list of names, got {value!r}")
+    return tuple(value)
+
+
 def require_modality(dataset: Dataset, modality: str, *, ndim: int | None = None) -> tuple[int, ...]:
     """The per-item shape of ``modality`` in ``dataset``; ``ValueError`` naming what is there otherwise."""
+    check_name("modality", modality)
     if modality not in dataset.modalities:
         raise ValueError(f"data set {dataset.name!r} has no {modality!r} modality; it has "
                          f"{', '.join(dataset.modalities)}")

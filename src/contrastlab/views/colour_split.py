@@ -31,7 +31,7 @@ from torch import Tensor
 
 from contrastlab.data.base import Batch, Dataset
 from contrastlab.views import augment as A
-from contrastlab.views._common import ViewsBase, check_probability, check_range, require_modality
+from contrastlab.views._common import ViewsBase, check_names, check_probability, check_range, require_modality
 from contrastlab.views.colour import rgb_to_lab, rgb_to_ycbcr, sobel_magnitude
 
 _LAB = lambda x: rgb_to_lab(x) / 100.0  # noqa: E731
@@ -108,10 +108,10 @@ class ColourSplitViews(ViewsBase):
             raise ValueError(f"colour_split views need RGB images, but {dataset.name!r} images have "
                              f"{shape[0]} channel(s)")
         if views is None:
-            if space not in SPACES:
+            if not isinstance(space, str) or space not in SPACES:
                 raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
             views = SPACES[space]
-        views = (views,) if isinstance(views, str) else tuple(views)
+        views = check_names("views", views)
         unknown = [g for g in views if g not in GROUPS]
         if unknown:
             raise ValueError(f"unknown channel group {unknown[0]!r}; known: {', '.join(GROUPS)}")

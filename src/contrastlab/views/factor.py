@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.data.base import Batch
-from contrastlab.views._common import ViewsBase, check_count
+from contrastlab.views._common import ViewsBase, check_count, check_names
 
 PRESETS: dict[str, tuple[str, ...]] = {"A": ("colour",), "B": ("location",), "C": ("shape", "location")}
 
@@ -55,12 +55,12 @@ class FactorResampleViews(ViewsBase):
             raise ValueError(f"factor_resample views need a data set with factors (shapes), got {dataset.name!r}")
         if (resample is None) == (preset is None):
             raise ValueError("give exactly one of resample=[factor names] or preset='A'|'B'|'C'")
-        if preset is not None and preset not in PRESETS:
+        if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
         if preset is not None:
             names = PRESETS[preset]
         else:
-            names = (resample,) if isinstance(resample, str) else tuple(resample)
+            names = check_names("resample", resample)
         dataset.expand(names)  # validates the names against this data set
         check_count("n_views", n_views, 2)
         self.dataset, self.preset = dataset, preset

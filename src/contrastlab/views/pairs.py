@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.data.base import Batch, Dataset
-from contrastlab.views._common import ViewsBase, require_modality
+from contrastlab.views._common import ViewsBase, check_names, require_modality
 from contrastlab.views.simclr import SimCLRAugment
 
 
@@ -48,7 +48,7 @@ class ModalityPairViews(ViewsBase):
     def __init__(self, dataset: Dataset, *, modalities: Sequence[str] | None = None, augment_image: bool = False):
         if modalities is None:
             modalities = sorted(dataset.modalities, key=lambda m: (m != "image", m))
-        modalities = (modalities,) if isinstance(modalities, str) else tuple(modalities)
+        modalities = check_names("modalities", modalities)
         for m in modalities:
             require_modality(dataset, m)
         if len(modalities) < 2 or len(set(modalities)) != len(modalities):
@@ -85,8 +85,7 @@ class IdentityViews(ViewsBase):
     """
 
     def __init__(self, dataset: Dataset, *, modalities: Sequence[str] | None = None):
-        modalities = tuple(dataset.modalities) if modalities is None else (
-            (modalities,) if isinstance(modalities, str) else tuple(modalities))
+        modalities = tuple(dataset.modalities) if modalities is None else check_names("modalities", modalities)
         for m in modalities:
             require_modality(dataset, m)
         if not modalities:

@@ -64,7 +64,7 @@ class PatchViews(ViewsBase):
     def __init__(self, dataset: Dataset, *, patch_size: int | None = None, offset: int = 0,
                  direction: str = "diagonal"):
         c, h, w = require_modality(dataset, "image", ndim=3)
-        if direction not in DIRECTIONS:
+        if not isinstance(direction, str) or direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
         size = check_count("patch_size", min(h, w) // 2 if patch_size is None else patch_size, 1)
         check_count("offset", offset, 0)

@@ -62,4 +62,8 @@ def build_views(name: str, dataset: Dataset, **options) -> ViewGenerator:
     for key in options:
         if key not in allowed:
             raise ValueError(f"unknown option {key!r} for views {name!r}{_did_you_mean(key, allowed)}")
-    return VIEWS[name](dataset, **options)
+    try:
+        return VIEWS[name](dataset, **options)
+    except TypeError as err:  # a value of the wrong type that no check caught: still the user's input
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ValueError(f"bad option value for views {name!r} ({given}): {err}") from None

@@ -50,7 +50,9 @@ class SimCLRAugment:
                  brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.1,
                  gray_p: float = 0.2, blur_p: float = 0.5, blur_sigma: Sequence[float] = (0.1, 2.0),
                  blur_kernel: int | None = None):
-        self.size = (check_count("size[0]", int(size[0]), 2), check_count("size[1]", int(size[1]), 2))
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise ValueError(f"size must be (height, width) in pixels, got {size!r}")
+        self.size = (check_count("size[0]", size[0], 2), check_count("size[1]", size[1], 2))
         self.crop_scale = check_range("crop_scale", crop_scale, low=0.0, high=1.0, positive=True)
         self.crop_ratio = check_range("crop_ratio", crop_ratio, positive=True)
         self.flip_p, self.jitter_p = check_probability("flip_p", flip_p), check_probability("jitter_p", jitter_p)

@@ -58,12 +58,20 @@ def probe_run(run, features: Features, *, n_train: int, n_test: int, seed: int =
 
     Returns:
         ``{"linear": ..., "knn5": ...}``.
+
+    Raises:
+        ValueError: when the data set has no labels.
     """
-    train, test = run.dataset("train"), run.dataset("test")
-    x_tr, y_tr = features_of(train, subset(len(train), n_train, seed), features)
-    x_te, y_te = features_of(test, subset(len(test), n_test, seed + 1), features)
-    return {"linear": linear_probe(x_tr, y_tr, x_te, y_te)["test_accuracy"],
-            "knn5": knn_evaluate(x_tr, y_tr, x_te, y_te, protocols={"knn5": (5, None)})["knn5"]}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the evaluation: the same numbers whatever the machine, and faster
+    try:
+        train, test = run.dataset("train"), run.dataset("test")
+        x_tr, y_tr = features_of(train, subset(len(train), n_train, seed), features)
+        x_te, y_te = features_of(test, subset(len(test), n_test, seed + 1), features)
+        return {"linear": linear_probe(x_tr, y_tr, x_te, y_te)["test_accuracy"],
+                "knn5": knn_evaluate(x_tr, y_tr, x_te, y_te, protocols={"knn5": (5, None)})["knn5"]}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def tower_features(model, views, towers: Sequence[str], *, stage: str) -> Features:

@@ -86,6 +86,7 @@ def summarize(recipe, outcomes: dict, out_dir: Path, *, core: str = "L") -> Summ
         measured[name] = (len(views), mode, acc, backbone["linear"])
         rows.append([name, " + ".join(views), len(views), mode, acc["backbone"]["linear"], acc["backbone"]["knn5"],
                      acc["head"]["linear"], backbone["linear"], head["linear"], head["mi_bound"]])
+    fresh = None
     if outcomes:
         fresh = _core_accuracy(next(iter(outcomes.values())), core, int(recipe.eval.get("seed", 0)), random_init=True)
         rows.append(["random init", core, None, "(baseline)", fresh["backbone"]["linear"], fresh["backbone"]["knn5"],
@@ -123,6 +124,15 @@ def summarize(recipe, outcomes: dict, out_dir: Path, *, core: str = "L") -> Summ
             summary.checks.append(Check(
                 f"more views help: some run with 3 or 4 views gives a more accurate {core} encoder than 2 views",
                 max(more) > base, f"best {max(more):.3f} vs {base:.3f}"))
+    if fresh is not None and measured:
+        best = max(a["backbone"]["knn5"] for _, _, a, _ in measured.values())
+        if fresh["backbone"]["knn5"] >= best:
+            summary.findings.append(
+                f"The untrained {core} encoder's 5-NN accuracy ({fresh['backbone']['knn5']:.3f}) beats every trained "
+                f"one (best {best:.3f}); its linear probe does not ({fresh['backbone']['linear']:.3f}). Untrained, "
+                "the backbone is positively homogeneous (convolutions without bias, batch norm with fresh unit "
+                "statistics, ReLU, average pooling): f(c x) = c f(x), so cosine neighbours ignore how bright a "
+                "shape is in L, and the pooling ignores where it is, leaving shape and size.")
     pairs = {}
     for name, (m, mode, acc, _) in measured.items():
         if m > 2:

@@ -50,7 +50,7 @@ def _grid_accuracy(outcome, grid: int, seed: int, *, random_init: bool = False) 
             for stage in ("backbone", "head")}
 
 
-def _figure(rows: list[dict], path: Path, grid: int) -> Path:
+def _figure(rows: list[dict], path: Path, grid: int, fresh: dict | None) -> Path:
     fig = new_figure(8.6, 3.3)
     d = [r["d"] for r in rows]
     ax = fig.add_subplot(1, 2, 1)
@@ -68,6 +68,9 @@ def _figure(rows: list[dict], path: Path, grid: int) -> Path:
              label=f"whole image ({grid}x{grid} patches), 5-NN")
     ax2.plot(d, [r["eval_linear"] for r in rows], marker=".", ls="--", color=PALETTE[7],
              label="one patch as evaluated, linear")
+    if fresh is not None:
+        ax2.axhline(fresh["backbone"]["linear"], color=PALETTE[1], ls=":", lw=0.9, label="untrained, linear")
+        ax2.axhline(fresh["backbone"]["knn5"], color=PALETTE[2], ls=":", lw=0.9, label="untrained, 5-NN")
     ax2.set_title("Shape accuracy (backbone features)", fontsize=10)
     for a in (ax, ax2):
         a.set_xlabel("offset d (pixels, diagonal)", fontsize=9)
@@ -106,10 +109,17 @@ def summarize(recipe, outcomes: dict, out_dir: Path, *, grid: int = 3) -> Summar
     table_rows = [[r["name"], r["d"], r["loss"], r["mi"], r["log_k"], r["grid"]["backbone"]["linear"],
                    r["grid"]["backbone"]["knn5"], r["grid"]["head"]["linear"], r["eval_linear"], r["alignment"]]
                   for r in rows]
+    fresh = None
     if rows:
         fresh = _grid_accuracy(outcomes[rows[0]["name"]], grid, seed, random_init=True)
         table_rows.append(["random init", None, None, None, None, fresh["backbone"]["linear"],
                            fresh["backbone"]["knn5"], fresh["head"]["linear"], None, None])
+        for key, what in (("linear", "linear probe"), ("knn5", "5-NN")):
+            beaten = [r["d"] for r in rows if r["grid"]["backbone"][key] < fresh["backbone"][key]]
+            if beaten:
+                summary.findings.append(
+                    f"The untrained encoder ({what} {fresh['backbone'][key]:.3f}) beats the trained ones at "
+                    f"d = {', '.join(map(str, beaten))}: training on those views made the features worse for shape.")
     summary.tables.append(Table(
         "Mutual-information bound and accuracy against the distance between the patches",
         ["run", "d", "held-out InfoNCE", "MI bound (nats)", "log k", "image backbone + linear", "image backbone + 5-NN",
@@ -120,7 +130,7 @@ def summarize(recipe, outcomes: dict, out_dir: Path, *, grid: int = 3) -> Summar
              "would be centred (it moves towards the corner as d grows). random init: the same architecture untrained, "
              "read like the others. An MI bound below 0 certifies nothing."))
     if len(rows) >= 2 and all(r["mi"] is not None for r in rows):
-        _figure(rows, out_dir / "view_distance.png", grid)
+        _figure(rows, out_dir / "view_distance.png", grid, fresh)
         summary.figures["The MI bound and the shape accuracy against the offset d"] = "view_distance.png"
         d, mi = [r["d"] for r in rows], [r["mi"] for r in rows]
         rho = float(spearmanr(d, mi).statistic) if len(set(mi)) > 1 else 0.0
