@@ -3,8 +3,8 @@
 A run is trained and evaluated, then trained again from scratch into the same folder (``--overwrite``)
 and evaluated again, each command in its own process. Everything computed must match exactly:
 every value of ``metrics.csv`` but the clock columns, every value of ``eval/metrics.json`` but the
-elapsed seconds, every figure byte for byte (but the training curves, which plot throughput), and the final weights bit for bit. A different seed must change them (so the
-comparison can fail).
+elapsed seconds, every figure byte for byte (but the training curves, which plot throughput), and
+the final weights bit for bit. A different seed must change them (so the comparison can fail).
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ def check_state_fits(saved: Mapping[str, Tensor], expected: Mapping[str, Tensor]
         >>> check_state_fits({"w": torch.zeros(3)}, {"w": torch.ones(2)}, what="model", source="ckpt")
         Traceback (most recent call last):
         ...
-        contrastlab.errors.UserError: checkpoint ckpt does not fit this model: 'w' is (3,) in the checkpoint but (2,) in the model (a checkpoint of another architecture or config?)
+        contrastlab.errors.UserError: checkpoint ckpt does not fit this model: 'w' is (3,) in the checkpoint but (2,) ...
     """
     problems = [
         f"{k!r} is {tuple(saved[k].shape)} in the checkpoint but {tuple(v.shape)} in the {what}"

@@ -91,7 +91,7 @@ def train(
     """
     run_dir = Path(run_dir)
     info = distributed.detect()
-    if not resume:
+    if not resume and info.is_main:  # only rank 0 owns the run directory; other ranks would race its creation
         check_new_run_dir(run_dir, overwrite=overwrite)
     device = choose_device(cfg.device, info)
     if cfg.threads:

@@ -193,6 +193,11 @@ def summarize(recipe, outcomes: dict, out_dir: Path) -> Summary:
         summary.figures["Final loss and accuracy against the temperature"] = "normalisation_temperature.png"
 
     _checks(main, summary)
+    if outcomes:
+        raw = accuracy_row(next(iter(outcomes.values())), "raw")
+        if raw["linear"] is not None:
+            summary.findings.append(f"Baseline: raw pixels reach {raw['linear']:.3f} linear and {raw['knn5']:.3f} "
+                                    "5-NN accuracy on the same items.")
     for space, what in (("sphere", "on the sphere"), ("none", "unconstrained")):
         if space in swept:
             losses = [r[1] for r in swept[space]]
