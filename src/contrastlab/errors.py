@@ -90,3 +90,16 @@ def check_can_create(path: str | os.PathLike, what: str) -> None:
     folder = existing if existing.is_dir() else existing.parent
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"cannot create {what} {path}: {folder} is not writable")
+
+
+def did_you_mean(name: str, known) -> str:
+    """The hint after an unknown name: the closest known one, else the list of known names.
+
+    Example:
+        >>> did_you_mean("nt_xnet", ["nt_xent", "clip"]), did_you_mean("zzz", ["b", "a"])
+        ("; did you mean 'nt_xent'?", '; known: a, b')
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(map(str, known)))}"

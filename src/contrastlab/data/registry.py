@@ -5,12 +5,12 @@ Only the names listed here can be built (nothing is imported from a user-supplie
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 
 from contrastlab.data._split import check_split
 from contrastlab.data.base import Dataset
+from contrastlab.errors import did_you_mean
 from contrastlab.data.bundled import load_digits, load_mnist, load_mnist1d
 from contrastlab.data.manifest import load_manifest
 from contrastlab.data.shapes import ShapesDataset
@@ -27,15 +27,12 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def _did_you_mean(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
 
 
 def dataset_options(name: str) -> tuple[str, ...]:
     """The option names the data set ``name`` accepts (besides ``split`` and ``seed``)."""
     if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}{_did_you_mean(name, DATASETS)}")
+        raise ValueError(f"unknown data set {name!r}{did_you_mean(name, DATASETS)}")
     params = inspect.signature(DATASETS[name]).parameters
     return tuple(p for p in params if p not in ("split", "seed", "self"))
 
@@ -65,7 +62,7 @@ def build_dataset(name: str, *, split: str = "train", seed: int = 0, **options) 
     check_split(split)
     for key in options:
         if key not in allowed:
-            known = _did_you_mean(key, allowed) if allowed else f"; data set {name!r} takes no options"
+            known = did_you_mean(key, allowed) if allowed else f"; data set {name!r} takes no options"
             raise ValueError(f"unknown option {key!r} for data set {name!r}{known}")
     required = [p.name for p in inspect.signature(DATASETS[name]).parameters.values()
                 if p.default is inspect.Parameter.empty and p.kind is inspect.Parameter.KEYWORD_ONLY

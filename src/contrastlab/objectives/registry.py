@@ -6,9 +6,9 @@ a config can only ever name an objective that is listed here (no arbitrary impor
 
 from __future__ import annotations
 
-import difflib
 from importlib import import_module
 
+from contrastlab.errors import did_you_mean
 from contrastlab.objectives._spec import ObjectiveSpec
 
 _MODULES: tuple[str, ...] = (
@@ -43,9 +43,7 @@ def get_objective(name: str) -> ObjectiveSpec:
     try:
         return OBJECTIVES[name]
     except KeyError:
-        close = difflib.get_close_matches(name, OBJECTIVES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(OBJECTIVES))}"
-        raise ValueError(f"unknown objective {name!r}{hint}") from None
+        raise ValueError(f"unknown objective {name!r}{did_you_mean(name, OBJECTIVES)}") from None
 
 
 def build_objective(name: str, **options):

@@ -23,12 +23,13 @@ and views only through their registries.
 from __future__ import annotations
 
 import copy
-import difflib
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import yaml
+
+from contrastlab.errors import did_you_mean
 
 SCALES = ("quick", "demo", "full")
 
@@ -94,9 +95,7 @@ def load_recipe(name: str) -> Recipe:
     """
     names = recipe_names()
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(names)}"
-        raise ValueError(f"unknown recipe {name!r}{hint}")
+        raise ValueError(f"unknown recipe {name!r}{did_you_mean(name, names)}")
     raw = yaml.safe_load((_configs() / f"{name}.yaml").read_text())
     unknown = set(raw) - _KEYS
     if unknown:

@@ -5,11 +5,11 @@ Only the names listed here can be built (nothing is imported from a user-supplie
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 
 from contrastlab.data.base import Dataset
+from contrastlab.errors import did_you_mean
 from contrastlab.views.base import ViewGenerator
 from contrastlab.views.colour_split import ColourSplitViews
 from contrastlab.views.factor import FactorResampleViews
@@ -29,15 +29,12 @@ VIEWS: dict[str, Callable[..., ViewGenerator]] = {
 }
 
 
-def _did_you_mean(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
 
 
 def view_options(name: str) -> tuple[str, ...]:
     """The option names the view generator ``name`` accepts."""
     if name not in VIEWS:
-        raise ValueError(f"unknown views {name!r}{_did_you_mean(name, VIEWS)}")
+        raise ValueError(f"unknown views {name!r}{did_you_mean(name, VIEWS)}")
     params = [p for p in inspect.signature(VIEWS[name]).parameters.values()
               if p.name != "dataset" and p.kind is not inspect.Parameter.VAR_KEYWORD]
     names = tuple(p.name for p in params)
@@ -61,7 +58,7 @@ def build_views(name: str, dataset: Dataset, **options) -> ViewGenerator:
     allowed = view_options(name)
     for key in options:
         if key not in allowed:
-            raise ValueError(f"unknown option {key!r} for views {name!r}{_did_you_mean(key, allowed)}")
+            raise ValueError(f"unknown option {key!r} for views {name!r}{did_you_mean(key, allowed)}")
     try:
         return VIEWS[name](dataset, **options)
     except TypeError as err:  # a value of the wrong type that no check caught: still the user's input
