@@ -76,6 +76,10 @@ def test_overrides_with_dotted_keys_and_yaml_values(tmp_path):
         ("optim.betas=[0.9]", "optim.betas: expected a list of 2 values"),
         ("schedule.min_lr_ratio=2", "schedule.min_lr_ratio must be in [0, 1], got 2.0"),
         ("optim.lr=.inf", "optim.lr: expected a finite number, got inf"),
+        ("seed=-1", "seed must be in [0, 2**63), got -1"),
+        ("seed=9223372036854775808", "seed must be in [0, 2**63), got 9223372036854775808"),
+        ("threads=0", "threads must be in [1, 1024], got 0"),
+        ("threads=4096", "threads must be in [1, 1024], got 4096"),
     ],
 )
 def test_errors_name_the_key_and_the_allowed(tmp_path, override, message):
@@ -116,6 +120,12 @@ def test_missing_required_and_malformed(tmp_path):
         load_config(write(tmp_path, "- a\n- b\n"))
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ValueError, match=f"config {tmp_path} is a folder, not a YAML file"):
+        load_config(tmp_path)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"data: {name: caf\xe9}\n")
+    with pytest.raises(ValueError, match=f"config file {latin} is not UTF-8 text .* at byte 16"):
+        load_config(latin)
 
 
 def test_set_dotted_rejects_bad_assignments():

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 import yaml
@@ -6,7 +8,7 @@ from _train_fixtures import Clusters, FailingViews, NoisyViews, PairViews, TwoMo
 from contrastlab.errors import UserError
 from contrastlab.training import NonFiniteLoss, config_from_dict, train
 from contrastlab.training.build import build_components
-from contrastlab.training.checkpoint import CheckpointManager, read_checkpoint
+from contrastlab.training.checkpoint import INDEX, CheckpointManager, read_checkpoint
 from contrastlab.training.logging import COLUMNS, read_metrics
 
 ensure_objectives()
@@ -103,6 +105,46 @@ def test_output_directory_rules(tmp_path):
     with pytest.raises(UserError, match="no checkpoint to resume from"):
         (tmp_path / "empty").mkdir()
         run(tmp_path, "empty", cfg=config(steps=5), resume=True)
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_with_a_config_that_does_not_build_keeps_the_old_run(tmp_path):
+    run(tmp_path, cfg=config(steps=10))
+    before = snapshot(tmp_path / "run")
+    with pytest.raises(ValueError, match="takes exactly 2 views"):
+        run(tmp_path, cfg=config(steps=10), views=NoisyViews(count=3), overwrite=True)
+    assert snapshot(tmp_path / "run") == before
+
+
+def test_resume_refuses_a_checkpoint_that_does_not_fit_and_deletes_nothing(tmp_path):
+    cfg = config(steps=20, **{"checkpoint.every": 5, "checkpoint.keep_last": 4})
+    run(tmp_path, cfg=cfg)
+    before = snapshot(tmp_path / "run")
+    wider = config(steps=20, **{"checkpoint.every": 5, "model.encoder.options": "{hidden: [48]}"})
+    with pytest.raises(UserError, match="does not fit this model"):
+        run(tmp_path, cfg=wider, resume=True)
+    assert snapshot(tmp_path / "run") == before
+
+
+def test_resume_discards_checkpoints_written_after_the_one_it_continues_from(tmp_path):
+    cfg = config(steps=20, **{"checkpoint.every": 5, "checkpoint.keep_last": 4})
+    run(tmp_path, "straight", cfg=cfg)
+    run(tmp_path, "crashed", cfg=cfg)
+    manager = CheckpointManager(tmp_path / "crashed" / "checkpoints", keep_last=4)
+    # as if the run was killed after writing step 20 but before the index named it "last"
+    index_file = manager.directory / INDEX
+    index = json.loads(index_file.read_text())
+    index["last"] = "step-00000010"
+    index_file.write_text(json.dumps(index))
+    assert "step-00000020" in CheckpointManager(manager.directory).names()
+    run(tmp_path, "crashed", cfg=cfg, resume=True)
+    assert not list(manager.directory.glob("*.tmp"))
+    assert CheckpointManager(manager.directory).path("last").name == "step-00000020"
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "crashed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_epochs_schedule_and_other_objective_kinds(tmp_path):

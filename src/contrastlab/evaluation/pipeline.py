@@ -38,6 +38,7 @@ from contrastlab.evaluation.invariance import invariance_report
 from contrastlab.evaluation.knn import knn_evaluate
 from contrastlab.evaluation.probe import linear_probe
 from contrastlab.evaluation.retrieval import retrieval_metrics
+from contrastlab.files import atomic_write_text
 from contrastlab.views.base import ViewGenerator
 
 STAGES: tuple[str, ...] = ("head", "backbone")
@@ -340,11 +341,7 @@ def write_json(metrics: dict, path: str | Path) -> Path:
         >>> p.read_text().split()
         ['{', '"a":', 'null,', '"b":', '[', '1,', '2', ']', '}']
     """
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n")
 
 
 def evaluate_run_dir(run_dir: str | Path, *, options: EvalOptions = EvalOptions()) -> dict:

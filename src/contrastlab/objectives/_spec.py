@@ -24,3 +24,4 @@ class ObjectiveSpec:
     formula: str  #: one line, plain text, e.g. "-log exp(s_ii/t) / sum_j exp(s_ij/t)"
     reference: str  #: "Oord et al. 2018, arXiv:1807.03748"
     uses_negatives: bool = True  #: needs a batch of >= 2 items (in-batch negatives)
+    min_modalities: int = 1  #: distinct modalities the views must cover (a multimodal autoencoder fuses >= 2)

@@ -15,6 +15,7 @@ def _list(args: argparse.Namespace) -> int:
 
     width = max((len(n) for n in OBJECTIVES), default=0)
     for name, spec in sorted(OBJECTIVES.items()):
-        print(f"{name:<{width}}  [{spec.kind}]  {spec.formula}")
+        needs = f", {spec.min_modalities}+ modalities" if spec.min_modalities > 1 else ""
+        print(f"{name:<{width}}  [{spec.kind}{needs}]  {spec.formula}")
         print(f"{'':<{width}}  {spec.reference}")
     return 0

@@ -230,5 +230,6 @@ SPECS: list[ObjectiveSpec] = [
         formula="sum_m w_m mean_j (x_hat_mj - x_mj)^2 / sum_m w_m, every modality decoded from the fused code",
         reference="Ngiam et al. 2011, Multimodal Deep Learning, ICML",
         uses_negatives=False,
+        min_modalities=2,
     ),
 ]

@@ -9,6 +9,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from contrastlab.files import atomic_write_bytes
+
 #: Colours for classes and encoders (matplotlib's tab10, cycled).
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -56,8 +58,7 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png_bytes(fig))
-    return path
+    return atomic_write_bytes(path, png_bytes(fig))
 
 
 def as_numpy(x) -> np.ndarray:

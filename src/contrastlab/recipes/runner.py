@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from contrastlab.errors import UserError
+from contrastlab.files import atomic_write_text
 from contrastlab.recipes.spec import SCALES, Recipe, load_recipe
 from contrastlab.recipes.summary import Summary
 
@@ -79,9 +80,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def run_recipe(
@@ -211,11 +210,7 @@ def write_recipe_report(recipe: Recipe, scale: str, outcomes: dict[str, RunOutco
 
     page = build_report([o.run_dir for o in outcomes.values()], title=f"contrastlab recipe: {recipe.name}",
                         preamble=summary_html(recipe, scale, summary, out_dir))
-    path = out_dir / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(out_dir / "report.html", page)
 
 
 def print_summary(result: RecipeResult, stream=sys.stdout) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contrastlab.files import atomic_write_text
+
 
 @dataclass
 class Table:
@@ -68,10 +70,8 @@ class Summary:
         return "\n\n".join(parts) + "\n"
 
     def write(self, out_dir: Path) -> None:
-        tmp = out_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
-        tmp.replace(out_dir / "summary.json")
-        (out_dir / "summary.md").write_text(self.markdown())
+        atomic_write_text(out_dir / "summary.json", json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        atomic_write_text(out_dir / "summary.md", self.markdown())
 
 
 def fmt(value: Any) -> str:

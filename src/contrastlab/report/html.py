@@ -18,6 +18,7 @@ from string import Template
 
 from contrastlab import __version__
 from contrastlab.errors import UserError
+from contrastlab.files import atomic_write_text
 from contrastlab.plots import alignment_uniformity_scatter, png_bytes
 from contrastlab.report.tables import config_table, invariance_table, metrics_table
 
@@ -211,5 +212,4 @@ def write_report(run_dirs: list[str | Path], out: str | Path, *, title: str | No
     out = Path(out)
     html = build_report(run_dirs, title=title)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
-    return out
+    return atomic_write_text(out, html)

@@ -102,6 +102,14 @@ def check_compatible(cfg: TrainConfig, kind: str, views: ViewGenerator, dataset:
         raise ValueError(f"objective {name!r} is {kind} and takes exactly 2 views, but {made}; objectives for {n} views: {fits}")
     if kind == "multiview" and n < 2:
         raise ValueError(f"objective {name!r} takes 2 or more views, but {made}")
+    modalities = sorted(set(views.view_modalities.values()))
+    need = get_objective(name).min_modalities
+    if len(modalities) < need:
+        alone = "autoencoder" if kind == "reconstruction" else "a single-modality objective"
+        raise ValueError(
+            f"objective {name!r} needs views of at least {need} modalities, but {made} of modality "
+            f"{', '.join(map(repr, modalities))}; use views that pair modalities, or {alone!r}"
+        )
     if kind == "supervised" and dataset.num_classes is None:
         raise ValueError(f"objective {name!r} is supervised, but data set {cfg.data.name!r} has no labels")
     if cfg.model.queue_size is not None and kind != "pairwise":

@@ -30,48 +30,15 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from contrastlab.errors import UserError, one_line
+from contrastlab.files import atomic_write_bytes, atomic_write_text, fsync_dir  # noqa: F401 - re-exported
 
 INDEX = "index.json"
 MODEL_FILE, OBJECTIVE_FILE = "model.safetensors", "objective.safetensors"
 STATE_FILE, META_FILE = "state.safetensors", "state.json"
 _NAME = re.compile(r"step-[0-9]{8}")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some file systems cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The bytes go to ``path.tmp`` in the same directory, are flushed and ``fsync``-ed, and the
-    temporary file is renamed over ``path`` (atomic on POSIX); the directory is then synced.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _tensors_bytes(tensors: Mapping[str, Tensor]) -> bytes:
@@ -171,7 +138,7 @@ def write_checkpoint(
     if path.exists():
         discard(path)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -199,7 +166,7 @@ def discard(path: str | Path) -> None:
     if doomed.exists():
         shutil.rmtree(doomed)
     os.replace(path, doomed)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     shutil.rmtree(doomed, ignore_errors=True)
 
 
@@ -261,6 +228,40 @@ def check_state_fits(saved: Mapping[str, Tensor], expected: Mapping[str, Tensor]
         raise UserError(
             f"checkpoint {source} does not fit this {what}: {'; '.join(problems)} (a checkpoint of another architecture or config?)"
         )
+
+
+def checkpoint_step(ckpt: Checkpoint) -> int:
+    """The training step a checkpoint was written at, checked."""
+    step = ckpt.meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UserError(f"checkpoint {ckpt.path} has no valid step in its state.json (got {step!r})")
+    return step
+
+
+def check_resumable(ckpt: Checkpoint, model: nn.Module, objective: nn.Module, *, world_size: int) -> None:
+    """Refuse to resume from a checkpoint that does not fit the run as it is about to restart.
+
+    Checks the weights against the freshly built model and objective, and that the checkpoint holds
+    the step, the optimiser state and one random-generator state per process.
+
+    Raises:
+        UserError: naming the checkpoint and what does not fit.
+    """
+    check_state_fits(ckpt.model, model.state_dict(), what="model", source=ckpt.path)
+    check_state_fits(ckpt.objective, objective.state_dict(), what="objective", source=ckpt.path)
+    meta = ckpt.meta
+    checkpoint_step(ckpt)
+    saved_world = meta.get("world_size")
+    if not isinstance(meta.get("optimizer"), dict) or not {"state", "param_groups"} <= set(meta["optimizer"]):
+        raise UserError(f"checkpoint {ckpt.path} holds no optimiser state; it cannot be resumed exactly")
+    if saved_world != world_size:
+        raise UserError(
+            f"this run was trained with {saved_world} process(es); resume it with the same number "
+            f"(got {world_size}) so it continues exactly"
+        )
+    missing = [f"rng.{name}.{r}" for r in range(world_size) for name in ("views", "torch") if f"rng.{name}.{r}" not in ckpt.tensors]
+    if missing:
+        raise UserError(f"checkpoint {ckpt.path} lacks the random-generator state {missing[0]!r}; it cannot be resumed exactly")
 
 
 class CheckpointManager:

@@ -50,18 +50,6 @@ def _report(result) -> None:
         print(f"trained {result.step} steps, final loss {loss}; run in {result.run_dir}")
 
 
-def _load_config(path: str, overrides: list[str]):
-    """``load_config`` with the file problems it leaves to the caller named on one line."""
-    from contrastlab.training.config import load_config
-
-    if Path(path).is_dir():
-        raise UserError(f"config {path} is a folder, not a YAML file")
-    try:
-        return load_config(path, overrides)
-    except UnicodeDecodeError as err:
-        raise UserError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-
-
 def preflight(cfg, world_size: int):
     """Build and check everything a run needs, before anything is written.
 
@@ -146,9 +134,10 @@ def _clear(run_dir: Path) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from contrastlab.training.distributed import detect
+    from contrastlab.training.config import load_config
     from contrastlab.training.loop import check_new_run_dir, train
 
-    cfg = _load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
     out = Path(args.out or cfg.out or Path("runs") / Path(args.config).stem)
     cfg.out = str(out)
     check_new_run_dir(out, overwrite=args.overwrite)
@@ -165,10 +154,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from contrastlab.training.checkpoint import read_checkpoint
+    from contrastlab.training.checkpoint import check_resumable, read_checkpoint
     from contrastlab.training.distributed import detect
     from contrastlab.training.loop import train
-    from contrastlab.training.run import check_resumable, last_checkpoint, read_run_config
+    from contrastlab.training.run import last_checkpoint, read_run_config
 
     run_dir = Path(args.run_dir)
     _, cfg = read_run_config(run_dir)

@@ -127,13 +127,17 @@ class TrainConfig:
     batch_size: int = 256  #: the global batch (split over processes)
     epochs: int | None = None
     steps: int | None = None  #: give exactly one of epochs and steps
-    seed: int = 0
+    seed: int = 0  #: in [0, 2**63), so that torch and numpy both take it
     precision: Literal["fp32", "bf16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None  #: torch.set_num_threads in each process
     out: str | None = None  #: the run directory
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+
+#: More threads than any machine we know of has cores; torch dies allocating the stacks of 100,000.
+MAX_THREADS = 1024
 
 
 def _require(ok: bool, key: str, rule: str, value: Any) -> None:
@@ -156,7 +160,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     for key in ("epochs", "steps"):
         value = getattr(cfg, key)
         _require(value is None or value > 0, key, "> 0", value)
-    _require(cfg.threads is None or cfg.threads > 0, "threads", "> 0", cfg.threads)
+    _require(0 <= cfg.seed < 2**63, "seed", "in [0, 2**63)", cfg.seed)
+    _require(cfg.threads is None or 0 < cfg.threads <= MAX_THREADS, "threads", f"in [1, {MAX_THREADS}]", cfg.threads)
     o = cfg.optim
     _require(o.lr > 0, "optim.lr", "> 0", o.lr)
     _require(o.weight_decay >= 0, "optim.weight_decay", ">= 0", o.weight_decay)
@@ -227,12 +232,19 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: malformed YAML or an invalid config, naming the key.
+        ValueError: a folder, text that is not UTF-8, malformed YAML or an invalid config, naming the
+            file or the key.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config {path} is a folder, not a YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    raw = parse_yaml(path.read_text(encoding="utf-8"), source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    raw = parse_yaml(text, source=str(path))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

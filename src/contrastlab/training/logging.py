@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from contrastlab.training.checkpoint import atomic_write_text
+from contrastlab.files import atomic_write_text
 
 #: The columns of ``metrics.csv``, in order. ``norm`` is the mean L2 norm of the embeddings the objective
 #: saw (1 on the sphere; it grows without bound when an unconstrained loss can fall by scaling up);

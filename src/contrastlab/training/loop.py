@@ -14,10 +14,19 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from contrastlab.data.base import Dataset
-from contrastlab.errors import UserError
+from contrastlab.errors import UserError, one_line
 from contrastlab.training import distributed
 from contrastlab.training.build import Components, build_components
-from contrastlab.training.checkpoint import CheckpointManager, atomic_write_text, flatten_optimizer, read_checkpoint, unflatten_optimizer
+from contrastlab.training.checkpoint import (
+    CheckpointManager,
+    atomic_write_text,
+    check_resumable,
+    checkpoint_step,
+    discard,
+    flatten_optimizer,
+    read_checkpoint,
+    unflatten_optimizer,
+)
 from contrastlab.training.config import TrainConfig, config_to_dict
 from contrastlab.training.logging import MetricsLog, Progress, TensorBoard
 from contrastlab.training.optim import build_optimizer, lr_factor, set_lr
@@ -133,8 +142,8 @@ class _Run:
 
     def run(self, *, resume: bool, dataset: Dataset | None, views: ViewGenerator | None) -> TrainResult:
         cfg, info, device = self.cfg, self.info, self.device
+        comps = self._build(dataset, views)  # a config that does not build never touches the run directory
         self._setup_dir(resume)
-        comps = self._build(dataset, views)
         module = comps.loss_module().to(device)
         if info.enabled and device.type == "cuda" and cfg.model.sync_batchnorm:
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
@@ -170,16 +179,14 @@ class _Run:
         if path is None or not path.is_dir():
             raise UserError(f"no checkpoint to resume from in {manager.directory}")
         ckpt = read_checkpoint(path)
-        meta = ckpt.meta
-        if meta["world_size"] != self.info.world_size:
-            raise UserError(
-                f"this run was trained with {meta['world_size']} process(es); resume it with the same number "
-                f"(got {self.info.world_size}) so it continues exactly"
-            )
+        check_resumable(ckpt, module.model, module.objective, world_size=self.info.world_size)
         module.model.load_state_dict(ckpt.model)
         if ckpt.objective:
             module.objective.load_state_dict(ckpt.objective)
-        optimizer.load_state_dict(unflatten_optimizer(ckpt.tensors, meta["optimizer"]))
+        try:
+            optimizer.load_state_dict(unflatten_optimizer(ckpt.tensors, ckpt.meta["optimizer"]))
+        except (KeyError, ValueError, TypeError) as err:
+            raise UserError(f"checkpoint {path} holds an optimiser state that does not fit this run ({one_line(err)})") from None
         r = self.info.rank
         view_rng.set_state(ckpt.tensors[f"rng.views.{r}"])
         torch.set_rng_state(ckpt.tensors[f"rng.torch.{r}"])
@@ -188,8 +195,9 @@ class _Run:
         if self.info.is_main:  # checkpoints a killed run wrote after the one we resume from
             for name in manager.names():
                 if name > path.name:
-                    shutil.rmtree(manager.directory / name, ignore_errors=True)
-        return int(meta["step"]), float(meta.get("elapsed_s", 0.0))
+                    discard(manager.directory / name)
+        elapsed = ckpt.meta.get("elapsed_s", 0.0)
+        return checkpoint_step(ckpt), float(elapsed) if isinstance(elapsed, (int, float)) else 0.0
 
     def _rng_tensors(self, view_rng: torch.Generator) -> dict[str, torch.Tensor]:
         states = {"views": view_rng.get_state(), "torch": torch.get_rng_state()}

@@ -13,7 +13,7 @@ from contrastlab.encoders.model import MultiViewModel
 from contrastlab.errors import UserError
 from contrastlab.training._schema import parse_yaml
 from contrastlab.training.build import build_components, make_dataset
-from contrastlab.training.checkpoint import Checkpoint, CheckpointManager, check_state_fits, read_checkpoint
+from contrastlab.training.checkpoint import CheckpointManager, check_state_fits, checkpoint_step, read_checkpoint
 from contrastlab.training.config import TrainConfig, config_from_dict
 from contrastlab.training.loop import CONFIG_FILE, METRICS_FILE
 from contrastlab.views.base import ViewGenerator
@@ -51,39 +51,6 @@ def last_checkpoint(run_dir: str | Path, which: str = "last") -> Path:
     if path is None or not path.is_dir():
         raise UserError(f"run {run_dir} has no checkpoint yet")
     return path
-
-
-def _step(ckpt: Checkpoint) -> int:
-    step = ckpt.meta.get("step")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise UserError(f"checkpoint {ckpt.path} has no valid step in its state.json (got {step!r})")
-    return step
-
-
-def check_resumable(ckpt: Checkpoint, model: nn.Module, objective: nn.Module, *, world_size: int) -> None:
-    """Refuse to resume from a checkpoint that does not fit the run as it is about to restart.
-
-    Checks the weights against the freshly built model and objective, and that the checkpoint holds
-    the step, the optimiser state and one random-generator state per process.
-
-    Raises:
-        UserError: naming the checkpoint and what does not fit.
-    """
-    check_state_fits(ckpt.model, model.state_dict(), what="model", source=ckpt.path)
-    check_state_fits(ckpt.objective, objective.state_dict(), what="objective", source=ckpt.path)
-    meta = ckpt.meta
-    _step(ckpt)
-    saved_world = meta.get("world_size")
-    if not isinstance(meta.get("optimizer"), dict) or not {"state", "param_groups"} <= set(meta["optimizer"]):
-        raise UserError(f"checkpoint {ckpt.path} holds no optimiser state; it cannot be resumed exactly")
-    if saved_world != world_size:
-        raise UserError(
-            f"this run was trained with {saved_world} process(es); resume it with the same number "
-            f"(got {world_size}) so it continues exactly"
-        )
-    missing = [f"rng.{name}.{r}" for r in range(world_size) for name in ("views", "torch") if f"rng.{name}.{r}" not in ckpt.tensors]
-    if missing:
-        raise UserError(f"checkpoint {ckpt.path} lacks the random-generator state {missing[0]!r}; it cannot be resumed exactly")
 
 
 class LoadedRun:
@@ -181,5 +148,5 @@ def load_run(run_dir: str | Path, *, which: str = "last") -> LoadedRun:
         objective_kind=comps.kind,
         train_dataset=comps.dataset,
         checkpoint=path,
-        step=_step(ckpt),
+        step=checkpoint_step(ckpt),
     )
