@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from _compare import assert_same
 from contrastlab.objectives.align_uniform import (
     SPECS,
     AlignUniform,
@@ -33,20 +34,6 @@ def ref_align_uniform(z1, z2, alpha, t, weight):
     u1 = z1 / torch.sqrt((z1**2).sum(1, keepdim=True))
     u2 = z2 / torch.sqrt((z2**2).sum(1, keepdim=True))
     return ref_align(u1, u2, alpha) + weight * (ref_uniform(u1, t) + ref_uniform(u2, t)) / 2
-
-
-def _value_and_grads(fn, *tensors):
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    value = fn(*leaves)
-    return value.detach(), torch.autograd.grad(value, leaves)
-
-
-def assert_same(fast, slow, *tensors, atol=1e-6):
-    v1, g1 = _value_and_grads(fast, *tensors)
-    v2, g2 = _value_and_grads(slow, *tensors)
-    torch.testing.assert_close(v1, v2, atol=atol, rtol=0)
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0, 3.0])

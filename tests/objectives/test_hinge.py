@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from _compare import value_and_grads
 from contrastlab.objectives.hinge import SPECS, VSEHinge, vse_hinge
 from contrastlab.objectives.triplet import triplet_margin
 
@@ -27,12 +28,6 @@ def ref_vse(z1, z2, margin, max_violation, normalize=True):
     return total / n
 
 
-def _value_and_grads(fn, *tensors):
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    value = fn(*leaves)
-    return value.detach(), torch.autograd.grad(value, leaves)
-
-
 def _pairs(n=6, d=4):
     z1 = torch.randn(n, d, dtype=DT)
     return z1, z1 + 0.8 * torch.randn(n, d, dtype=DT)
@@ -43,8 +38,8 @@ def _pairs(n=6, d=4):
 def test_matches_loop_reference(max_violation, normalize):
     z1, z2 = _pairs()
     margin = 0.3 if normalize else 2.0
-    v1, g1 = _value_and_grads(lambda a, b: vse_hinge(a, b, margin=margin, max_violation=max_violation, normalize=normalize), z1, z2)
-    v2, g2 = _value_and_grads(lambda a, b: ref_vse(a, b, margin, max_violation, normalize), z1, z2)
+    v1, g1 = value_and_grads(lambda a, b: vse_hinge(a, b, margin=margin, max_violation=max_violation, normalize=normalize), z1, z2)
+    v2, g2 = value_and_grads(lambda a, b: ref_vse(a, b, margin, max_violation, normalize), z1, z2)
     torch.testing.assert_close(v1, v2, atol=1e-6, rtol=0)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
+from _compare import assert_same
 from contrastlab.objectives.info_nce import SPECS, TILED_THRESHOLD, InfoNCE, NTXent, info_nce, nt_xent
 
 DT = torch.float64
@@ -55,20 +56,6 @@ def ref_nt_xent(z1, z2, tau, normalize=True):
         scores = [(u[k] * u[p]).sum() / tau] + [(u[k] * u[l]).sum() / tau for l in range(2 * n) if l not in (k, p)]
         total = total + _neg_log_softmax_first(scores)
     return total / (2 * n)
-
-
-def _value_and_grads(fn, *tensors):
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    value = fn(*leaves)
-    return value.detach(), torch.autograd.grad(value, leaves)
-
-
-def assert_same(fast, slow, *tensors, atol=1e-6):
-    v1, g1 = _value_and_grads(fast, *tensors)
-    v2, g2 = _value_and_grads(slow, *tensors)
-    torch.testing.assert_close(v1, v2, atol=atol, rtol=0)
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, atol=atol, rtol=0)
 
 
 # ---------------------------------------------------------------- value and gradient vs the references

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from _compare import assert_same
 from contrastlab.objectives.nce import NCE, SPECS, nce
 
 DT = torch.float64
@@ -38,20 +39,6 @@ def ref_nce(z1, z2, tau, negatives=None, offset=0.0, symmetric=False, normalize=
 
     loss = one_way(z1, z2)
     return (loss + one_way(z2, z1)) / 2 if symmetric else loss
-
-
-def _value_and_grads(fn, *tensors):
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    value = fn(*leaves)
-    return value.detach(), torch.autograd.grad(value, leaves)
-
-
-def assert_same(fast, slow, *tensors, atol=1e-6):
-    v1, g1 = _value_and_grads(fast, *tensors)
-    v2, g2 = _value_and_grads(slow, *tensors)
-    torch.testing.assert_close(v1, v2, atol=atol, rtol=0)
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("symmetric", [False, True])

@@ -2,6 +2,7 @@ import pytest
 import torch
 from pytorch_metric_learning import distances, losses, miners, reducers
 
+from _compare import assert_same
 from contrastlab.objectives.triplet import SPECS, Triplet, pair_scores, triplet_margin
 
 DT = torch.float64
@@ -40,20 +41,6 @@ def ref_triplet(z1, z2, margin, sampler, metric, bidirectional=True):
 
     loss = one_way(z1, z2)
     return loss + one_way(z2, z1) if bidirectional else loss
-
-
-def _value_and_grads(fn, *tensors):
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    value = fn(*leaves)
-    return value.detach(), torch.autograd.grad(value, leaves)
-
-
-def assert_same(fast, slow, *tensors, atol=1e-6):
-    v1, g1 = _value_and_grads(fast, *tensors)
-    v2, g2 = _value_and_grads(slow, *tensors)
-    torch.testing.assert_close(v1, v2, atol=atol, rtol=0)
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, atol=atol, rtol=0)
 
 
 def _pairs(n=6, d=4):
