@@ -17,7 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the recipes")
     p.add_argument("--scale", default="quick", choices=["quick", "demo", "full"],
                    help="quick: a minute or two (tests); full: the measured results (minutes on 2 cores)")
-    p.add_argument("--out", help="the recipe folder (default runs/recipes/NAME-SCALE)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="S",
+                   help="repeat the recipe under each seed (added to every run's seed) and report mean ± sd "
+                        "over them (default: 0)")
+    p.add_argument("--out", help="the recipe folder (default runs/recipes/NAME-SCALE, plus -seed-S... for other seeds)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing recipe folder")
     p.add_argument("--resume", action="store_true", help="keep the runs an interrupted call finished")
     p.add_argument("--only", nargs="+", metavar="RUN", help="run only these runs of the recipe")
@@ -39,10 +42,10 @@ def _recipe(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise UserError("name a recipe, or use --list to see them")
-    from contrastlab.recipes.runner import print_summary, run_recipe
+    from contrastlab.recipes.runner import print_summary, run_recipe_seeds
 
-    result = run_recipe(args.name, scale=args.scale, out=args.out, overwrite=args.overwrite, resume=args.resume,
-                        only=args.only, progress=not args.no_progress)
+    result = run_recipe_seeds(args.name, args.seeds, scale=args.scale, out=args.out, overwrite=args.overwrite,
+                              resume=args.resume, only=args.only, progress=not args.no_progress)
     print_summary(result)
     return 0
 

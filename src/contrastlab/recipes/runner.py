@@ -2,6 +2,10 @@
 
 The recipe folder holds ``recipe.json`` (what was run), ``runs/<run>/`` (each a normal run directory with its
 ``eval/``), ``summary.json`` / ``summary.md`` (the recipe's tables and checks), its figures, and ``report.html``.
+
+Under several seeds (:func:`run_recipe_seeds`) the folder holds one such recipe folder per seed,
+``seed-<S>/``, and beside them the summary and report of all seeds together: each number as
+mean ± standard deviation, each check with the number of seeds under which it held.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 from contrastlab.errors import UserError
 from contrastlab.files import atomic_write_text
 from contrastlab.recipes.spec import SCALES, Recipe, load_recipe
-from contrastlab.recipes.summary import Summary
+from contrastlab.recipes.summary import Summary, aggregate
 
 MARKER = "recipe.json"
 
@@ -45,7 +49,7 @@ class RecipeResult:
     report: Path
 
 
-def _prepare(out: Path, recipe: Recipe, scale: str, *, overwrite: bool, resume: bool) -> dict[str, Any]:
+def _prepare(out: Path, recipe: Recipe, scale: str, *, overwrite: bool, resume: bool, seeds: list[int]) -> dict[str, Any]:
     marker = out / MARKER
     if out.exists() and not out.is_dir():
         raise UserError(f"output path {out} exists and is not a directory")
@@ -60,13 +64,16 @@ def _prepare(out: Path, recipe: Recipe, scale: str, *, overwrite: bool, resume: 
             if (previous.get("recipe"), previous.get("scale")) != (recipe.name, scale):
                 raise UserError(f"{out} holds recipe {previous.get('recipe')!r} at scale {previous.get('scale')!r}, "
                                 f"not {recipe.name!r} at {scale!r}; --resume needs the same recipe and scale")
+            if previous.get("seeds", [0]) != seeds:
+                raise UserError(f"{out} holds the recipe under seeds {previous.get('seeds', [0])}, not {seeds}; "
+                                "--resume needs the same seeds")
             return previous
         if not overwrite:
             raise UserError(f"output directory {out} already holds a recipe run; use --overwrite to replace it "
                             "or --resume to finish it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = {"recipe": recipe.name, "scale": scale, "runs": list(recipe.runs), "done": []}
+    state = {"recipe": recipe.name, "scale": scale, "seeds": seeds, "runs": list(recipe.runs), "done": []}
     _write_json(marker, state)
     return state
 
@@ -93,6 +100,7 @@ def run_recipe(
     only: list[str] | None = None,
     progress: bool = True,
     log=print,
+    seed: int = 0,
 ) -> RecipeResult:
     """Train, evaluate and compare every run of the recipe ``name`` at ``scale``.
 
@@ -105,12 +113,14 @@ def run_recipe(
         only: run only these runs (the analysis still sees only what ran).
         progress: show progress bars while training.
         log: where progress lines go.
+        seed: added to every run's seed (which also draws the synthetic data sets), so that ``seed=1``
+            repeats the whole experiment with other initial weights, batches, views and data.
 
     Returns:
         A :class:`RecipeResult`.
 
     Raises:
-        UserError: an unusable output folder; ValueError: an unknown recipe, scale or run.
+        UserError: an unusable output folder; ValueError: an unknown recipe, scale or run, or a bad seed.
     """
     from contrastlab.evaluation.pipeline import EvalOptions, evaluate
     from contrastlab.recipes.analyses import run_analysis
@@ -118,18 +128,16 @@ def run_recipe(
 
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; scales: {', '.join(SCALES)}")
+    _check_seeds([seed])
     recipe = load_recipe(name)
-    run_names = list(recipe.runs)
-    if only:
-        unknown = [r for r in only if r not in recipe.runs]
-        if unknown:
-            raise ValueError(f"recipe {name!r} has no run {unknown[0]!r}; runs: {', '.join(recipe.runs)}")
-        run_names = [r for r in run_names if r in only]
+    run_names = _run_names(recipe, only)
     # Check every run's config before training any of them.
     configs = {}
     for run in run_names:
         raw = recipe.run_config(run, scale)
         raw.setdefault("log", {})["progress"] = progress
+        if seed and isinstance(raw.get("seed", 0), int):  # (a seed that is not an integer fails the check below)
+            raw["seed"] = raw.get("seed", 0) + seed
         try:
             config_from_dict(raw)
         except ValueError as err:
@@ -137,8 +145,8 @@ def run_recipe(
         configs[run] = raw
     eval_options = EvalOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.eval_options(scale).items()})
 
-    out_dir = Path(out) if out else Path("runs") / "recipes" / f"{name}-{scale}"
-    state = _prepare(out_dir, recipe, scale, overwrite=overwrite, resume=resume)
+    out_dir = Path(out) if out else default_out(name, scale, [seed])
+    state = _prepare(out_dir, recipe, scale, overwrite=overwrite, resume=resume, seeds=[seed])
     outcomes: dict[str, RunOutcome] = {}
     for i, run in enumerate(run_names, 1):
         run_dir = out_dir / "runs" / run
@@ -169,6 +177,91 @@ def run_recipe(
     summary.write(out_dir)
     report = write_recipe_report(recipe, scale, outcomes, summary, out_dir)
     return RecipeResult(recipe, scale, out_dir, outcomes, summary, report)
+
+
+def _run_names(recipe: Recipe, only: list[str] | None) -> list[str]:
+    """The recipe's runs in order, or those of ``only``; an unknown name is a ValueError."""
+    unknown = [r for r in only or [] if r not in recipe.runs]
+    if unknown:
+        raise ValueError(f"recipe {recipe.name!r} has no run {unknown[0]!r}; runs: {', '.join(recipe.runs)}")
+    return [r for r in recipe.runs if not only or r in only]
+
+
+def default_out(name: str, scale: str, seeds: list[int]) -> Path:
+    """``runs/recipes/NAME-SCALE``, with the seeds appended unless it is seed 0 alone."""
+    suffix = "" if seeds == [0] else "-seed-" + "-".join(map(str, seeds))
+    return Path("runs") / "recipes" / f"{name}-{scale}{suffix}"
+
+
+def _check_seeds(seeds: list[int]) -> None:
+    if not seeds:
+        raise ValueError("give at least one seed")
+    bad = next((s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**31), None)
+    if bad is not None:
+        raise ValueError(f"a seed must be an integer in [0, 2**31), got {bad!r}")
+    repeated = next((s for i, s in enumerate(seeds) if s in seeds[:i]), None)
+    if repeated is not None:
+        raise ValueError(f"seed {repeated} is given twice; each seed repeats the whole recipe once")
+
+
+def run_recipe_seeds(
+    name: str,
+    seeds: list[int],
+    *,
+    scale: str = "quick",
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    only: list[str] | None = None,
+    progress: bool = True,
+    log=print,
+) -> RecipeResult:
+    """:func:`run_recipe` once per seed, then one summary and report of all seeds together.
+
+    One seed is exactly :func:`run_recipe` with that ``seed``. Under several, each seed's recipe
+    folder is ``<out>/seed-<S>/`` (resumable on its own), and ``<out>`` gets the merged
+    ``summary.json`` / ``summary.md`` (see :func:`~contrastlab.recipes.summary.aggregate`) and a
+    ``report.html`` that links every seed's own report.
+
+    Returns:
+        A :class:`RecipeResult` whose ``summary`` is the merged one and whose ``runs`` are the first
+        seed's.
+
+    Raises:
+        UserError: an unusable output folder; ValueError: an unknown recipe, scale or run, or bad seeds.
+
+    Example:
+        >>> run_recipe_seeds("supervised", [0, 1, 2], scale="full")  # doctest: +SKIP
+    """
+    seeds = list(seeds)
+    _check_seeds(seeds)
+    common = dict(scale=scale, overwrite=overwrite, resume=resume, only=only, progress=progress, log=log)
+    if len(seeds) == 1:
+        return run_recipe(name, out=out, seed=seeds[0], **common)
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; scales: {', '.join(SCALES)}")
+    recipe = load_recipe(name)
+    _run_names(recipe, only)
+    out_dir = Path(out) if out else default_out(name, scale, seeds)
+    state = _prepare(out_dir, recipe, scale, overwrite=overwrite, resume=resume, seeds=seeds)
+    results: dict[int, RecipeResult] = {}
+    for k, seed in enumerate(seeds, 1):
+        log(f"seed {seed} ({k} of {len(seeds)})")
+        results[seed] = run_recipe(name, out=out_dir / f"seed-{seed}", seed=seed,
+                                   **{**common, "overwrite": False, "resume": resume})
+        state["done"] = sorted(set(state["done"]) | {seed})
+        _write_json(out_dir / MARKER, state)
+    summary = aggregate({s: r.summary for s, r in results.items()})
+    summary.write(out_dir)
+    links = "".join(f"<li><a href='seed-{s}/report.html'>seed {s}</a></li>" for s in seeds)
+    preamble = summary_html(recipe, scale, summary, out_dir) + f"<h3>Each seed's report</h3><ul>{links}</ul>"
+    first = results[seeds[0]]
+    from contrastlab.report.html import build_report
+
+    page = build_report([o.run_dir for o in first.runs.values()], preamble=preamble,
+                        title=f"contrastlab recipe: {recipe.name}, {len(seeds)} seeds (runs below: seed {seeds[0]})")
+    report = atomic_write_text(out_dir / "report.html", page)
+    return RecipeResult(recipe, scale, out_dir, first.runs, summary, report)
 
 
 def _evaluate_one_thread(evaluate, run, options, out_dir: Path) -> dict:
