@@ -142,6 +142,11 @@ class Case:
     busy: str | None = None  #: a run directory another process is using (held locked during the command)
 
 
+def _replace_with_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
 def _train(*overrides: str, out: str = "new") -> tuple[str, ...]:
     return ("train", "base.yaml", "--out", out, *(a for o in overrides for a in ("--set", o)))
 
@@ -170,6 +175,11 @@ CASES: dict[str, Case] = {
     "seed-out-of-range": Case(_train("seed=99999999999999999999"), ("seed must be in [0, 2**63)", "99999999999999999999")),
     "seed-negative": Case(_train("seed=-3"), ("seed must be in [0, 2**63), got -3",)),
     "threads-absurd": Case(_train("threads=100000"), ("threads must be in [1, 1024], got 100000",)),
+    "model-too-big-for-memory": Case(_train("model.dim=99999999999999"), ("not enough memory", "can't allocate memory", "model.dim")),
+    "out-empty": Case(("train", "base.yaml", "--out", ""), ("--out is empty",)),
+    "duplicate-key": Case(("train", "twice.yaml"), ("twice.yaml: line 15", "the key 'batch_size' is given twice (lines 9 and 15)"),
+                          lambda ws: (ws / "twice.yaml").write_text(BASE + "batch_size: 32\n")),
+    "integer-too-long": Case(_train("batch_size=" + "9" * 5000), ("--set batch_size", "integer too long to read")),
     "batch-of-one-with-negatives": Case(_train("batch_size=1"), ("objective 'nt_xent'", "in-batch negatives", "batch_size >= 2, got 1")),
     # -- train: the pieces do not fit
     "more-views-than-made": Case(
@@ -203,11 +213,25 @@ CASES: dict[str, Case] = {
     "resume-other-architecture": Case(
         ("resume", "run"), ("does not fit this model", "is (16, 16) in the checkpoint but (8, 16)"),
         lambda ws: shutil.copy(_last(ws, "other") / "model.safetensors", _last(ws) / "model.safetensors")),
+    # -- train --overwrite: what only a training step shows is found before the old run is deleted
+    "overwrite-with-an-option-that-does-not-fit": Case(
+        _train("objective.name=dcca", "objective.options={n_components: 1000}", out="run") + ("--overwrite",),
+        ("trial step on the first 16 items", "n_components must be <= min(D1, D2) = 8, got 1000")),
+    "overwrite-with-a-batch-too-small-for-batchnorm": Case(
+        _train("views.name=identity", "views.options={}", "objective.name=autoencoder", "objective.options={}",
+               "batch_size=1", out="run") + ("--overwrite",),
+        ("trial step on the first 1 items", "Expected more than 1 value per channel")),
+    "overwrite-with-a-temperature-that-overflows": Case(
+        _train("objective.options={temperature: 1e-300}", out="run") + ("--overwrite",),
+        ("trial step on the first 16 items", "gave a loss of nan")),
+    "crop-scale-nan": Case(_train("views.options.crop_scale=[.nan, 1.0]"), ("crop_scale must be a (min, max) pair of finite numbers", "nan")),
     "overwrite-a-run-in-use": Case(_train(out="run") + ("--overwrite",), ("run directory run is in use by another",), busy="run"),
     "resume-a-run-in-use": Case(("resume", "run"), ("run directory run is in use by another",), busy="run"),
     "resume-other-world-size": Case(("resume", "run"), ("trained with 1 process(es)", "got 2"), env={**_TORCHRUN, "WORLD_SIZE": "2"}),
     # -- eval
     "eval-truncated-state": Case(("eval", "run"), ("state.json is not valid JSON",), lambda ws: _truncate(_last(ws) / "state.json")),
+    "eval-metrics-is-a-folder": Case(("eval", "run"), ("cannot write the evaluation", "run/eval/metrics.json is a folder"),
+                                     lambda ws: _replace_with_folder(ws / "run" / "eval" / "metrics.json")),
     "eval-other-architecture": Case(
         ("eval", "run"), ("does not fit this model", "(8, 16)"),
         lambda ws: shutil.copy(_last(ws, "other") / "model.safetensors", _last(ws) / "model.safetensors")),
@@ -220,6 +244,11 @@ CASES: dict[str, Case] = {
     "recipe-seed-negative": Case(("recipe", "supervised", "--seeds", "0", "-3"), ("a seed must be an integer in [0, 2**31), got -3",)),
     "recipe-seed-not-a-number": Case(("recipe", "supervised", "--seeds", "one"), ("--seeds", "invalid int value: 'one'")),
     "recipe-into-a-data-folder": Case(("recipe", "homework-invariance", "--out", "mixed"), ("mixed is not empty and holds no recipe",)),
+    "demo-over-another-recipe": Case(
+        ("demo", "--out", "results"), ("results already holds a recipe run",),
+        lambda ws: ((ws / "results").mkdir(), (ws / "results" / "summary.md").write_text("precious"),
+                    (ws / "results" / "recipe.json").write_text(
+                        '{"recipe": "supervised", "scale": "full", "seeds": [0], "runs": ["x"], "done": ["x"]}'))),
     "demo-into-a-data-folder": Case(("demo", "--out", "pairs"), ("pairs is not empty and holds no recipe",)),
     "objectives-unknown-flag": Case(("objectives", "--verbose"), ("unrecognized arguments: --verbose",)),
 }

@@ -159,3 +159,125 @@ def test_manifest_errors_name_the_line_and_path(tmp_path):
         load_manifest(path=str(tmp_path / "wav.csv"))
     with pytest.raises(UserError, match="manifest '.*nope.csv' not found"):
         load_manifest(path=str(tmp_path / "nope.csv"))
+
+
+def _claim_size(path, width, height):
+    """Rewrite a PNG's IHDR so its header claims ``width`` x ``height`` (CRC fixed; the file stays tiny)."""
+    import zlib
+
+    data = bytearray(path.read_bytes())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def test_oversized_images_are_refused_naming_file_and_size(tmp_path, monkeypatch):
+    import warnings
+
+    from PIL import Image
+
+    root = _folder(tmp_path / "imgs")
+    for i in range(5):
+        _claim_size(root / "dog" / f"{i}.png", 30000, 30000)
+    for split in ("train", "test"):
+        with pytest.raises(UserError, match=r"image '.*dog/\d\.png' claims 30000x30000 pixels") as err:
+            load_image_folder(root=str(root), split=split, test_fraction=0.5)
+        assert "\n" not in str(err.value) and "MAX_IMAGE_PIXELS" in str(err.value)
+    assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS > 48
+
+    for i in range(4):
+        _png(tmp_path / "m" / f"{i}.png")
+    (tmp_path / "m" / "m.csv").write_text("image,caption\n" + "".join(f"{i}.png,a dot\n" for i in range(4)))
+    # 8x6 = 48 pixels: over twice the limit (Pillow's error), then between the limit and twice it (Pillow's warning).
+    for limit in (20, 40):
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a DecompressionBombWarning must not escape either
+            with pytest.raises(UserError, match=rf"^m\.csv line \d: image '.*\d\.png' claims 8x6 pixels .*than the "
+                                                rf"{limit} pixels"):
+                load_manifest(path=str(tmp_path / "m" / "m.csv"), test_fraction=0.5)
+        assert Image.MAX_IMAGE_PIXELS == limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 48)
+    assert len(load_manifest(path=str(tmp_path / "m" / "m.csv"), test_fraction=0.5)) == 2
+
+
+def test_npz_values_beyond_float32_are_refused(tmp_path):
+    x = np.random.default_rng(0).random((40, 16))
+    x[5, 7] = -1e300
+    x[9, 0] = 1e300
+    np.savez(tmp_path / "big.npz", x=x, y=np.arange(40) % 2)
+    with pytest.raises(UserError, match=r"array 'x' in '.*big\.npz' holds 2 values beyond float32's range "
+                                        r"\(±3\.403e\+38\) \(the first at index \(5, 7\): -1e\+300\)"):
+        load_npz(path=str(tmp_path / "big.npz"))
+    np.savez(tmp_path / "full.npz", x=np.full((40, 16), 1e300), y=np.arange(40) % 2)
+    with pytest.raises(UserError, match=r"'x' in '.*full\.npz' holds 640 values beyond .*index \(0, 0\)"):
+        load_npz(path=str(tmp_path / "full.npz"), split="test")
+    np.savez(tmp_path / "ok.npz", x=np.full((10, 4), 3e38), y=np.arange(10) % 2)  # large but fits float32
+    assert torch.isfinite(load_npz(path=str(tmp_path / "ok.npz")).get(torch.arange(8)).inputs["signal"]).all()
+
+
+def test_npz_empty_arrays_are_refused(tmp_path):
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 8, 8)), y=np.zeros(0, dtype=int))
+    with pytest.raises(UserError, match=r"^array 'x' in '.*empty\.npz' has shape \(0, 8, 8\): it holds no items$"):
+        load_npz(path=str(tmp_path / "empty.npz"))
+    np.savez(tmp_path / "flat.npz", feats=np.zeros((10, 0)))
+    with pytest.raises(UserError, match=r"array 'feats' in '.*flat\.npz' has shape \(10, 0\): its items hold no"):
+        load_npz(path=str(tmp_path / "flat.npz"), x="feats", y=None)
+    np.savez(tmp_path / "scalar.npz", x=np.float64(1.0), y=np.arange(3))
+    with pytest.raises(UserError, match=r"array 'x' in '.*scalar\.npz' has shape \(\); a signal array"):
+        load_npz(path=str(tmp_path / "scalar.npz"))
+
+
+def test_npz_test_split_must_match_the_train_split(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 16)), y=y, xt=rng.random((10, 12)), yt=np.arange(10) % 2,
+             short=np.arange(7) % 2, names=np.array(["a", "b"] * 5), imgs=rng.random((10, 1, 4, 4)))
+    for split in ("train", "test"):
+        with pytest.raises(UserError, match=r"^arrays 'x' and 'xt' in '.*d\.npz' hold items of different shapes, "
+                                            r"\(16,\) and \(12,\) \(array shapes \(40, 16\) and \(10, 12\)\)"):
+            load_npz(path=str(tmp_path / "d.npz"), split=split, x_test="xt", y_test="yt")
+        with pytest.raises(UserError, match=r"arrays 'x' and 'imgs' .* \(16,\) and \(1, 4, 4\)"):
+            load_npz(path=str(tmp_path / "d.npz"), split=split, x_test="imgs")
+        with pytest.raises(UserError, match=r"labels 'short' in '.*d\.npz' have shape \(7,\) but the inputs hold 10"):
+            load_npz(path=str(tmp_path / "d.npz"), split=split, x="xt", y="yt", x_test="xt", y_test="short")
+        with pytest.raises(UserError, match=r"labels 'yt' and 'names' in '.*d\.npz' must both be strings or both "
+                                            r"numbers, got dtypes int64 and <U1"):
+            load_npz(path=str(tmp_path / "d.npz"), split=split, x_test="xt", y_test="names", x="xt", y="yt")
+    ok = load_npz(path=str(tmp_path / "d.npz"), split="test", x="xt", y="yt", x_test="xt", y_test="yt")
+    assert len(ok) == 10 and ok.num_classes == 2
+
+
+def test_npz_and_image_errors_from_the_command_line(tmp_path):
+    """``contrastlab train`` on each fault above: exit 2 and one ``contrastlab: error:`` line naming it."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "base.yaml").write_text("data: {name: digits}\nviews: {name: simclr}\nobjective: {name: nt_xent}\n"
+                                        "batch_size: 8\nsteps: 1\nthreads: 1\ndevice: cpu\n")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "big.npz", x=np.full((40, 16), 1e300), y=np.arange(40) % 2)
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 8, 8)), y=np.zeros(0, dtype=int))
+    np.savez(tmp_path / "split.npz", x=rng.random((40, 16)), y=np.arange(40) % 2, x_test=rng.random((10, 12)),
+             y_test=np.arange(10) % 2)
+    root = _folder(tmp_path / "imgs")
+    _claim_size(root / "cat" / "1.png", 30000, 30000)
+    cases = {
+        ("data.name=npz", "data.options.path=big.npz"): ("big.npz", "'x'", "beyond float32's range", "(0, 0)"),
+        ("data.name=npz", "data.options.path=empty.npz"): ("empty.npz", "'x'", "no items"),
+        ("data.name=npz", "data.options={path: split.npz, x_test: x_test, y_test: y_test}"):
+            ("split.npz", "'x' and 'x_test'", "(40, 16) and (10, 12)"),
+        ("data.name=image_folder", "data.options.root=imgs"): ("cat/1.png", "30000x30000"),
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for overrides, expect in cases.items():
+        args = ["train", "base.yaml", "--out", "new", *(a for o in overrides for a in ("--set", o))]
+        r = subprocess.run([sys.executable, "-m", "contrastlab", *args], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout, r.stderr[-2000:]
+        assert len(lines) == 1 and lines[0].startswith("contrastlab: error: "), r.stderr
+        assert all(text in lines[0] for text in expect), (expect, lines[0])
+        assert not (tmp_path / "new").exists()

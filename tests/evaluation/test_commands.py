@@ -90,6 +90,8 @@ def test_broken_runs_give_one_line_errors(trained):
     for args, needle in ((("eval", "nowhere"), "nowhere does not exist"),
                          (("report", "bad", "-o", "x.html"), "bad/eval/metrics.json does not exist"),
                          (("eval", "run", "--max-items", "1"), "--max-items must be at least 2"),
-                         (("eval", "run", "--threads", "0"), "--threads must be at least 1")):
+                         (("eval", "run", "--threads", "0"), "--threads must be in [1, 1024], got 0"),
+                         (("eval", "run", "--threads", "100000"), "--threads must be in [1, 1024], got 100000"),
+                         (("eval", "run", "--seed", "-1"), "--seed must be in [0, 2**31), got -1")):
         r = contrastlab(*args, cwd=root)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -119,6 +119,18 @@ def test_overwrite_with_a_config_that_does_not_build_keeps_the_old_run(tmp_path)
     assert snapshot(tmp_path / "run") == before
 
 
+def test_overwrite_tries_a_step_first_and_the_trial_leaves_no_trace(tmp_path):
+    run(tmp_path, cfg=config(steps=10))
+    before = snapshot(tmp_path / "run")
+    with pytest.raises(UserError, match="trial step on the first 32 items .* gave a loss of (nan|inf)"):
+        run(tmp_path, cfg=config(steps=10, **{"objective.options": "{temperature: 1.0e-300}"}), overwrite=True)
+    assert snapshot(tmp_path / "run") == before
+    run(tmp_path, "fresh", cfg=config(steps=10, seed=5))
+    run(tmp_path, cfg=config(steps=10, seed=5), overwrite=True)  # the trial step ran here, the fresh run had none
+    a, b = final_weights(tmp_path / "fresh"), final_weights(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_refuses_a_checkpoint_that_does_not_fit_and_deletes_nothing(tmp_path):
     cfg = config(steps=20, **{"checkpoint.every": 5, "checkpoint.keep_last": 4})
     run(tmp_path, cfg=cfg)
@@ -126,6 +138,14 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit_and_deletes_nothing(tmp_p
     wider = config(steps=20, **{"checkpoint.every": 5, "model.encoder.options": "{hidden: [48]}"})
     with pytest.raises(UserError, match="does not fit this model"):
         run(tmp_path, cfg=wider, resume=True)
+    assert snapshot(tmp_path / "run") == before
+
+
+def test_resume_refuses_a_checkpoint_past_the_configured_steps(tmp_path):
+    run(tmp_path, cfg=config(steps=20))
+    before = snapshot(tmp_path / "run")
+    with pytest.raises(UserError, match="is at step 20, past the 10 steps the run's config.yaml asks for"):
+        run(tmp_path, cfg=config(steps=10), resume=True)
     assert snapshot(tmp_path / "run") == before
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,21 +34,45 @@ def check_image_options(channels: int, size) -> tuple[int, tuple[int, int] | Non
 
 def read_image(path: Path, *, channels: int = 3, size: tuple[int, int] | None = None,
                where: str = "") -> np.ndarray:
-    """One image as float32 (C, H, W) in [0, 1]; :class:`UserError` naming the file when unreadable."""
+    """One image as float32 (C, H, W) in [0, 1]; :class:`UserError` naming the file when unreadable or larger
+    than ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb)."""
     from PIL import Image, UnidentifiedImageError
 
     prefix = f"{where}: " if where else ""
     if not path.is_file():
         raise UserError(f"{prefix}image file '{path}' not found")
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB" if channels == 3 else "L")
-            if size is not None:
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those images too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img = img.convert("RGB" if channels == 3 else "L")
+                if size is not None:
+                    img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                arr = np.asarray(img, dtype=np.float32) / 255.0
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise UserError(f"{prefix}image '{path}' {_claimed_size(path, err)}, more than the "
+                        f"{Image.MAX_IMAGE_PIXELS} pixels Pillow reads safely (PIL.Image.MAX_IMAGE_PIXELS); "
+                        f"the file may be corrupt or a decompression bomb, or needs downscaling") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise UserError(f"{prefix}cannot read image '{path}': {' '.join(str(err).split())}") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _claimed_size(path: Path, err: Exception) -> str:
+    """What an image too large for Pillow's limit claims: "claims W x H pixels" (or the pixel count)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    try:  # Image.open reads only the header; the limit is lifted for that moment and restored at once
+        Image.MAX_IMAGE_PIXELS = None
+        with Image.open(path) as img:
+            return f"claims {img.width}x{img.height} pixels (width x height)"
+    except Exception:  # noqa: BLE001 - fall back on the count in Pillow's message
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        return f"claims {found.group(1)} pixels" if found else "is too large"
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def read_images(paths: Sequence[Path], *, channels: int = 3, size: tuple[int, int] | None = None,

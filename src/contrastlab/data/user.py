@@ -87,14 +87,29 @@ def _array(archive, key: str, path: Path) -> np.ndarray:
         raise UserError(f"array {key!r} in '{path}' cannot be read without pickle: {err}") from None
 
 
+def _check_finite(x: np.ndarray, key: str, path: Path) -> None:
+    """:class:`UserError` naming the first NaN, infinite or beyond-float32 value of a float array."""
+    if not np.issubdtype(x.dtype, np.floating):
+        return
+    bad = ~np.isfinite(x)
+    what = "NaN or infinite values"
+    if not bad.any() and np.finfo(x.dtype).max > np.finfo(np.float32).max:
+        bad = np.abs(x) > np.finfo(np.float32).max  # finite here, infinite once cast to float32
+        what = f"values beyond float32's range (±{np.finfo(np.float32).max:.4g})"
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise UserError(f"array {key!r} in '{path}' holds {int(bad.sum())} {what} "
+                        f"(the first at index {first}: {x[first]})")
+
+
 def _as_inputs(x: np.ndarray, key: str, modality: str | None, path: Path) -> tuple[str, torch.Tensor]:
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise UserError(f"array {key!r} in '{path}' must be real numbers, got dtype {x.dtype}")
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        bad = ~np.isfinite(x)
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise UserError(f"array {key!r} in '{path}' holds {int(bad.sum())} NaN or infinite values "
-                        f"(the first at index {first}: {x[first]})")
+    if x.ndim > 0 and x.shape[0] == 0:
+        raise UserError(f"array {key!r} in '{path}' has shape {x.shape}: it holds no items")
+    if x.size == 0:
+        raise UserError(f"array {key!r} in '{path}' has shape {x.shape}: its items hold no values")
+    _check_finite(x, key, path)
     if modality is None:
         modality = "image" if x.ndim in (3, 4) else "signal"
     if modality not in MODALITIES:
@@ -145,8 +160,9 @@ def load_npz(*, path: str, split: str = "train", seed: int = 0, x: str = "x", y:
 
     Raises:
         ValueError: For a bad option value.
-        contrastlab.errors.UserError: For a missing file or key, NaN/inf values (naming the key),
-            a shape that is not an image or signal, or labels that do not match the inputs.
+        contrastlab.errors.UserError: For a missing file or key, NaN/inf values or values beyond
+            float32's range (naming the key), an empty array, a shape that is not an image or signal,
+            train and test inputs of different item shapes, or labels that do not match the inputs.
 
     Example:
         >>> import tempfile
@@ -174,12 +190,26 @@ def load_npz(*, path: str, split: str = "train", seed: int = 0, x: str = "x", y:
         x_key = x_test if (use_file_split and split == "test") else x
         y_key = (y_test if (use_file_split and split == "test") else y) if y is not None else None
         inputs = _array(archive, x_key, file)
-        labels = None if y_key is None else _labels(_array(archive, y_key, file), y_key, len(inputs), file)
-        all_labels = labels
-        if use_file_split and y is not None and y_test is not None:  # classes from both splits
-            other = _array(archive, y if split == "test" else y_test, file)
-            all_labels = np.concatenate([labels, other])
         name, tensor = _as_inputs(inputs, x_key, modality, file)
+        labels = None if y_key is None else _labels(_array(archive, y_key, file), y_key, len(tensor), file)
+        all_labels = labels
+        if use_file_split:  # both splits are checked on every call: a broken test split fails before training
+            other_x = x if split == "test" else x_test
+            other_inputs = _array(archive, other_x, file)
+            other_name, other_tensor = _as_inputs(other_inputs, other_x, modality, file)
+            if (other_name, other_tensor.shape[1:]) != (name, tensor.shape[1:]):
+                a, b = (inputs, other_inputs) if split == "train" else (other_inputs, inputs)
+                raise UserError(f"arrays {x!r} and {x_test!r} in '{file}' hold items of different shapes, "
+                                f"{a.shape[1:]} and {b.shape[1:]} (array shapes {a.shape} and {b.shape}); "
+                                f"the train and test inputs must match")
+            if y is not None and y_test is not None:  # classes from both splits
+                other_y = y if split == "test" else y_test
+                other = _labels(_array(archive, other_y, file), other_y, len(other_tensor), file)
+                a, b = (labels, other) if split == "train" else (other, labels)
+                if np.issubdtype(a.dtype, np.str_) != np.issubdtype(b.dtype, np.str_):
+                    raise UserError(f"labels {y!r} and {y_test!r} in '{file}' must both be strings or both "
+                                    f"numbers, got dtypes {a.dtype} and {b.dtype}")
+                all_labels = np.concatenate([labels, other])
     classes = None
     if labels is not None:
         classes, codes = np.unique(all_labels, return_inverse=True)

@@ -43,6 +43,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise UserError(f"run directory {run_dir} does not exist")
     if args.max_items is not None and args.max_items < 2:
         raise UserError(f"--max-items must be at least 2, got {args.max_items}")
+    if not 0 <= args.seed < 2**31:
+        raise UserError(f"--seed must be in [0, 2**31), got {args.seed}")
     if args.threads is not None:
         _set_threads(args.threads)
     options = EvalOptions(stages=STAGES if args.stage == "both" else (args.stage,), max_items=args.max_items,
@@ -56,9 +58,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _set_threads(n: int) -> None:
-    if n < 1:
-        raise UserError(f"--threads must be at least 1, got {n}")
     import torch
+
+    from contrastlab.training.config import MAX_THREADS
+
+    if not 1 <= n <= MAX_THREADS:
+        raise UserError(f"--threads must be in [1, {MAX_THREADS}], got {n}")
 
     from contrastlab.evaluation.knn import faiss_available
 

@@ -252,8 +252,12 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
         measures), ``figures`` (figure name → file name), ``seconds``.
 
     Raises:
-        ValueError: when a split is too small or an option is bad.
+        ValueError: when a split is too small or an option is bad, or ``out_dir`` cannot take the results.
     """
+    if out_dir is not None:  # find out now, not after the figures were replaced
+        for path in (Path(out_dir), Path(out_dir) / "metrics.json"):
+            if path.exists() and path.is_dir() != (path == Path(out_dir)):
+                raise ValueError(f"cannot write the evaluation: {path} is a {'folder' if path.is_dir() else 'file'}")
     started = time.perf_counter()
     train_ds, test_ds = run.dataset("train"), run.dataset("test")
     idx_train = _subset(len(train_ds), options.max_items, options.seed)

@@ -54,8 +54,21 @@ def _demo(args: argparse.Namespace) -> int:
     from contrastlab.recipes.runner import MARKER, print_summary, run_recipe
 
     out = Path(args.out)
-    # An earlier demo in the same folder is replaced; anything else there is never touched.
-    overwrite = (out / MARKER).is_file()
+    # An earlier demo in the same folder is replaced; anything else there (another recipe's results
+    # included) is never touched: run_recipe refuses a folder it would have to overwrite.
+    overwrite = _holds_demo(out / MARKER)
     result = run_recipe(DEMO_RECIPE, scale="demo", out=out, overwrite=overwrite, progress=not args.no_progress)
     print_summary(result)
     return 0
+
+
+def _holds_demo(marker: Path) -> bool:
+    """Whether ``marker`` is the record of an earlier ``contrastlab demo`` (the demo recipe at demo scale)."""
+    import json
+
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(record, dict) and (record.get("recipe"), record.get("scale")) == (DEMO_RECIPE, "demo") \
+        and record.get("seeds", [0]) == [0]

@@ -17,9 +17,25 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from contrastlab.errors import one_line
+
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-3`` as a string; this loader reads it as the float users mean."""
+    """YAML 1.1 reads ``1e-3`` as a string; this loader reads it as the float users mean. A key given
+    twice in one mapping is an error (plain YAML keeps the last silently); ``<<`` merges still override."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice (lines {seen[key]} and {line})", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -68,6 +84,10 @@ def parse_yaml(text: str, *, source: str = "config") -> Any:
         raise ValueError(f"{source}:{line} is not valid YAML: {problem}") from None
     except RecursionError:
         raise ValueError(f"{source}: is nested too deeply to be a config") from None
+    except ValueError as err:  # Python refuses to read integers of more than sys.get_int_max_str_digits() digits
+        if "integer string conversion" not in str(err):
+            raise
+        raise ValueError(f"{source}: holds an integer too long to read ({one_line(err).split(':')[0]})") from None
     if size > MAX_VALUES:
         raise ValueError(f"{source}: its aliases unfold to {size} values (at most {MAX_VALUES} are allowed)")
     return value

@@ -51,7 +51,7 @@ def _report(result) -> None:
 
 
 def preflight(cfg, world_size: int):
-    """Build and check everything a run needs, before anything is written.
+    """Build and check everything a run needs, and try one training step, before anything is written.
 
     Args:
         cfg: the checked :class:`~contrastlab.training.config.TrainConfig`.
@@ -67,7 +67,8 @@ def preflight(cfg, world_size: int):
     """
     from contrastlab.objectives.registry import get_objective
     from contrastlab.training.build import build_components
-    from contrastlab.training.distributed import local_batch_size
+    from contrastlab.training.distributed import detect, local_batch_size
+    from contrastlab.training.loop import choose_device, trial_step
     from contrastlab.training.sampler import ShardedBatches
 
     try:
@@ -85,6 +86,8 @@ def preflight(cfg, world_size: int):
         ShardedBatches(len(comps.dataset), cfg.batch_size, seed=cfg.seed, world_size=world_size)
     except ValueError as err:
         raise UserError(f"batch_size: {err}") from None
+    trial_step(comps, local_batch_size(cfg.batch_size, world_size), device=choose_device(cfg.device, detect()),
+               precision=cfg.precision)
     return comps
 
 
@@ -137,6 +140,8 @@ def _train(args: argparse.Namespace) -> int:
     from contrastlab.training.config import load_config
     from contrastlab.training.loop import check_new_run_dir, train
 
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out is empty; name the run directory")
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out or cfg.out or Path("runs") / Path(args.config).stem)
     cfg.out = str(out)

@@ -244,6 +244,10 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:  # some (e.g. an I/O error on a special file) come without the file's name
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+        raise
     raw = parse_yaml(text, source=str(path))
     if raw is None:
         raw = {}

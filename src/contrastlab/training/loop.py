@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 import time
@@ -56,6 +57,59 @@ def choose_device(name: str, info: distributed.DistInfo) -> torch.device:
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     return torch.device("cuda", info.local_rank % torch.cuda.device_count())
+
+
+def step_inputs(comps: Components, batch, idx: torch.Tensor, views: dict, device: torch.device) -> dict:
+    """The keyword arguments of one call of the loss module, on ``device``: a batch and its views."""
+
+    def move(d):
+        return None if d is None else {k: v.to(device, non_blocking=True) for k, v in d.items()}
+
+    gen = comps.views
+    return {
+        "views": move(views),
+        "lengths": move({v: batch.lengths[m] for v, m in gen.view_modalities.items() if m in batch.lengths}),
+        "labels": None if batch.labels is None else batch.labels.to(device),
+        "targets": move(gen.eval_views(batch)) if comps.kind == "reconstruction" else None,
+        "index": (batch.index if batch.index is not None else idx).to(device),
+    }
+
+
+def trial_step(comps: Components, batch_size: int, *, device: torch.device, precision: str = "fp32") -> None:
+    """One forward and backward pass on the first ``batch_size`` items, before anything is written.
+
+    Catches what only a step shows (an objective option that does not fit the embeddings, a batch
+    too small for BatchNorm, a loss that overflows at once) while the user's files are untouched.
+    The model's weights and buffers, its gradients and the global random state are left as they were.
+
+    Raises:
+        UserError: the step failed, or its loss is not finite; naming the error and the items used.
+    """
+    module = comps.loss_module()
+    saved = copy.deepcopy(module.state_dict())
+    n = min(batch_size, len(comps.dataset))
+    where = f"a trial step on the first {n} items (before anything is written)"
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            module.to(device)
+            idx = torch.arange(n)
+            batch = comps.dataset.get(idx)
+            inputs = step_inputs(comps, batch, idx, comps.views(batch, torch.Generator().manual_seed(0)), device)
+            with torch.autocast(**autocast):
+                loss, _ = module(**inputs)
+            value = float(loss.detach())
+            if math.isfinite(value):
+                loss.backward()
+    except (RuntimeError, ValueError, IndexError, TypeError) as err:
+        raise UserError(f"{where} failed: {one_line(err)}") from None
+    finally:
+        module.zero_grad(set_to_none=True)
+        module.to("cpu")
+        module.load_state_dict(saved)
+    if not math.isfinite(value):
+        raise UserError(f"{where} gave a loss of {value}: an option overflows (look at the objective's options, "
+                        f"e.g. a tiny temperature, and at the data's range)")
 
 
 def check_new_run_dir(run_dir: Path, *, overwrite: bool) -> None:
@@ -143,6 +197,9 @@ class _Run:
     def run(self, *, resume: bool, dataset: Dataset | None, views: ViewGenerator | None) -> TrainResult:
         cfg, info, device = self.cfg, self.info, self.device
         comps = self._build(dataset, views)  # a config that does not build never touches the run directory
+        if not resume and (self.run_dir / CONFIG_FILE).is_file():  # about to replace a run: try a step first
+            local = distributed.local_batch_size(cfg.batch_size, info.world_size)
+            trial_step(comps, local, device=device, precision=cfg.precision)
         self._setup_dir(resume)
         module = comps.loss_module().to(device)
         if info.enabled and device.type == "cuda" and cfg.model.sync_batchnorm:
@@ -164,7 +221,7 @@ class _Run:
         manager = CheckpointManager(self.run_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last, keep_best=cfg.checkpoint.keep_best)
         start, elapsed0 = 0, 0.0
         if resume:
-            start, elapsed0 = self._restore(manager, module, optimizer, view_rng)
+            start, elapsed0 = self._restore(manager, module, optimizer, view_rng, total)
         logs = _Logs(
             self.run_dir, enabled=info.is_main, resume_step=start if resume else None, total=total,
             progress=cfg.log.progress, tensorboard=cfg.log.tensorboard,
@@ -174,12 +231,15 @@ class _Run:
         finally:
             logs.close()
 
-    def _restore(self, manager, module, optimizer, view_rng) -> tuple[int, float]:
+    def _restore(self, manager, module, optimizer, view_rng, total: int) -> tuple[int, float]:
         path = manager.path("last")
         if path is None or not path.is_dir():
             raise UserError(f"no checkpoint to resume from in {manager.directory}")
         ckpt = read_checkpoint(path)
         check_resumable(ckpt, module.model, module.objective, world_size=self.info.world_size)
+        if checkpoint_step(ckpt) > total:
+            raise UserError(f"checkpoint {path} is at step {checkpoint_step(ckpt)}, past the {total} steps the run's "
+                            f"{CONFIG_FILE} asks for; was steps or epochs edited?")
         module.model.load_state_dict(ckpt.model)
         if ckpt.objective:
             module.objective.load_state_dict(ckpt.objective)
@@ -234,17 +294,13 @@ class _Run:
             batch = dataset.get(idx)
             views = views_gen(batch, view_rng)
             t_views = time.perf_counter() - t0
-            targets = views_gen.eval_views(batch) if comps.kind == "reconstruction" else None
-            move = lambda d: None if d is None else {k: v.to(device, non_blocking=True) for k, v in d.items()}  # noqa: E731
-            lengths = {v: batch.lengths[m] for v, m in views_gen.view_modalities.items() if m in batch.lengths}
-            labels = None if batch.labels is None else batch.labels.to(device)
-            index = (batch.index if batch.index is not None else idx).to(device)
+            inputs = step_inputs(comps, batch, idx, views, device)
             lr = cfg.optim.lr * lr_factor(
                 step, total_steps=total, warmup_steps=cfg.schedule.warmup_steps, schedule=cfg.schedule.name, min_ratio=cfg.schedule.min_lr_ratio
             )
             set_lr(optimizer, lr)
             with torch.autocast(**autocast):
-                loss, z = wrapped(move(views), lengths=move(lengths), labels=labels, targets=move(targets), index=index)
+                loss, z = wrapped(**inputs)
             loss_value = distributed.all_reduce_mean(loss.detach()) if self.info.enabled else float(loss.detach())
             if not math.isfinite(loss_value):
                 where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -78,6 +79,8 @@ def check_range(name: str, value: Sequence[float], *, low: float | None = None, 
         a, b = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a (min, max) pair, got {value!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"{name} must be a (min, max) pair of finite numbers, got {value!r}")
     if a > b or (low is not None and a < low) or (high is not None and b > high) or (positive and a <= 0):
         bounds = f" within [{low}, {high}]" if low is not None or high is not None else ""
         raise ValueError(f"{name} must be (min, max) with min <= max{bounds}"
