@@ -3,6 +3,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -146,3 +147,133 @@ def test_headless_chromium_loads_every_figure_and_table(runs, tmp_path):
     pixels = imread(shot)
     assert pixels.shape[:2] == (1600, 1200)
     assert pixels[..., :3].std() > 0.05  # not a blank page
+
+
+# -- untrusted metrics.json: a malformed file and figure paths outside eval/ are refused in one line
+
+REAL_METRICS = Path(__file__).parent / "data" / "eval_metrics.json"  # written by `contrastlab eval` on a tiny run
+
+
+def test_a_real_evaluation_loads(tmp_path):
+    (tmp_path / "run" / "eval").mkdir(parents=True)
+    (tmp_path / "run" / "eval" / "metrics.json").write_text(REAL_METRICS.read_text())
+    run = load_evaluated(tmp_path / "run")
+    assert set(run.figures) == set(json.loads(REAL_METRICS.read_text())["figures"])
+    assert all(path.parent == (tmp_path / "run" / "eval").resolve() for path in run.figures.values())
+    html = build_report([tmp_path / "run"])
+    assert html.count("not available for this run") == len(run.figures)  # the PNG files were not copied
+
+
+def _edit(change):
+    def text(metrics: dict) -> str:
+        change(metrics)
+        return json.dumps(metrics)
+    return text
+
+
+def _deep_config(metrics: dict) -> str:
+    metrics["run"]["config"] = "@"
+    return json.dumps(metrics).replace('"@"', '{"a": ' * 900 + "1" + "}" * 900)
+
+
+MALFORMED = {
+    "config-a-number": _edit(lambda m: m["run"].update(config=5)),
+    "figures-a-number": _edit(lambda m: m.update(figures=5)),
+    "figure-file-a-number": _edit(lambda m: m.update(figures={"a": 5})),
+    "encoder-a-number": _edit(lambda m: m["encoders"].update(x=5)),
+    "geometry-a-number": _edit(lambda m: m["encoders"]["head"].update(geometry=5)),
+    "classification-a-list": _edit(lambda m: m["encoders"]["head"].update(classification=[1])),
+    "items-null": _edit(lambda m: m.update(items=None)),
+    "run-null": _edit(lambda m: m.update(run=None)),
+    "encoders-missing": _edit(lambda m: m.pop("encoders")),
+    "item-count-markup": _edit(lambda m: m["items"].update(train="<script>alert(1)</script>")),
+    "alignment-text": _edit(lambda m: m["encoders"]["head"]["geometry"].update(alignment="0.4")),
+    "invariance-a-list": _edit(lambda m: m["encoders"]["head"].update(invariance=[1])),
+    "invariance-factors-a-number": _edit(lambda m: m["encoders"]["head"]["invariance"]["colour"].update(factors=5)),
+    "config-nested-900-deep": _deep_config,
+    "a-list": lambda m: "[1, 2]",
+    "100000-brackets": lambda m: "[" * 100_000,
+    "huge-integer": lambda m: '{"encoders": {}, "items": {"train": ' + "9" * 5000 + "}}",
+    "alignment-infinite": _edit(lambda m: m["encoders"]["head"]["geometry"].update(alignment=float("inf"))),
+    "alignment-nan": _edit(lambda m: m["encoders"]["head"]["geometry"].update(alignment=float("nan"))),
+    "alignment-400-digits": _edit(lambda m: m["encoders"]["head"]["geometry"].update(alignment=10**400)),
+}
+
+
+@pytest.mark.parametrize("variant", list(MALFORMED))
+def test_malformed_metrics_is_one_user_error_naming_the_file(tmp_path, variant):
+    run = make_evaluated(tmp_path, "run", 0.8, 0.001)
+    path = run / "eval" / "metrics.json"
+    path.write_text(MALFORMED[variant](json.loads(path.read_text())))
+    with pytest.raises(UserError, match=re.escape(str(path))) as err:
+        load_evaluated(run)
+    assert re.search(r"is not (valid JSON|an evaluation written by contrastlab eval)", str(err.value))
+    with pytest.raises(UserError):
+        write_report([run], tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_the_message_says_what_is_wrong(tmp_path):
+    run = make_evaluated(tmp_path, "run", 0.8, 0.001)
+    path = run / "eval" / "metrics.json"
+    path.write_text(MALFORMED["figures-a-number"](json.loads(path.read_text())))
+    with pytest.raises(UserError) as err:
+        load_evaluated(run)
+    assert str(err.value) == (f"{path} is not an evaluation written by contrastlab eval: "
+                              "'figures' must map names to PNG files, got 5")
+
+
+SECRET = b"\x89PNG\r\n\x1a\n top secret, not part of any run"
+
+
+def _plant(run: Path, tmp_path: Path, how: str) -> str:
+    """Point the figure 'leak' of ``run`` at a file outside its eval/ folder; returns the path written."""
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(SECRET)
+    file = {"absolute": str(secret), "dotdot": "../../secret.png", "etc-passwd": "/etc/passwd",
+            "symlink": "leak.png", "not-png": "notes.txt", "eval-itself": "."}[how]
+    if how == "symlink":
+        (run / "eval" / "leak.png").symlink_to(secret)
+    if how == "not-png":
+        (run / "eval" / "notes.txt").write_text("private notes")
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    metrics["figures"]["leak"] = file
+    (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    return file
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "etc-passwd", "symlink", "not-png", "eval-itself"])
+def test_figures_outside_eval_are_refused_and_never_embedded(tmp_path, how):
+    run = make_evaluated(tmp_path, "run", 0.8, 0.001)
+    file = _plant(run, tmp_path, how)
+    with pytest.raises(UserError) as err:
+        load_evaluated(run)
+    message = str(err.value)
+    assert str(run / "eval" / "metrics.json") in message and "'leak'" in message and repr(file) in message
+    with pytest.raises(UserError):
+        write_report([run], tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_symlink_to_a_figure_inside_eval_is_embedded(tmp_path):
+    run = make_evaluated(tmp_path, "run", 0.8, 0.001)
+    (run / "eval" / "alias.png").symlink_to("curves.png")
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    metrics["figures"]["tsne_head"] = "alias.png"
+    (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    html = build_report([run])
+    assert "not available for this run" not in html
+    assert len(re.findall(r"<img[^>]* src=", html)) == 2 + 1  # curves twice and the scatter
+
+
+def test_cli_refuses_a_planted_figure_in_one_line(tmp_path):
+    run = make_evaluated(tmp_path, "run", 0.8, 0.001)
+    _plant(run, tmp_path, "etc-passwd")
+    r = subprocess.run([sys.executable, "-m", "contrastlab", "report", "run", "-o", "r.html"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("contrastlab: error: "), r.stderr
+    assert "run/eval/metrics.json" in lines[0] and "'/etc/passwd'" in lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "r.html").exists()

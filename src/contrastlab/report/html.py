@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from html import escape
 from importlib import resources
 from pathlib import Path
@@ -20,7 +22,7 @@ from contrastlab import __version__
 from contrastlab.errors import UserError
 from contrastlab.files import atomic_write_text
 from contrastlab.plots import alignment_uniformity_scatter, png_bytes
-from contrastlab.report.tables import config_table, invariance_table, metrics_table
+from contrastlab.report.tables import SECTIONS, config_table, invariance_table, metrics_table
 
 #: Figure names in the order the page shows them, with captions.
 FIGURE_CAPTIONS: dict[str, str] = {
@@ -46,6 +48,108 @@ class EvaluatedRun:
     name: str
     eval_dir: Path
     metrics: dict
+    #: Figure name → the resolved PNG file inside ``eval_dir`` (checked by :func:`load_evaluated`).
+    figures: dict[str, Path] = field(default_factory=dict)
+
+
+#: Deepest nesting of mappings and lists accepted in ``metrics.json`` (a real one is about 6 deep).
+_MAX_DEPTH = 64
+
+
+def _depth_problem(tree: object) -> str | None:
+    """Why ``tree`` nests too deeply for the report's recursive readers, or ``None``; walks without recursion."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            return f"values nest more than {_MAX_DEPTH} levels deep"
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return None
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _is_number(value: object) -> bool:
+    """A JSON number that is a finite float (not NaN, not infinite, not an integer too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return False
+
+
+def _shape_problem(metrics: object) -> str | None:
+    """What in a parsed ``metrics.json`` differs from the shape ``contrastlab eval`` writes, or ``None``.
+
+    Only what the report reads is checked: the top level and ``encoders`` are mappings, ``run``,
+    ``items`` and ``figures`` are mappings when present, ``run.config`` is a mapping or null, item
+    counts are integers, every encoder and each of its sections is a mapping, the plotted geometry
+    and accuracy are finite numbers, and ``figures`` maps names to file names.
+    """
+    if not isinstance(metrics, Mapping):
+        return f"the file must hold a mapping, got {_short(metrics)}"
+    if (problem := _depth_problem(metrics)) is not None:
+        return problem
+    if not isinstance(metrics.get("encoders"), Mapping):
+        return f"'encoders' must map encoder names to their measures, got {_short(metrics.get('encoders'))}"
+    for key in ("run", "items"):
+        if key in metrics and not isinstance(metrics[key], Mapping):
+            return f"'{key}' must be a mapping, got {_short(metrics[key])}"
+    config = metrics.get("run", {}).get("config")
+    if config is not None and not isinstance(config, Mapping):
+        return f"'run.config' must be a mapping, got {_short(config)}"
+    for split, count in metrics.get("items", {}).items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            return f"'items.{split}' must be a count of items, got {_short(count)}"
+    for name, enc in metrics["encoders"].items():
+        if not isinstance(enc, Mapping):
+            return f"encoder '{name}' must be a mapping of measures, got {_short(enc)}"
+        for section in (*SECTIONS, "invariance"):
+            if section in enc and not isinstance(enc[section], Mapping):
+                return f"'encoders.{name}.{section}' must be a mapping, got {_short(enc[section])}"
+        for factor, report in enc.get("invariance", {}).items():
+            if not isinstance(report, Mapping):
+                return f"'encoders.{name}.invariance.{factor}' must be a mapping, got {_short(report)}"
+            members = report.get("factors", [factor])
+            if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+                return (f"'encoders.{name}.invariance.{factor}.factors' must be a list of factor names, "
+                        f"got {_short(members)}")
+        for section, key in (("geometry", "alignment"), ("geometry", "uniformity"),
+                             ("classification", "probe_test_accuracy")):
+            value = enc.get(section, {}).get(key)
+            if value is not None and not _is_number(value):
+                return f"'encoders.{name}.{section}.{key}' must be a finite number, got {_short(value)}"
+    figures = metrics.get("figures", {})
+    if not isinstance(figures, Mapping) or not all(isinstance(f, str) for f in figures.values()):
+        return f"'figures' must map names to PNG files, got {_short(figures)}"
+    return None
+
+
+def _figure_files(metrics_path: Path, figures: Mapping[str, str]) -> dict[str, Path]:
+    """Each figure's file, resolved (symlinks followed); it must lie inside the ``eval/`` folder and end in ``.png``.
+
+    Raises:
+        UserError: naming the metrics file, the figure and its path, for any other file.
+    """
+    eval_dir = metrics_path.parent
+    try:
+        root = eval_dir.resolve()
+        resolved = {name: (eval_dir / file).resolve() for name, file in figures.items()}
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise UserError(f"{metrics_path}: cannot resolve a figure path ({err})") from None
+    for name, path in resolved.items():
+        if not path.is_relative_to(root) or path == root or path.suffix.lower() != ".png":
+            raise UserError(f"{metrics_path}: figure '{name}' must be a PNG file inside {eval_dir}, "
+                            f"got {figures[name]!r}")
+    return resolved
 
 
 def load_evaluated(run_dir: str | Path) -> EvaluatedRun:
@@ -58,7 +162,8 @@ def load_evaluated(run_dir: str | Path) -> EvaluatedRun:
         An :class:`EvaluatedRun` named after the folder.
 
     Raises:
-        UserError: when the run folder or its evaluation is missing, or the JSON is unreadable.
+        UserError: when the run folder or its evaluation is missing, the JSON is unreadable or not
+            shaped like an evaluation, or a figure lies outside ``eval/`` or is not a PNG file.
 
     Example:
         >>> load_evaluated("runs/shapes-simclr").metrics["encoders"]["head"]["kind"]  # doctest: +SKIP
@@ -72,11 +177,13 @@ def load_evaluated(run_dir: str | Path) -> EvaluatedRun:
         raise UserError(f"{path} does not exist: run `contrastlab eval {run_dir}` first")
     try:
         metrics = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, too many digits, too deep
         raise UserError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("encoders"), dict):
-        raise UserError(f"{path} is not a contrastlab evaluation (no 'encoders' table)")
-    return EvaluatedRun(name=run_dir.resolve().name, eval_dir=path.parent, metrics=metrics)
+    problem = _shape_problem(metrics)
+    if problem is not None:
+        raise UserError(f"{path} is not an evaluation written by contrastlab eval: {problem}")
+    figures = _figure_files(path, metrics.get("figures", {}))
+    return EvaluatedRun(name=run_dir.resolve().name, eval_dir=path.parent, metrics=metrics, figures=figures)
 
 
 def _unique_names(runs: list[EvaluatedRun]) -> None:
@@ -118,7 +225,7 @@ def _scatter(runs: list[EvaluatedRun]) -> str:
 
 
 def _figures(runs: list[EvaluatedRun]) -> str:
-    names = list(dict.fromkeys(n for run in runs for n in run.metrics.get("figures", {})))
+    names = list(dict.fromkeys(n for run in runs for n in run.figures))
     order = [n for n in FIGURE_CAPTIONS if n in names] + [n for n in names if n not in FIGURE_CAPTIONS]
     if not order:
         return ""
@@ -126,8 +233,7 @@ def _figures(runs: list[EvaluatedRun]) -> str:
     for name in order:
         cells = []
         for run in runs:
-            file = run.metrics.get("figures", {}).get(name)
-            path = run.eval_dir / file if file else None
+            path = run.figures.get(name)  # resolved inside eval/ by load_evaluated
             data = path.read_bytes() if path is not None and path.is_file() else None
             caption = FIGURE_CAPTIONS.get(name, name) + (f" — {run.name}" if len(runs) > 1 else "")
             cells.append(_figure(data, f"{name} ({run.name})", caption))
@@ -165,8 +271,9 @@ def build_report(run_dirs: list[str | Path], *, title: str | None = None, preamb
     for run in runs:
         info, items = run.metrics.get("run", {}), run.metrics.get("items", {})
         body.append(f"<li><b>{escape(run.name)}</b>: objective <code>{escape(str(info.get('objective')))}</code>, "
-                    f"data <code>{escape(str(info.get('dataset')))}</code>, {items.get('train', '?')} train / "
-                    f"{items.get('test', '?')} test items evaluated, <code>{escape(str(info.get('run_dir')))}</code></li>")
+                    f"data <code>{escape(str(info.get('dataset')))}</code>, "
+                    f"{escape(str(items.get('train', '?')))} train / {escape(str(items.get('test', '?')))} test "
+                    f"items evaluated, <code>{escape(str(info.get('run_dir')))}</code></li>")
     body.append("</ul>")
     body.append("<h2>Metrics</h2><p class=note>Features of the frozen encoder after the head and from the backbone, "
                 "next to two baselines: the raw inputs and the same architecture randomly initialised. "
