@@ -86,6 +86,18 @@ def _read_json(path: Path) -> Any:
                         "use --overwrite to start the recipe again") from None
 
 
+def _finished_metrics(path: Path) -> dict[str, Any] | None:
+    """A finished run's evaluation as the runner wrote it, or ``None`` when the file is not one."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("encoders"), dict) or \
+            not isinstance(metrics.get("train_seconds"), (int, float)) or isinstance(metrics.get("train_seconds"), bool):
+        return None
+    return metrics
+
+
 def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
@@ -152,10 +164,12 @@ def run_recipe(
         run_dir = out_dir / "runs" / run
         metrics_path = run_dir / "eval" / "metrics.json"
         if resume and run in state["done"] and metrics_path.is_file():
-            log(f"[{i}/{len(run_names)}] {run}: already done")
-            metrics = _read_json(metrics_path)
-            outcomes[run] = RunOutcome(run, run_dir, configs[run], metrics, float(metrics.get("train_seconds", 0)))
-            continue
+            metrics = _finished_metrics(metrics_path)
+            if metrics is not None:
+                log(f"[{i}/{len(run_names)}] {run}: already done")
+                outcomes[run] = RunOutcome(run, run_dir, configs[run], metrics, float(metrics["train_seconds"]))
+                continue
+            log(f"[{i}/{len(run_names)}] {run}: {metrics_path} is not a finished evaluation; running it again")
         log(f"[{i}/{len(run_names)}] {run}: training ({configs[run]['objective']['name']}"
             f" on {configs[run]['data']['name']} with {configs[run]['views']['name']} views)")
         cfg = config_from_dict(configs[run])
