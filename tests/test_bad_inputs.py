@@ -180,6 +180,8 @@ CASES: dict[str, Case] = {
     "duplicate-key": Case(("train", "twice.yaml"), ("twice.yaml: line 15", "the key 'batch_size' is given twice (lines 9 and 15)"),
                           lambda ws: (ws / "twice.yaml").write_text(BASE + "batch_size: 32\n")),
     "integer-too-long": Case(_train("batch_size=" + "9" * 5000), ("--set batch_size", "integer too long to read")),
+    "flag-not-true-or-false": Case(_train("model.encoder.options={hidden: [16], batch_norm: maybe}"),
+                                   ("encoder 'mlp': option 'batch_norm' must be true or false, got 'maybe'",)),
     "batch-of-one-with-negatives": Case(_train("batch_size=1"), ("objective 'nt_xent'", "in-batch negatives", "batch_size >= 2, got 1")),
     # -- train: the pieces do not fit
     "more-views-than-made": Case(

@@ -103,3 +103,30 @@ def did_you_mean(name: str, known) -> str:
 
     close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(map(str, known)))}"
+
+
+def check_flags(factory, options: dict, what: str) -> None:
+    """Refuse a non-boolean value for an option ``factory`` declares ``bool``.
+
+    YAML gives ``batch_norm: maybe`` as the string ``"maybe"``, which Python would treat as true without
+    a word; every registry checks its options with this before building.
+
+    Raises:
+        ValueError: naming ``what``, the option and the value.
+
+    Example:
+        >>> def f(*, normalize: bool = True): ...
+        >>> check_flags(f, {"normalize": "maybe"}, "objective 'x'")
+        Traceback (most recent call last):
+        ValueError: objective 'x': option 'normalize' must be true or false, got 'maybe'
+    """
+    import inspect
+    import typing
+
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception:  # noqa: BLE001 - hints that do not resolve: nothing to check
+        return
+    for key, value in options.items():
+        if hints.get(key) is bool and not isinstance(value, bool):
+            raise ValueError(f"{what}: option {key!r} must be true or false, got {value!r}")

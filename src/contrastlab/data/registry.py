@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from contrastlab.data._split import check_split
 from contrastlab.data.base import Dataset
-from contrastlab.errors import did_you_mean
+from contrastlab.errors import check_flags, did_you_mean
 from contrastlab.data.bundled import load_digits, load_mnist, load_mnist1d
 from contrastlab.data.manifest import load_manifest
 from contrastlab.data.shapes import ShapesDataset
@@ -69,6 +69,7 @@ def build_dataset(name: str, *, split: str = "train", seed: int = 0, **options) 
                 and p.name not in options and p.name not in ("split", "seed")]
     if required:
         raise ValueError(f"data set {name!r} needs the option {required[0]!r}")
+    check_flags(DATASETS[name], options, f"data set {name!r}")
     try:
         return DATASETS[name](split=split, seed=seed, **options)
     except TypeError as err:  # a value of the wrong type that no check caught: still the user's input

@@ -16,6 +16,7 @@ from contrastlab.encoders.convnet import ConvNet
 from contrastlab.encoders.mlp import MLP
 from contrastlab.encoders.resnet import CifarResNet18
 from contrastlab.encoders.text import TextEncoder
+from contrastlab.errors import check_flags
 
 #: Encoder name -> factory ``(input_shape, **options) -> nn.Module``.
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
@@ -60,6 +61,7 @@ def build_encoder(name: str, input_shape: Sequence[int], **options) -> nn.Module
         32
     """
     factory = ENCODERS[check_encoder_name(name)]
+    check_flags(factory, options, f"encoder {name!r}")
     try:
         return factory(tuple(input_shape), **options)
     except TypeError as err:

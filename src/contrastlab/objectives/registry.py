@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from contrastlab.errors import did_you_mean
+from contrastlab.errors import check_flags, did_you_mean
 from contrastlab.objectives._spec import ObjectiveSpec
 
 _MODULES: tuple[str, ...] = (
@@ -49,6 +49,7 @@ def get_objective(name: str) -> ObjectiveSpec:
 def build_objective(name: str, **options):
     """Build the objective module ``name`` with its keyword options."""
     spec = get_objective(name)
+    check_flags(spec.factory, options, f"objective {name!r}")
     try:
         return spec.factory(**options)
     except TypeError as err:  # unknown option names

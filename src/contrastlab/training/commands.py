@@ -5,9 +5,11 @@ CONFIG`` (DDP, detected from the environment).
 
 Everything that can be checked is checked before the run directory is touched: the config, the
 output location, the batch against the number of processes and the objective, the data, views,
-model and objective built from the config, and (for ``resume``) that the last checkpoint fits
-them. A mistake therefore never leaves a half-made run behind, never deletes the run that
-``--overwrite`` would have replaced, and never hangs other processes waiting in the process group.
+model and objective built from the config, one trial training step on the first batch (which
+the model, its gradients and the random state do not remember), and (for ``resume``) that the
+last checkpoint fits them. A mistake therefore never leaves a half-made run behind, never
+deletes the run that ``--overwrite`` would have replaced, and never hangs other processes
+waiting in the process group.
 
 While it trains, the main process holds an exclusive lock on the run directory, so a second
 ``train --overwrite`` or ``resume`` of the same directory is refused instead of deleting or

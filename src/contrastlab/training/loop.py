@@ -81,6 +81,7 @@ def trial_step(comps: Components, batch_size: int, *, device: torch.device, prec
     Catches what only a step shows (an objective option that does not fit the embeddings, a batch
     too small for BatchNorm, a loss that overflows at once) while the user's files are untouched.
     The model's weights and buffers, its gradients and the global random state are left as they were.
+    Call it before a process group is formed: the step's gathers would wait for the other processes.
 
     Raises:
         UserError: the step failed, or its loss is not finite; naming the error and the items used.
@@ -197,9 +198,11 @@ class _Run:
     def run(self, *, resume: bool, dataset: Dataset | None, views: ViewGenerator | None) -> TrainResult:
         cfg, info, device = self.cfg, self.info, self.device
         comps = self._build(dataset, views)  # a config that does not build never touches the run directory
-        if not resume and (self.run_dir / CONFIG_FILE).is_file():  # about to replace a run: try a step first
-            local = distributed.local_batch_size(cfg.batch_size, info.world_size)
-            trial_step(comps, local, device=device, precision=cfg.precision)
+        # About to replace a run: try a step first. Not under a process group, where ranks could disagree
+        # on whether the run directory holds a run and the step's gathers would wait for each other
+        # (the command line tries the step on every rank before the group is formed).
+        if not resume and not info.enabled and (self.run_dir / CONFIG_FILE).is_file():
+            trial_step(comps, cfg.batch_size, device=device, precision=cfg.precision)
         self._setup_dir(resume)
         module = comps.loss_module().to(device)
         if info.enabled and device.type == "cuda" and cfg.model.sync_batchnorm:

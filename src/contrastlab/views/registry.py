@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Callable
 
 from contrastlab.data.base import Dataset
-from contrastlab.errors import did_you_mean
+from contrastlab.errors import check_flags, did_you_mean
 from contrastlab.views.base import ViewGenerator
 from contrastlab.views.colour_split import ColourSplitViews
 from contrastlab.views.factor import FactorResampleViews
@@ -59,6 +59,7 @@ def build_views(name: str, dataset: Dataset, **options) -> ViewGenerator:
     for key in options:
         if key not in allowed:
             raise ValueError(f"unknown option {key!r} for views {name!r}{did_you_mean(key, allowed)}")
+    check_flags(VIEWS[name], options, f"views {name!r}")
     try:
         return VIEWS[name](dataset, **options)
     except TypeError as err:  # a value of the wrong type that no check caught: still the user's input
