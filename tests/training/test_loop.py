@@ -141,6 +141,15 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit_and_deletes_nothing(tmp_p
     assert snapshot(tmp_path / "run") == before
 
 
+def test_resuming_a_finished_run_trains_nothing_and_reports_its_last_loss(tmp_path):
+    done = run(tmp_path, cfg=config(steps=20))
+    before = final_weights(tmp_path / "run")
+    again = run(tmp_path, cfg=config(steps=20), resume=True)
+    assert again.step == 20 and again.loss == pytest.approx(done.loss, rel=1e-5)  # as metrics.csv holds it
+    after = final_weights(tmp_path / "run")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_resume_refuses_a_checkpoint_past_the_configured_steps(tmp_path):
     run(tmp_path, cfg=config(steps=20))
     before = snapshot(tmp_path / "run")

@@ -29,7 +29,7 @@ from contrastlab.training.checkpoint import (
     unflatten_optimizer,
 )
 from contrastlab.training.config import TrainConfig, config_to_dict
-from contrastlab.training.logging import MetricsLog, Progress, TensorBoard
+from contrastlab.training.logging import MetricsLog, Progress, TensorBoard, read_metrics
 from contrastlab.training.optim import build_optimizer, lr_factor, set_lr
 from contrastlab.training.sampler import ShardedBatches, derive_seed
 from contrastlab.training.step import align_uniform_stats, mean_norm
@@ -291,6 +291,8 @@ class _Run:
         t_start = time.perf_counter()
         window = _Window()
         ckpt_loss_sum, ckpt_loss_n, last_loss, last_ckpt = 0.0, 0, float("nan"), manager.path("last")
+        if start >= total and (self.run_dir / METRICS_FILE).is_file():  # resuming a finished run: its last loss
+            last_loss = next((row["loss"] for row in reversed(read_metrics(self.run_dir / METRICS_FILE))), last_loss)
         for step in range(start, total):
             t0 = time.perf_counter()
             idx = sampler.indices(step)
