@@ -40,6 +40,11 @@ _FORMAT_VERSION = 1
 INSTALL_HINT = "install it with: apt-get install espeak-ng (macOS: brew install espeak-ng)"
 
 
+def _quiet() -> bool:
+    """``CONTRASTLAB_NO_PROGRESS`` set (as ``--no-progress`` does): no progress bar while synthesising."""
+    return bool(os.environ.get("CONTRASTLAB_NO_PROGRESS"))
+
+
 @dataclass(frozen=True)
 class Utterance:
     """One caption to speak: the text and the speaker's voice, speed (words/min) and pitch (0-99)."""
@@ -151,7 +156,7 @@ class SpeechSynthesizer:
 
             todo = list(missing)
             with ThreadPoolExecutor(max_workers=min(self.workers, len(todo))) as pool, \
-                    tqdm(total=len(todo), desc="espeak-ng", unit="caption", disable=len(todo) < 100) as bar:
+                    tqdm(total=len(todo), desc="espeak-ng", unit="caption", disable=len(todo) < 100 or _quiet()) as bar:
                 for u, spec in zip(todo, pool.map(make, todo)):
                     for i in missing[u]:
                         out[i] = spec

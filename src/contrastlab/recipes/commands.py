@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from contrastlab.errors import UserError
@@ -44,6 +45,8 @@ def _recipe(args: argparse.Namespace) -> int:
         raise UserError("name a recipe, or use --list to see them")
     from contrastlab.recipes.runner import print_summary, run_recipe_seeds
 
+    _quiet_if(args.no_progress)
+
     result = run_recipe_seeds(args.name, args.seeds, scale=args.scale, out=args.out, overwrite=args.overwrite,
                               resume=args.resume, only=args.only, progress=not args.no_progress)
     print_summary(result)
@@ -53,6 +56,7 @@ def _recipe(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from contrastlab.recipes.runner import MARKER, print_summary, run_recipe
 
+    _quiet_if(args.no_progress)
     out = Path(args.out)
     # An earlier demo in the same folder is replaced; anything else there (another recipe's results
     # included) is never touched: run_recipe refuses a folder it would have to overwrite.
@@ -72,3 +76,9 @@ def _holds_demo(marker: Path) -> bool:
         return False
     return isinstance(record, dict) and (record.get("recipe"), record.get("scale")) == (DEMO_RECIPE, "demo") \
         and record.get("seeds", [0]) == [0]
+
+
+def _quiet_if(no_progress: bool) -> None:
+    """``--no-progress`` also silences the bars of work deep inside (e.g. synthesising spoken captions)."""
+    if no_progress:
+        os.environ["CONTRASTLAB_NO_PROGRESS"] = "1"
