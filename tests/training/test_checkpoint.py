@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from contrastlab.errors import UserError
+from contrastlab.files import atomic_write_bytes
 from contrastlab.training.checkpoint import (
     CheckpointManager,
     _tensors_bytes,
-    atomic_write_bytes,
     check_state_fits,
     flatten_optimizer,
     read_checkpoint,

@@ -262,7 +262,7 @@ def run_recipe_seeds(
     for k, seed in enumerate(seeds, 1):
         log(f"seed {seed} ({k} of {len(seeds)})")
         results[seed] = run_recipe(name, out=out_dir / f"seed-{seed}", seed=seed,
-                                   **{**common, "overwrite": False, "resume": resume})
+                                   **{**common, "overwrite": False})  # --overwrite was applied to the whole folder above
         state["done"] = sorted(set(state["done"]) | {seed})
         _write_json(out_dir / MARKER, state)
     summary = aggregate({s: r.summary for s, r in results.items()})

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastlab.errors import UserError, one_line
-from contrastlab.files import atomic_write_bytes, atomic_write_text, fsync_dir  # noqa: F401 - re-exported
+from contrastlab.files import atomic_write_bytes, atomic_write_text, fsync_dir
 
 INDEX = "index.json"
 MODEL_FILE, OBJECTIVE_FILE = "model.safetensors", "objective.safetensors"

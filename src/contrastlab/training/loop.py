@@ -16,11 +16,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from contrastlab.data.base import Dataset
 from contrastlab.errors import UserError, one_line
+from contrastlab.files import atomic_write_text
 from contrastlab.training import distributed
 from contrastlab.training.build import Components, build_components
 from contrastlab.training.checkpoint import (
     CheckpointManager,
-    atomic_write_text,
     check_resumable,
     checkpoint_step,
     discard,
@@ -240,8 +240,9 @@ class _Run:
             raise UserError(f"no checkpoint to resume from in {manager.directory}")
         ckpt = read_checkpoint(path)
         check_resumable(ckpt, module.model, module.objective, world_size=self.info.world_size)
-        if checkpoint_step(ckpt) > total:
-            raise UserError(f"checkpoint {path} is at step {checkpoint_step(ckpt)}, past the {total} steps the run's "
+        step = checkpoint_step(ckpt)
+        if step > total:
+            raise UserError(f"checkpoint {path} is at step {step}, past the {total} steps the run's "
                             f"{CONFIG_FILE} asks for; was steps or epochs edited?")
         module.model.load_state_dict(ckpt.model)
         if ckpt.objective:
@@ -260,7 +261,7 @@ class _Run:
                 if name > path.name:
                     discard(manager.directory / name)
         elapsed = ckpt.meta.get("elapsed_s", 0.0)
-        return checkpoint_step(ckpt), float(elapsed) if isinstance(elapsed, (int, float)) else 0.0
+        return step, float(elapsed) if isinstance(elapsed, (int, float)) else 0.0
 
     def _rng_tensors(self, view_rng: torch.Generator) -> dict[str, torch.Tensor]:
         states = {"views": view_rng.get_state(), "torch": torch.get_rng_state()}
