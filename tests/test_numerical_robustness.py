@@ -61,6 +61,13 @@ def _loss(name: str, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return objective([z1, z2, (z1 + z2) / 2])
     if kind == "supervised":
         return objective(torch.stack([z1, z2], dim=1), torch.arange(N) % CLASSES)
+    if kind == "method":  # reads the step's outputs: predictions, momentum targets, a queue, a learned scale and bias
+        from contrastlab.outputs import Outputs
+
+        out = Outputs({"a": z1, "b": z2}, ("a", "b"), {"a": "x", "b": "x"}, predictions={"a": z1, "b": z2},
+                      targets={"a": z1.detach(), "b": z2.detach()}, negatives=z2.detach(),
+                      temperature=torch.tensor(0.01), logit_bias=torch.tensor(-10.0))
+        return OBJECTIVES[name].reader.call(objective, out)
     recons, targets = {"image": z1, "audio": z2}, {"image": z2.detach().float(), "audio": z1.detach().float()}
     if name == "autoencoder":  # one modality; the degenerate case is the target, not a second view
         recons, targets = {"image": z1}, {"image": z2.detach().float()}

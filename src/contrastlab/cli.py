@@ -5,6 +5,8 @@ a :class:`~contrastlab.errors.UserError`, a ``ValueError`` from a library check,
 (a file or folder that cannot be read or written, named in the message).
 Each package that offers commands has a ``commands`` module with ``register(subparsers)``; each
 registered sub-parser sets ``func`` to a callable taking the parsed namespace and returning an exit code.
+A sub-command given :func:`~contrastlab.plugins.add_plugin_option` gets ``--plugin FILE.py``; those files
+are loaded here, before the command runs (and so before any config is checked).
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             raise UserError(f"name a command: {', '.join(_commands(parser))}")
+        if getattr(args, "plugins", None):
+            from contrastlab.plugins import load_plugins
+
+            load_plugins(args.plugins)
         return int(args.func(args) or 0)
     except (UserError, ValueError) as err:
         print(f"contrastlab: error: {one_line(err)}", file=sys.stderr)

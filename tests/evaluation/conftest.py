@@ -77,6 +77,7 @@ class FixtureRun:
     objective: str = "nt_xent"
     config: dict = field(default_factory=lambda: {"objective": {"name": "nt_xent", "options": {"temperature": 0.2}},
                                                   "data": {"name": "shapes"}, "steps": 3})
+    temperature: float | None = 0.2  #: what a run's checkpoint records (LoadedRun.temperature)
 
     @property
     def metrics_path(self) -> Path:

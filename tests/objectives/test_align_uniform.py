@@ -6,7 +6,9 @@ import torch
 from _compare import assert_same
 from contrastlab.objectives.align_uniform import (
     SPECS,
+    AlignLoss,
     AlignUniform,
+    UniformLoss,
     align_loss,
     align_uniform,
     check_unit_norm,
@@ -170,3 +172,57 @@ def test_module_and_specs():
     assert spec.name == "align_uniform" and spec.kind == "pairwise" and "\n" not in spec.formula
     module = spec.factory(alpha=2.0, t=2.0)
     assert isinstance(module, torch.nn.Module) and module(z1, z2).dim() == 0
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.0, 3.0])
+def test_align_reduction_is_per_pair(alpha):
+    x, y = _sphere(6, 4), _sphere(6, 4)
+    per_pair = align_loss(x, y, alpha=alpha, reduction="none")
+    assert per_pair.shape == (6,)
+    torch.testing.assert_close(per_pair, torch.stack([ref_align(x[i : i + 1], y[i : i + 1], alpha) for i in range(6)]))
+    torch.testing.assert_close(per_pair.mean(), align_loss(x, y, alpha=alpha))
+    torch.testing.assert_close(per_pair.sum(), align_loss(x, y, alpha=alpha, reduction="sum"))
+    torch.testing.assert_close(AlignLoss(alpha=alpha, reduction="none")(x, y), per_pair)
+
+
+def test_batch_statistics_have_only_the_mean():
+    x = _sphere(6, 4)
+    for call in (
+        lambda r: uniform_loss(x, reduction=r),
+        lambda r: align_uniform(x, x, reduction=r),
+        lambda r: UniformLoss(reduction=r),
+        lambda r: AlignUniform(reduction=r),
+    ):
+        for reduction in ("sum", "none"):
+            with pytest.raises(ValueError, match=f"no per-sample losses, so reduction must be 'mean', got '{reduction}"):
+                call(reduction)
+        with pytest.raises(ValueError, match="'avg'"):
+            call("avg")
+    torch.testing.assert_close(uniform_loss(x, reduction="mean"), uniform_loss(x))
+    with pytest.raises(ValueError, match="'avg'"):
+        align_loss(x, x, reduction="avg")
+
+
+def test_normalize_inside():
+    z1, z2 = torch.randn(6, 4, dtype=DT), torch.randn(6, 4, dtype=DT)
+    u1, u2 = torch.nn.functional.normalize(z1, dim=1), torch.nn.functional.normalize(z2, dim=1)
+    torch.testing.assert_close(align_loss(z1, z2, normalize=True), align_loss(u1, u2))
+    torch.testing.assert_close(uniform_loss(z1, normalize=True), uniform_loss(u1))
+    align_loss(3 * z1, z2, normalize=True, check_normalized=True)  # checked after normalising: passes
+    with pytest.raises(ValueError, match="unit-norm"):
+        align_loss(3 * z1, z2, check_normalized=True)
+    # off by default: these are also metrics of the points as given
+    assert not torch.allclose(align_loss(z1, z2), align_loss(u1, u2))
+
+
+def test_align_and_uniform_modules():
+    z1, z2 = torch.randn(6, 4, dtype=DT), torch.randn(6, 4, dtype=DT)
+    torch.testing.assert_close(AlignLoss(alpha=1.5)(z1, z2), align_loss(z1, z2, alpha=1.5))
+    torch.testing.assert_close(AlignLoss(normalize=True)(z1, z2), align_loss(z1, z2, normalize=True))
+    torch.testing.assert_close(UniformLoss(t=3.0)(z1), uniform_loss(z1, t=3.0))
+    torch.testing.assert_close(UniformLoss(normalize=True)(z1), uniform_loss(z1, normalize=True))
+    for bad in (dict(alpha=0), dict(reduction="avg")):
+        with pytest.raises(ValueError):
+            AlignLoss(**bad)
+    with pytest.raises(ValueError, match="t must"):
+        UniformLoss(t=0)

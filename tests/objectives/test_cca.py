@@ -274,6 +274,10 @@ def test_dcca_trains_linear_encoders_to_the_top_correlation():
         (lambda a, b: DCCALoss(n_components=-2), "got -2"),
         (lambda a, b: DCCALoss(reg=-1e-3), "-0.001"),
         (lambda a, b: dcca_loss(a * float("nan"), b), "not positive definite"),
+        (lambda a, b: dcca_loss(a, b, reduction="none"), "no per-sample losses, so reduction must be 'mean'"),
+        (lambda a, b: dcca_loss(a, b, reduction="sum"), "got 'sum'"),
+        (lambda a, b: dcca_loss(a, b, reduction="avg"), "'avg'"),
+        (lambda a, b: DCCALoss(reduction="none"), "got 'none'"),
     ],
 )
 def test_dcca_bad_arguments(call, match):

@@ -123,3 +123,40 @@ def test_registered_and_built_from_options():
     expected = contrastive_align_uniform(z1, z2, contrastive_weight=0.0, align_weight=0.98, uniform_weight=0.96)
     assert torch.allclose(module(z1, z2), expected)
     assert "align_weight=0.98" in repr(module)
+
+
+@pytest.mark.parametrize("wc, wa, symmetric", [(1.0, 0.5, False), (0.7, 0.0, True), (0.0, 1.0, False)])
+def test_reduction_without_uniformity_is_per_item(wc, wa, symmetric):
+    z1, z2 = torch.randn(7, 5, dtype=DT), torch.randn(7, 5, dtype=DT)
+    kw = dict(contrastive_weight=wc, align_weight=wa, uniform_weight=0.0, temperature=0.3, symmetric=symmetric)
+    per_item = contrastive_align_uniform(z1, z2, reduction="none", **kw)
+    assert per_item.shape == (7,)
+    expected = torch.stack([
+        wc * info_nce(z1, z2, temperature=0.3, symmetric=symmetric, reduction="none")[i]
+        + wa * ((_unit(z1)[i] - _unit(z2)[i]) ** 2).sum()
+        for i in range(7)
+    ])
+    torch.testing.assert_close(per_item, expected)
+    torch.testing.assert_close(per_item.mean(), contrastive_align_uniform(z1, z2, **kw))
+    torch.testing.assert_close(per_item.sum(), contrastive_align_uniform(z1, z2, reduction="sum", **kw))
+    torch.testing.assert_close(ContrastiveAlignUniform(reduction="none", **kw)(z1, z2), per_item)
+
+
+def test_reduction_with_uniformity_is_the_mean_only():
+    z = torch.randn(4, 3)
+    for reduction in ("sum", "none"):
+        with pytest.raises(ValueError, match=f"uniform_weight > 0 is a statistic.*got '{reduction}'"):
+            contrastive_align_uniform(z, z, reduction=reduction)
+        with pytest.raises(ValueError, match="uniform_weight > 0"):
+            ContrastiveAlignUniform(reduction=reduction)
+    with pytest.raises(ValueError, match="'avg'"):
+        contrastive_align_uniform(z, z, uniform_weight=0.0, reduction="avg")
+
+
+def test_temperature_per_call():
+    z1, z2 = torch.randn(6, 4, dtype=DT), torch.randn(6, 4, dtype=DT)
+    tau = torch.tensor(0.3, dtype=DT, requires_grad=True)
+    loss = ContrastiveAlignUniform(temperature=0.9)(z1, z2, temperature=tau)
+    torch.testing.assert_close(loss, contrastive_align_uniform(z1, z2, temperature=0.3))
+    loss.backward()
+    assert tau.grad is not None and tau.grad != 0

@@ -8,24 +8,22 @@ from contrastlab.objectives.triplet import triplet_margin
 DT = torch.float64
 
 
-def ref_vse(z1, z2, margin, max_violation, normalize=True):
-    """Faghri et al. eq. (4)/(5) with loops; averaged over anchors."""
+def ref_vse(z1, z2, margin, max_violation, normalize=True, symmetric=True, per_anchor=False):
+    """Faghri et al. eq. (4)/(5) with loops; averaged over anchors and (when symmetric) over the two directions."""
     n = z1.shape[0]
 
     def s(u, v):
         dot = (u * v).sum()
         return dot / torch.sqrt((u * u).sum() * (v * v).sum()) if normalize else dot
 
-    total = 0.0
+    losses = []
     for i in range(n):
         pos = s(z1[i], z2[i])
         to_z2 = [torch.clamp(margin - pos + s(z1[i], z2[j]), min=0) for j in range(n) if j != i]
         to_z1 = [torch.clamp(margin - pos + s(z1[j], z2[i]), min=0) for j in range(n) if j != i]
-        if max_violation:
-            total = total + max(to_z2, key=lambda v: v.item()) + max(to_z1, key=lambda v: v.item())
-        else:
-            total = total + sum(to_z2) + sum(to_z1)
-    return total / n
+        pick = (lambda costs: max(costs, key=lambda v: v.item())) if max_violation else sum
+        losses.append((pick(to_z2) + pick(to_z1)) / 2 if symmetric else pick(to_z2))
+    return torch.stack(losses) if per_anchor else sum(losses) / n
 
 
 def _pairs(n=6, d=4):
@@ -48,16 +46,21 @@ def test_matches_loop_reference(max_violation, normalize):
 
 def test_closed_form_and_relations_to_triplet():
     z = torch.eye(3, dtype=DT)
-    assert vse_hinge(z, z, margin=1.5).item() == pytest.approx(2.0)  # 2 directions x 2 negatives x 0.5
-    assert vse_hinge(z, z, margin=1.5, max_violation=True).item() == pytest.approx(1.0)
+    assert vse_hinge(z, z, margin=1.5).item() == pytest.approx(1.0)  # mean of 2 directions, each 2 negatives x 0.5
+    assert vse_hinge(z, z, margin=1.5, symmetric=False).item() == pytest.approx(1.0)
+    assert vse_hinge(z, z, margin=1.5, max_violation=True).item() == pytest.approx(0.5)
     assert vse_hinge(z, z, margin=0.5).item() == 0.0
     z1, z2 = _pairs(n=7)
-    # VSE++ is the bidirectional hardest-negative triplet loss on cosine similarity
+    # VSE++ is the hardest-negative triplet loss on cosine similarity; the triplet loss sums the directions
     torch.testing.assert_close(
-        vse_hinge(z1, z2, max_violation=True), triplet_margin(z1, z2, sampler="hardest", metric="cosine")
+        2 * vse_hinge(z1, z2, max_violation=True), triplet_margin(z1, z2, sampler="hardest", metric="cosine")
     )
-    # VSE sums what the "all" triplet loss averages
-    torch.testing.assert_close(vse_hinge(z1, z2), 6 * triplet_margin(z1, z2, sampler="all", metric="cosine"))
+    torch.testing.assert_close(
+        vse_hinge(z1, z2, max_violation=True, symmetric=False),
+        triplet_margin(z1, z2, sampler="hardest", metric="cosine", bidirectional=False),
+    )
+    # VSE sums over the 6 negatives what the "all" triplet loss averages
+    torch.testing.assert_close(2 * vse_hinge(z1, z2), 6 * triplet_margin(z1, z2, sampler="all", metric="cosine"))
     # with two items there is a single negative: sum == max
     torch.testing.assert_close(vse_hinge(z1[:2], z2[:2]), vse_hinge(z1[:2], z2[:2], max_violation=True))
     assert vse_hinge(z1, z2, max_violation=True) <= vse_hinge(z1, z2)
@@ -118,3 +121,34 @@ def test_module_and_specs():
     torch.testing.assert_close(specs["vse++"].factory()(z1, z2), vse_hinge(z1, z2, max_violation=True))
     with pytest.raises(TypeError):
         specs["vse"].factory(max_violation=True)
+
+
+@pytest.mark.parametrize("max_violation", [False, True])
+def test_symmetric_is_the_mean_of_the_two_directions(max_violation):
+    z1, z2 = _pairs()
+    both = vse_hinge(z1, z2, max_violation=max_violation)
+    one = vse_hinge(z1, z2, max_violation=max_violation, symmetric=False)
+    other = vse_hinge(z2, z1, max_violation=max_violation, symmetric=False)
+    torch.testing.assert_close(both, (one + other) / 2)
+    v1, g1 = value_and_grads(lambda a, b: vse_hinge(a, b, margin=0.3, symmetric=False), z1, z2)
+    v2, g2 = value_and_grads(lambda a, b: ref_vse(a, b, 0.3, False, symmetric=False), z1, z2)
+    torch.testing.assert_close(v1, v2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("max_violation", [False, True])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_reduction(max_violation, symmetric):
+    z1, z2 = _pairs()
+    kw = dict(margin=0.3, max_violation=max_violation, symmetric=symmetric)
+    per_anchor = vse_hinge(z1, z2, reduction="none", **kw)
+    assert per_anchor.shape == (6,)
+    torch.testing.assert_close(per_anchor, ref_vse(z1, z2, 0.3, max_violation, symmetric=symmetric, per_anchor=True))
+    torch.testing.assert_close(per_anchor.mean(), vse_hinge(z1, z2, **kw))
+    torch.testing.assert_close(per_anchor.sum(), vse_hinge(z1, z2, reduction="sum", **kw))
+    torch.testing.assert_close(VSEHinge(reduction="none", **kw)(z1, z2), per_anchor)
+    with pytest.raises(ValueError, match="'avg'"):
+        vse_hinge(z1, z2, reduction="avg")
+    with pytest.raises(ValueError, match="'avg'"):
+        VSEHinge(reduction="avg")

@@ -1,3 +1,4 @@
+import importlib
 import math
 
 import pytest
@@ -22,12 +23,12 @@ def _neg_log_softmax_first(scores):
     return -scores[0] + torch.log(sum(torch.exp(s) for s in scores))
 
 
-def ref_info_nce(z1, z2, tau, negatives=None, symmetric=False, normalize=True):
+def ref_info_nce(z1, z2, tau, negatives=None, symmetric=False, normalize=True, per_anchor=False):
     f = _unit if normalize else (lambda v: v)
     n = z1.shape[0]
 
     def one_way(a, b):
-        total = 0.0
+        losses = []
         for i in range(n):
             anchor = f(a[i])
             cands = [f(b[i])]
@@ -37,25 +38,26 @@ def ref_info_nce(z1, z2, tau, negatives=None, symmetric=False, normalize=True):
                 cands += [f(negatives[m]) for m in range(negatives.shape[0])]
             else:
                 cands += [f(negatives[i, m]) for m in range(negatives.shape[1])]
-            total = total + _neg_log_softmax_first([(anchor * c).sum() / tau for c in cands])
-        return total / n
+            losses.append(_neg_log_softmax_first([(anchor * c).sum() / tau for c in cands]))
+        return torch.stack(losses)
 
     loss = one_way(z1, z2)
     if symmetric:
         loss = (loss + one_way(z2, z1)) / 2
-    return loss
+    return loss if per_anchor else loss.sum() / n
 
 
-def ref_nt_xent(z1, z2, tau, normalize=True):
+def ref_nt_xent(z1, z2, tau, normalize=True, per_anchor=False):
     f = _unit if normalize else (lambda v: v)
     n = z1.shape[0]
     u = [f(z1[i]) for i in range(n)] + [f(z2[i]) for i in range(n)]
-    total = 0.0
+    losses = []
     for k in range(2 * n):
         p = (k + n) % (2 * n)
         scores = [(u[k] * u[p]).sum() / tau] + [(u[k] * u[l]).sum() / tau for l in range(2 * n) if l not in (k, p)]
-        total = total + _neg_log_softmax_first(scores)
-    return total / (2 * n)
+        losses.append(_neg_log_softmax_first(scores))
+    losses = torch.stack(losses)
+    return losses if per_anchor else losses.sum() / (2 * n)
 
 
 # ---------------------------------------------------------------- value and gradient vs the references
@@ -320,6 +322,64 @@ def test_auto_takes_the_tiled_kernel_from_the_threshold_and_agrees_with_naive(mo
     value = info_nce(big, big.roll(1, 0), impl="auto")
     assert calls == [TILED_THRESHOLD]
     torch.testing.assert_close(value, info_nce(big, big.roll(1, 0), impl="naive"), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- reduction
+
+
+@pytest.mark.parametrize("symmetric, negatives", [(False, None), (True, None), (False, (3, 4)), (False, (5, 3, 4))])
+def test_info_nce_reduction(symmetric, negatives):
+    z1, z2 = torch.randn(5, 4, dtype=DT), torch.randn(5, 4, dtype=DT)
+    neg = None if negatives is None else torch.randn(*negatives, dtype=DT)
+    kw = dict(temperature=0.3, negatives=neg, symmetric=symmetric)
+    per_anchor = info_nce(z1, z2, reduction="none", **kw)
+    assert per_anchor.shape == (5,)
+    torch.testing.assert_close(per_anchor, ref_info_nce(z1, z2, 0.3, neg, symmetric, per_anchor=True))
+    torch.testing.assert_close(per_anchor.mean(), info_nce(z1, z2, **kw))
+    torch.testing.assert_close(per_anchor.sum(), info_nce(z1, z2, reduction="sum", **kw))
+    module = InfoNCE(temperature=0.3, symmetric=symmetric, reduction="none")
+    torch.testing.assert_close(module(z1, z2, neg), per_anchor)
+
+
+def test_nt_xent_reduction_is_per_anchor_z1_rows_first():
+    z1, z2 = torch.randn(5, 4, dtype=DT), torch.randn(5, 4, dtype=DT)
+    per_anchor = nt_xent(z1, z2, temperature=0.3, reduction="none")
+    assert per_anchor.shape == (10,)
+    torch.testing.assert_close(per_anchor, ref_nt_xent(z1, z2, 0.3, per_anchor=True))
+    torch.testing.assert_close(per_anchor[:5], nt_xent(z2, z1, temperature=0.3, reduction="none")[5:])
+    torch.testing.assert_close(per_anchor.mean(), nt_xent(z1, z2, temperature=0.3))
+    torch.testing.assert_close(per_anchor.sum(), nt_xent(z1, z2, temperature=0.3, reduction="sum"))
+    torch.testing.assert_close(NTXent(temperature=0.3, reduction="none")(z1, z2), per_anchor)
+
+
+def test_reduction_with_the_tiled_kernel(monkeypatch):
+    """The tiled kernel gives the mean and the sum; "none" takes the naive path under "auto" and refuses "tiled"."""
+    info_nce_module = importlib.import_module("contrastlab.objectives.info_nce")
+    z1, z2 = torch.randn(6, 4, dtype=DT), torch.randn(6, 4, dtype=DT)
+    for symmetric in (False, True):
+        torch.testing.assert_close(
+            info_nce(z1, z2, symmetric=symmetric, reduction="sum", impl="tiled"),
+            info_nce(z1, z2, symmetric=symmetric, reduction="sum", impl="naive"),
+        )
+    torch.testing.assert_close(
+        nt_xent(z1, z2, reduction="sum", impl="tiled"), nt_xent(z1, z2, reduction="sum", impl="naive")
+    )
+    for fn in (info_nce, nt_xent):
+        with pytest.raises(ValueError, match="reduction='none'"):
+            fn(z1, z2, reduction="none", impl="tiled")
+    monkeypatch.setattr(info_nce_module, "TILED_THRESHOLD", 4)  # auto would tile these 6 rows
+    torch.testing.assert_close(
+        info_nce(z1, z2, reduction="none"), info_nce(z1, z2, reduction="none", impl="naive")
+    )
+    torch.testing.assert_close(nt_xent(z1, z2, reduction="none"), nt_xent(z1, z2, reduction="none", impl="naive"))
+
+
+def test_bad_reduction():
+    z = torch.randn(4, 3)
+    for call in (lambda: info_nce(z, z, reduction="avg"), lambda: nt_xent(z, z, reduction="avg"),
+                 lambda: InfoNCE(reduction="avg"), lambda: NTXent(reduction="avg")):
+        with pytest.raises(ValueError, match="'avg'"):
+            call()
 
 
 # ---------------------------------------------------------------- modules and SPECS

@@ -1,12 +1,16 @@
+from importlib import import_module
+
 import pytest
 import torch
 
-from contrastlab.objectives import info_nce as info_nce_module
-from contrastlab.objectives import multiview as multiview_module
 from contrastlab.objectives import registry
 from contrastlab.objectives._spec import ObjectiveSpec
 from contrastlab.objectives.info_nce import InfoNCE, info_nce
 from contrastlab.objectives.multiview import SPECS, MultiViewObjective, core_view, full_graph
+
+# The modules by their import path: the package attribute ``contrastlab.objectives.info_nce`` is the function.
+info_nce_module = import_module("contrastlab.objectives.info_nce")
+multiview_module = import_module("contrastlab.objectives.multiview")
 
 DT = torch.float64
 
@@ -175,3 +179,16 @@ def test_specs_build_working_multiview_modules(registered):
         torch.testing.assert_close(module(views), combine(views, clip))  # default pairwise: CLIP's two-way loss
         other = spec.factory(pairwise="nt_xent", temperature=0.5, reduction="mean")
         torch.testing.assert_close(other(views), combine(views, info_nce_module.NTXent(temperature=0.5), reduction="mean"))
+
+
+def test_a_temperature_per_call_reaches_every_pairwise_loss():
+    views = _views(3)
+    tau = torch.tensor(0.3, dtype=DT, requires_grad=True)
+    objective = MultiViewObjective(InfoNCE(temperature=0.1, symmetric=True), mode="full_graph")
+    loss = objective(views, temperature=tau)
+    torch.testing.assert_close(
+        loss, full_graph(views, lambda a, b: info_nce(a, b, temperature=0.3, symmetric=True))
+    )
+    loss.backward()
+    assert tau.grad is not None and tau.grad != 0
+    torch.testing.assert_close(objective(views), full_graph(views, InfoNCE(temperature=0.1, symmetric=True)))

@@ -17,13 +17,13 @@ def _neg_log_sigmoid(x):
     return torch.log(1 + torch.exp(-x))
 
 
-def ref_nce(z1, z2, tau, negatives=None, offset=0.0, symmetric=False, normalize=True):
+def ref_nce(z1, z2, tau, negatives=None, offset=0.0, symmetric=False, normalize=True, per_anchor=False):
     """Slides' eq. (4) with the negatives summed, loops over anchors and negatives."""
     f = _unit if normalize else (lambda v: v)
     n = z1.shape[0]
 
     def one_way(a, b):
-        total = 0.0
+        losses = []
         for i in range(n):
             if negatives is None:
                 negs = [b[j] for j in range(n) if j != i]
@@ -34,11 +34,12 @@ def ref_nce(z1, z2, tau, negatives=None, offset=0.0, symmetric=False, normalize=
             term = _neg_log_sigmoid((f(a[i]) * f(b[i])).sum() / tau - offset)
             for neg in negs:
                 term = term + _neg_log_sigmoid(-((f(a[i]) * f(neg)).sum() / tau - offset))
-            total = total + term
-        return total / n
+            losses.append(term)
+        return torch.stack(losses)
 
     loss = one_way(z1, z2)
-    return (loss + one_way(z2, z1)) / 2 if symmetric else loss
+    loss = (loss + one_way(z2, z1)) / 2 if symmetric else loss
+    return loss if per_anchor else loss.sum() / n
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
@@ -166,3 +167,21 @@ def test_module_and_specs():
     assert spec.name == "nce" and spec.kind == "pairwise" and "\n" not in spec.formula
     built = spec.factory(temperature=0.3)
     assert isinstance(built, torch.nn.Module) and built(z1, z2).dim() == 0
+
+
+@pytest.mark.parametrize("symmetric, negatives", [(False, None), (True, None), (False, (3, 4)), (False, (5, 3, 4))])
+def test_reduction(symmetric, negatives):
+    z1, z2 = torch.randn(5, 4, dtype=DT), torch.randn(5, 4, dtype=DT)
+    neg = None if negatives is None else torch.randn(*negatives, dtype=DT)
+    kw = dict(temperature=0.3, negatives=neg, offset=0.5, symmetric=symmetric)
+    per_anchor = nce(z1, z2, reduction="none", **kw)
+    assert per_anchor.shape == (5,)
+    torch.testing.assert_close(per_anchor, ref_nce(z1, z2, 0.3, neg, 0.5, symmetric, per_anchor=True))
+    torch.testing.assert_close(per_anchor.mean(), nce(z1, z2, **kw))
+    torch.testing.assert_close(per_anchor.sum(), nce(z1, z2, reduction="sum", **kw))
+    module = NCE(temperature=0.3, offset=0.5, symmetric=symmetric, reduction="none")
+    torch.testing.assert_close(module(z1, z2, neg), per_anchor)
+    with pytest.raises(ValueError, match="'avg'"):
+        nce(z1, z2, reduction="avg")
+    with pytest.raises(ValueError, match="'avg'"):
+        NCE(reduction="avg")

@@ -34,8 +34,9 @@ def test_reconstruction_loss_reductions_and_closed_forms():
     x = torch.zeros(3, 5)
     assert reconstruction_loss(x, x).item() == 0.0
     assert reconstruction_loss(x + 2.0, x).item() == pytest.approx(4.0)
-    assert reconstruction_loss(x + 2.0, x, reduction="sum").item() == pytest.approx(60.0)
-    assert torch.equal(reconstruction_loss(x + 2.0, x, reduction="none"), torch.full((3, 5), 4.0))
+    # the per-sample loss is each item's mean squared error: "none" is (N,), "sum" the sum over items
+    assert reconstruction_loss(x + 2.0, x, reduction="sum").item() == pytest.approx(12.0)
+    assert torch.equal(reconstruction_loss(x + 2.0, x, reduction="none"), torch.full((3,), 4.0))
     recon, target = torch.randn(6, 7), torch.randn(6, 7)
     torch.testing.assert_close(reconstruction_loss(recon, target), F.mse_loss(recon, target))
     perm = torch.randperm(6)
@@ -53,6 +54,8 @@ def test_reconstruction_loss_reductions_and_closed_forms():
         (lambda: reconstruction_loss(torch.zeros(4, dtype=torch.long), torch.zeros(4)), "floating point"),
         (lambda: reconstruction_loss([0.0], torch.zeros(1)), "tensor"),
         (lambda: AutoencoderLoss(reduction="avg"), "'avg'"),
+        (lambda: reconstruction_loss(torch.zeros(()), torch.zeros(()), reduction="none"), "batch dimension"),
+        (lambda: MultimodalReconstruction(reduction="avg"), "'avg'"),
     ],
 )
 def test_reconstruction_loss_bad_arguments(call, match):
@@ -75,6 +78,30 @@ def test_multimodal_reconstruction_matches_reference():
     equal = multimodal_reconstruction(recons, targets)
     torch.testing.assert_close(equal, (mse_reference(recons["image"], targets["image"])
                                        + mse_reference(recons["audio"], targets["audio"])) / 2)
+
+
+def test_reduction_is_per_item():
+    recon, target = torch.randn(4, 3, 2, dtype=torch.float64), torch.randn(4, 3, 2, dtype=torch.float64)
+    per_item = reconstruction_loss(recon, target, reduction="none")
+    assert per_item.shape == (4,)
+    torch.testing.assert_close(per_item, torch.stack([mse_reference(recon[i], target[i]) for i in range(4)]))
+    torch.testing.assert_close(per_item.mean(), reconstruction_loss(recon, target))
+    torch.testing.assert_close(per_item.sum(), reconstruction_loss(recon, target, reduction="sum"))
+    torch.testing.assert_close(AutoencoderLoss(reduction="none")({"x": recon}, {"x": target}), per_item)
+    recons = {"image": recon, "audio": torch.randn(4, 5, dtype=torch.float64)}
+    targets = {"image": target, "audio": torch.randn(4, 5, dtype=torch.float64)}
+    weights = {"image": 0.25, "audio": 2.0}
+    per_item = multimodal_reconstruction(recons, targets, weights=weights, reduction="none")
+    ref = [
+        sum(weights[m] * mse_reference(recons[m][i], targets[m][i]) for m in recons) / sum(weights.values())
+        for i in range(4)
+    ]
+    torch.testing.assert_close(per_item, torch.stack(ref))
+    torch.testing.assert_close(per_item.mean(), multimodal_reconstruction(recons, targets, weights=weights))
+    torch.testing.assert_close(
+        per_item.sum(), multimodal_reconstruction(recons, targets, weights=weights, reduction="sum")
+    )
+    torch.testing.assert_close(MultimodalReconstruction(weights=weights, reduction="none")(recons, targets), per_item)
 
 
 def test_multimodal_reconstruction_properties():

@@ -21,21 +21,28 @@ from contrastlab.objectives.supcon import (
 # --------------------------------------------------------------------------- references (float64 loops)
 
 
-def supcon_reference(features, labels, temperature, normalize=True):
-    """L^sup_out written from Khosla et al. eq. 2, one anchor and one positive at a time."""
+def supcon_reference(features, labels, temperature, normalize=True, per_anchor_losses=False):
+    """L^sup_out written from Khosla et al. eq. 2, one anchor and one positive at a time.
+
+    ``per_anchor_losses``: every anchor's loss, ``(N, V)``, 0 where it has no positive.
+    """
     n, v, _ = features.shape
     z = [features[i, a].double() for i in range(n) for a in range(v)]
     if normalize:
         z = [u / u.norm() for u in z]
     y = [int(labels[i]) if labels is not None else i for i in range(n) for _ in range(v)]
-    per_anchor = []
+    per_anchor, every = [], []
     for i in range(n * v):
         positives = [p for p in range(n * v) if p != i and y[p] == y[i]]
         if not positives:
+            every.append(torch.zeros((), dtype=torch.float64))
             continue
         denominator = sum(torch.exp(z[i] @ z[a] / temperature) for a in range(n * v) if a != i)
         terms = [torch.log(torch.exp(z[i] @ z[p] / temperature) / denominator) for p in positives]
         per_anchor.append(-sum(terms) / len(positives))
+        every.append(per_anchor[-1])
+    if per_anchor_losses:
+        return torch.stack(every).reshape(n, v)
     return sum(per_anchor) / len(per_anchor)
 
 
@@ -154,7 +161,10 @@ def test_supcon_tensor_temperature_receives_gradient():
         (lambda f: supcon(f, temperature=0.0), "temperature"),
         (lambda f: supcon(f, temperature=-1.0), "-1.0"),
         (lambda f: supcon(f, temperature=float("nan")), "nan"),
-        (lambda f: supcon(f[:, 0]), r"\(N, V, D\)"),
+        (lambda f: supcon(f[:, 0, 0]), r"\(N, D\) or \(N, V, D\)"),
+        (lambda f: supcon(f[:, 0]), "no anchor has a positive"),
+        (lambda f: supcon(f, reduction="avg"), "'avg'"),
+        (lambda f: SupCon(reduction="avg"), "'avg'"),
         (lambda f: supcon(f[:1]), "got 1"),
         (lambda f: supcon(f, torch.tensor([0, 1])), r"\(4,\)"),
         (lambda f: supcon(f, torch.tensor([0.0, 1.0, 0.0, 1.0])), "integer"),
@@ -166,6 +176,45 @@ def test_supcon_tensor_temperature_receives_gradient():
 def test_supcon_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call(torch.randn(4, 2, 3))
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 0, 2, 1, 0], [0, 1, 2, 3, 4, 4]])
+def test_supcon_one_view_embeddings(labels):
+    """(N, D) is one view: the positives are the other items of the class (pytorch-metric-learning's form)."""
+    z, y = torch.randn(6, 5, dtype=torch.float64), torch.tensor(labels)
+    torch.testing.assert_close(supcon(z, y, temperature=0.3), supcon(z[:, None], y, temperature=0.3))
+    torch.testing.assert_close(supcon(z, y, temperature=0.3), supcon_reference(z[:, None], y, 0.3))
+    torch.testing.assert_close(supcon(z, y, temperature=0.3), SupConLoss(temperature=0.3)(z, y))
+    assert supcon(z, y, reduction="none").shape == (6,)
+
+
+@pytest.mark.parametrize("labels", [None, [0, 1, 0, 2, 1, 0], [0, 1, 2, 3, 4, 5]])
+def test_supcon_reduction(labels):
+    """"none" gives every anchor's loss (0 without a positive); "mean" averages the anchors that have one."""
+    f = torch.randn(6, 2, 4, dtype=torch.float64)
+    y = None if labels is None else torch.tensor(labels)
+    per_anchor = supcon(f, y, temperature=0.2, reduction="none")
+    assert per_anchor.shape == (6, 2)
+    torch.testing.assert_close(per_anchor, supcon_reference(f, y, 0.2, per_anchor_losses=True))
+    torch.testing.assert_close(per_anchor.mean(), supcon(f, y, temperature=0.2))  # every anchor has a positive
+    torch.testing.assert_close(per_anchor.sum(), supcon(f, y, temperature=0.2, reduction="sum"))
+    torch.testing.assert_close(SupCon(temperature=0.2, reduction="none")(f, y), per_anchor)
+    # one view, some classes once: their anchors are 0 in "none" and left out of "mean"
+    z, y1 = f[:, 0], torch.tensor([0, 0, 1, 2, 3, 3])
+    one = supcon(z, y1, temperature=0.2, reduction="none")
+    assert one[2] == 0 and one[3] == 0 and bool((one[[0, 1, 4, 5]] > 0).all())
+    torch.testing.assert_close(one.sum() / 4, supcon(z, y1, temperature=0.2))
+    torch.testing.assert_close(one.sum(), supcon(z, y1, temperature=0.2, reduction="sum"))
+
+
+def test_supcon_module_takes_a_temperature_per_call():
+    f, y = torch.randn(6, 2, 4), torch.tensor([0, 0, 1, 1, 2, 2])
+    tau = torch.tensor(0.3, requires_grad=True)
+    loss = SupCon(temperature=0.1)(f, y, temperature=tau)
+    torch.testing.assert_close(loss, supcon(f, y, temperature=0.3))
+    loss.backward()
+    assert tau.grad is not None and tau.grad != 0
+    torch.testing.assert_close(SupCon(temperature=torch.tensor(0.3))(f, y), supcon(f, y, temperature=0.3))
 
 
 # --------------------------------------------------------------------------- class tower = cross-entropy
@@ -286,3 +335,19 @@ def test_specs_describe_working_modules():
     expected = class_contrastive(z, labels, tower.class_embeddings, bias=tower.bias)
     torch.testing.assert_close(tower(z, labels), expected)
     assert specs["supcon"].uses_negatives and not specs["class_contrastive"].uses_negatives
+
+
+def test_class_contrastive_reduction():
+    w, y = torch.randn(3, 4, dtype=torch.float64), torch.tensor([0, 2, 1, 0, 2])
+    for shape in ((5,), (5, 2)):
+        z = torch.randn(*shape, 4, dtype=torch.float64)
+        per_input = class_contrastive(z, y, w, temperature=0.5, reduction="none")
+        assert per_input.shape == shape
+        torch.testing.assert_close(per_input.mean(), class_contrastive(z, y, w, temperature=0.5))
+        torch.testing.assert_close(per_input.sum(), class_contrastive(z, y, w, temperature=0.5, reduction="sum"))
+    head = ClassTowerContrastive(3, 4, reduction="none")
+    z = torch.randn(5, 4)
+    expected = class_contrastive(z, y, head.class_embeddings, bias=head.bias, reduction="none")
+    torch.testing.assert_close(head(z, y), expected)
+    with pytest.raises(ValueError, match="'avg'"):
+        ClassTowerContrastive(3, 4, reduction="avg")

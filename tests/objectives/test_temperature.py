@@ -20,18 +20,35 @@ def test_initial_value_and_scale():
     assert "log_scale" in temp.state_dict()
 
 
-def test_clamped_at_max_scale_with_zero_gradient():
+def test_clamped_in_place_after_the_step_and_the_gradient_still_flows():
     temp = LearnableTemperature(init=0.07, max_scale=100.0)
     with torch.no_grad():
         temp.log_scale.fill_(math.log(1000.0))
+    assert temp.clamp_() is temp
+    assert temp.log_scale.item() == pytest.approx(math.log(100.0), rel=1e-6)
     tau = temp()
     assert tau.item() == pytest.approx(0.01, rel=1e-6)
     (grad,) = torch.autograd.grad(tau, temp.log_scale)
-    assert grad.item() == 0.0
+    assert grad.item() == pytest.approx(-0.01, rel=1e-5)  # d exp(-theta) / d theta = -tau, never 0 at the bound
+
+
+def test_a_temperature_at_the_bound_can_rise_again():
+    """Data preferring a higher temperature: from the bound (tau = 0.01) Adam raises it (the old in-forward
+    clamp gave a zero gradient there and tau stayed at 0.01 forever)."""
+    torch.manual_seed(0)
+    z1 = torch.nn.functional.normalize(torch.randn(64, 8), dim=1)
+    z2 = torch.nn.functional.normalize(z1 + 2.0 * torch.randn(64, 8), dim=1)  # noisy positives: a high tau fits
+    temp = LearnableTemperature(init=0.07, max_scale=100.0)
     with torch.no_grad():
-        temp.log_scale.fill_(math.log(50.0))
-    (grad,) = torch.autograd.grad(temp(), temp.log_scale)
-    assert grad.item() == pytest.approx(-1 / 50.0, rel=1e-6)  # d exp(-theta) / d theta = -tau
+        temp.log_scale.fill_(math.log(100.0))
+    opt = torch.optim.Adam(temp.parameters(), lr=0.05)
+    for _ in range(50):
+        loss = info_nce(z1, z2, temperature=temp(), symmetric=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        temp.clamp_()
+    assert temp().item() > 0.03
 
 
 def test_gradient_reaches_the_parameter_through_the_loss():

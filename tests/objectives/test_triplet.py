@@ -221,6 +221,153 @@ def test_agrees_with_pml_triplet_margin_loss(metric, sampler):
     )
 
 
+# ---------------------------------------------------------------- reduction
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("sampler", ["semi_hard", "hardest+all", "random"])
+def test_pairs_reduction(bidirectional, sampler):
+    z1, z2 = _pairs()
+
+    def loss(reduction):
+        g = torch.Generator().manual_seed(4)
+        return triplet_margin(z1, z2, sampler=sampler, bidirectional=bidirectional, reduction=reduction, generator=g)
+
+    per_anchor = loss("none")
+    assert per_anchor.shape == (6,)
+    torch.testing.assert_close(per_anchor.mean(), loss("mean"))
+    torch.testing.assert_close(per_anchor.sum(), loss("sum"))
+    g = torch.Generator().manual_seed(4)
+    module = Triplet(sampler=sampler, bidirectional=bidirectional, reduction="none", generator=g)
+    torch.testing.assert_close(module(z1, z2), per_anchor)
+
+
+# ---------------------------------------------------------------- labels form
+
+
+def ref_triplet_labels(z, labels, margin, sampler, metric, per_anchor=False):
+    """Loops: every (anchor, positive) pair of a class gets an impostor; mean over positives, then anchors."""
+    n = z.shape[0]
+    losses = []
+    for i in range(n):
+        positives = [p for p in range(n) if p != i and labels[p] == labels[i]]
+        impostors = [(j, ref_score(z[i], z[j], metric)) for j in range(n) if labels[j] != labels[i]]
+        if not positives or not impostors:
+            losses.append(None)
+            continue
+        total = 0.0
+        for p in positives:
+            pos = ref_score(z[i], z[p], metric)
+            for part in sampler.split("+"):
+                if part == "all":
+                    total = total + sum(torch.clamp(margin - pos + s, min=0) for _, s in impostors) / len(impostors)
+                    continue
+                if part == "hardest":
+                    neg = max((s for _, s in impostors), key=lambda v: v.item())
+                else:
+                    below = [s for _, s in impostors if s.item() < pos.item()]
+                    pool, pick = (below, max) if below else ([s for _, s in impostors], min)
+                    neg = pick(pool, key=lambda v: v.item())
+                total = total + torch.clamp(margin - pos + neg, min=0)
+        losses.append(total / len(positives))
+    if per_anchor:
+        return torch.stack([torch.zeros((), dtype=z.dtype) if v is None else v for v in losses])
+    used = [v for v in losses if v is not None]
+    return sum(used) / len(used)
+
+
+LABELS = [0, 1, 0, 2, 1, 0, 2, 3]  # class 3 appears once: that anchor has no positive
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("sampler", ["semi_hard", "hardest", "all", "hardest+all"])
+def test_labels_match_loop_reference(metric, sampler):
+    z, y = torch.randn(8, 4, dtype=DT), torch.tensor(LABELS)
+    margin = 0.3 if metric in ("cosine", "dot") else 1.5
+    assert_same(
+        lambda e: triplet_margin(e, y, margin=margin, sampler=sampler, metric=metric),
+        lambda e: ref_triplet_labels(e, y, margin, sampler, metric),
+        z,
+    )
+    per_anchor = triplet_margin(z, y, margin=margin, sampler=sampler, metric=metric, reduction="none")
+    torch.testing.assert_close(per_anchor, ref_triplet_labels(z, y, margin, sampler, metric, per_anchor=True))
+    assert per_anchor[7] == 0  # no positive
+    mean = triplet_margin(z, y, margin=margin, sampler=sampler, metric=metric)
+    torch.testing.assert_close(per_anchor.sum() / 7, mean)
+    torch.testing.assert_close(
+        per_anchor.sum(), triplet_margin(z, y, margin=margin, sampler=sampler, metric=metric, reduction="sum")
+    )
+
+
+def test_labels_random_draws_only_impostors_and_averages_to_all():
+    z, y = torch.randn(8, 4, dtype=DT), torch.tensor(LABELS)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([triplet_margin(z, y, margin=1.0, sampler="random", generator=g) for _ in range(3000)])
+    expected = triplet_margin(z, y, margin=1.0, sampler="all")
+    assert abs(draws.mean().item() - expected.item()) < 4 * draws.std().item() / 3000**0.5 + 1e-12
+    # a huge margin makes every triplet active: the random loss is then m - S_ap + S_an, and S_an of a
+    # same-class item would show up as a value "all" never reaches
+    same = torch.tensor([0, 0, 1, 1])
+    e = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=DT)
+    for _ in range(20):
+        assert triplet_margin(e, same, margin=5.0, sampler="random", generator=g).item() == pytest.approx(4.0)
+    a = triplet_margin(z, y, sampler="random", generator=torch.Generator().manual_seed(7))
+    b = triplet_margin(z, y, sampler="random", generator=torch.Generator().manual_seed(7))
+    assert a.item() == b.item()
+
+
+def test_labels_gradcheck_and_finite_when_degenerate():
+    z, y = torch.randn(6, 3, dtype=DT, requires_grad=True), torch.tensor([0, 0, 1, 1, 2, 2])
+    for metric in METRICS:
+        assert torch.autograd.gradcheck(lambda e: triplet_margin(e, y, margin=0.5, sampler="all", metric=metric), (z,))
+    same = torch.nn.functional.normalize(torch.randn(1, 8), dim=1).repeat(6, 1).requires_grad_(True)
+    for metric in METRICS:
+        for sampler in ("random+semi_hard", "hardest", "all"):
+            loss = triplet_margin(same, y, sampler=sampler, metric=metric)
+            (grad,) = torch.autograd.grad(loss, same)
+            assert torch.isfinite(loss) and torch.isfinite(grad).all(), (metric, sampler)
+
+
+@pytest.mark.parametrize("metric", list(_PML_DISTANCES))
+def test_labels_agree_with_pml(metric):
+    """PML's TripletMarginLoss over all triplets (MeanReducer), equal classes; BatchHardMiner at two per class."""
+    z = torch.randn(12, 6, dtype=DT)
+    margin = 0.2 if metric == "cosine" else 1.0
+    distance = _PML_DISTANCES[metric]()
+    pml = losses.TripletMarginLoss(margin=margin, distance=distance, reducer=reducers.MeanReducer())
+    three = torch.arange(4).repeat_interleave(3)
+    assert_same(
+        lambda e: triplet_margin(e, three, margin=margin, sampler="all", metric=metric), lambda e: pml(e, three), z
+    )
+    two = torch.arange(6).repeat_interleave(2)
+    miner = miners.BatchHardMiner(distance=distance)
+    assert_same(
+        lambda e: triplet_margin(e, two, margin=margin, sampler="hardest", metric=metric),
+        lambda e: pml(e, two, miner(e, two)),
+        z,
+    )
+
+
+def test_labels_bad_arguments():
+    z = torch.randn(4, 3)
+    for labels, match in (
+        (torch.tensor([0, 1, 2, 3]), "no anchor has both a positive and an impostor"),
+        (torch.tensor([1, 1, 1, 1]), "4 items of 1 class"),
+        (torch.tensor([0.0, 0.0, 1.0, 1.0]), "integer"),
+        (torch.tensor([0, 0, 1]), r"\(4,\)"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            triplet_margin(z, labels)
+    with pytest.raises(ValueError, match="bidirectional"):
+        triplet_margin(z, torch.tensor([0, 0, 1, 1]), bidirectional=False)
+    with pytest.raises(ValueError, match="embeddings"):
+        triplet_margin(torch.randn(4, 2, 3), torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="'avg'"):
+        triplet_margin(z, torch.tensor([0, 0, 1, 1]), reduction="avg")
+    pairs = torch.tensor([0, 0, 1, 1])
+    torch.testing.assert_close(Triplet(sampler="all")(z, pairs), triplet_margin(z, pairs, sampler="all"))
+
+
 # ---------------------------------------------------------------- bad options, module, SPECS
 
 

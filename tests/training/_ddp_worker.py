@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-CASES = ("info_nce", "nt_xent", "supcon", "clip_learned_temperature")
+CASES = ("info_nce", "nt_xent", "supcon", "clip_learned_temperature", "byol", "moco", "barlow_twins")
 BATCH, DIM = 8, 6
 
 
@@ -17,6 +17,9 @@ def setup(case: str):
     """The same model, objective, optimiser and global batch in every process."""
     from contrastlab.encoders.build import build_model
     from contrastlab.objectives.info_nce import InfoNCE, NTXent
+    from contrastlab.objectives.methods import BYOL, MoCo
+    from contrastlab.objectives.queue import NegativeQueue
+    from contrastlab.objectives.redundancy import BarlowTwinsLoss
     from contrastlab.objectives.supcon import SupCon
     from contrastlab.objectives.temperature import LearnableTemperature
     from contrastlab.training.optim import build_optimizer
@@ -32,14 +35,21 @@ def setup(case: str):
         head_options={"hidden": 16, "batch_norm": False},
         dim=4,
         temperature=temperature,
+        # momentum targets (constant 0.5 so one step moves them visibly), a predictor, a queue
+        momentum=(0.5, "constant") if case in ("byol", "moco") else None,
+        predictor=("mlp", {"hidden": 8, "batch_norm": False}) if case == "byol" else None,
+        queue=NegativeQueue(12, 4) if case == "moco" else None,
     )
     objective, kind = {
         "info_nce": (InfoNCE(temperature=0.3), "pairwise"),
         "nt_xent": (NTXent(temperature=0.3), "pairwise"),
         "supcon": (SupCon(temperature=0.3), "supervised"),
         "clip_learned_temperature": (InfoNCE(symmetric=True), "pairwise"),
+        "byol": (BYOL(), "method"),
+        "moco": (MoCo(temperature=0.3), "method"),
+        "barlow_twins": (BarlowTwinsLoss(), "pairwise"),
     }[case]
-    module = LossModule(model, objective, kind=kind, view_names=["view1", "view2"], pass_temperature=temperature is not None)
+    module = LossModule(model, objective, reader=kind, view_names=["view1", "view2"])
     optimizer = build_optimizer("sgd", [module], lr=0.5, momentum=0.0)
     g = torch.Generator().manual_seed(1)
     views = {v: torch.randn(BATCH, DIM, generator=g) for v in ("view1", "view2")}
@@ -47,17 +57,20 @@ def setup(case: str):
     return module, optimizer, views, labels
 
 
-def step(module, wrapped, optimizer, views, labels):
-    loss, _ = wrapped(views, labels=labels)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+def step(module, wrapped, optimizer, views, labels, index):
+    """Two optimiser steps (the second meets the first one's queued keys); the second step's loss."""
+    for done in (1, 2):
+        loss, _ = wrapped(views, labels=labels, index=index + 100 * (done - 1))  # other items' ids the second time
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        module.after_step(done, 10)  # EMA of the targets, the queue's enqueue, clamps: the same on every process
     return loss.detach()
 
 
 def single(case: str) -> dict[str, torch.Tensor]:
     module, optimizer, views, labels = setup(case)
-    loss = step(module, module, optimizer, views, labels)
+    loss = step(module, module, optimizer, views, labels, torch.arange(BATCH))
     return {"loss": loss.reshape(1), **{k: v.detach().clone() for k, v in module.state_dict().items()}}
 
 
@@ -71,10 +84,10 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
             rows = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
             local = {v: x[rows] for v, x in views.items()}
             wrapped = DistributedDataParallel(module)
-            loss = step(module, wrapped, optimizer, local, labels[rows])
-            if rank == 0:
-                state = {"loss": loss.reshape(1), **{k: v.detach().clone() for k, v in module.state_dict().items()}}
-                safetensors.torch.save_file(state, os.path.join(out_dir, f"{case}.safetensors"))
+            loss = step(module, wrapped, optimizer, local, labels[rows], torch.arange(BATCH)[rows])
+            state = {"loss": loss.reshape(1), **{k: v.detach().clone() for k, v in module.state_dict().items()}}
+            name = f"{case}.safetensors" if rank == 0 else f"{case}.rank{rank}.safetensors"
+            safetensors.torch.save_file(state, os.path.join(out_dir, name))
             del wrapped
         train_loop(rank, world, port, out_dir)
         dist.barrier()  # nobody tears the group down while another process still uses it

@@ -133,7 +133,7 @@ def test_a_config_error_is_one_line_and_exit_2(tmp_path):
             ["--set", "views.name=simclr", "--set", "objective.name=cmc_full_graph", "--set", "data.name=nope"],
             "unknown data set 'nope'",
         ),
-        (["--set", "objective.name=cmc_full_graph", "--set", "views.name=identity"], "takes 2 or more views, but views 'identity' make 1"),
+        (["--set", "objective.name=cmc_full_graph", "--set", "views.name=identity"], "takes at least 2 views, but views 'identity' make 1"),
         (["--set", "data.name=mnist1d", "--set", "views.name=identity", "--set", "objective.name=supcon"], "encoder 'convnet' for view 'input' (items of shape (40,)): input_shape must have 3 dimension(s)"),
         (["--set", "objective.options.temperature=-1"], "objective.options.temperature must be a number > 0, got -1"),
         (["--set", "batch_size=0"], "batch_size must be > 0, got 0"),

@@ -59,8 +59,8 @@ def test_overrides_with_dotted_keys_and_yaml_values(tmp_path):
         ("batch_sise=3", "unknown config key 'batch_sise'; did you mean 'batch_size'?"),
         ("optim.lr=fast", "optim.lr: expected a number, got 'fast' (str)"),
         ("batch_size=2.5", "batch_size: expected an integer, got 2.5 (float)"),
-        ("model.normalize=1", "model.normalize: expected true or false or one of 'sphere', 'ball', 'none', got 1"),
-        ("model.normalize=Sphere", "model.normalize: expected true or false or one of 'sphere', 'ball', 'none', "
+        ("model.normalize=1", "model.normalize: expected true or false or one of 'auto', 'sphere', 'ball', 'none', got 1"),
+        ("model.normalize=Sphere", "model.normalize: expected true or false or one of 'auto', 'sphere', 'ball', 'none', "
                                    "got 'Sphere'"),
         ("precision=fp16", "precision: expected one of 'fp32', 'bf16', got 'fp16'"),
         ("optim.lr=0", "optim.lr must be > 0, got 0.0"),
@@ -102,7 +102,7 @@ def test_check_refuses_a_bad_normalize_set_in_code(tmp_path):
 
     cfg = load_config(write(tmp_path))
     cfg.model.normalize = "cube"
-    with pytest.raises(ValueError, match="model.normalize must be true, false, 'sphere', 'ball' or 'none', got 'cube'"):
+    with pytest.raises(ValueError, match="model.normalize must be true, false, 'auto', 'sphere', 'ball' or 'none', got 'cube'"):
         check_config(cfg)
 
 

@@ -38,30 +38,44 @@ def test_pairwise_and_cca_get_the_two_views_in_order():
         rec = Recorder()
         m = model().eval()
         x = inputs()
-        loss, z = LossModule(m, rec, kind=kind, view_names=["view2", "view1"])(x)
+        loss, out = LossModule(m, rec, reader=kind, view_names=["view2", "view1"])(x)
         (args, kwargs), = rec.calls
+        z = out.embeddings
         assert torch.equal(args[0], z["view2"]) and torch.equal(args[1], z["view1"]) and kwargs == {}
         assert loss.dim() == 0
+
+
+def test_multi_crop_pairs_are_averaged_over_global_anchored_pairs():
+    rec = Recorder()
+    views = ("g1", "g2", "l1")
+    m = model(views).eval()
+    loss, out = LossModule(m, rec, reader="pairwise", view_names=views, global_views=("g1", "g2"))(inputs(views))
+    pairs = [(a, b) for a in views for b in views if a < b]
+    assert len(rec.calls) == 3
+    for (args, _), (a, b) in zip(rec.calls, [("g1", "g2"), ("g1", "l1"), ("g2", "l1")]):
+        assert torch.equal(args[0], out.embeddings[a]) and torch.equal(args[1], out.embeddings[b])
+    total = sum(sum(t.sum() for t in args) for args, _ in rec.calls) / 3
+    assert torch.allclose(loss, total) and len(pairs) == 3
 
 
 def test_multiview_gets_a_list_in_view_order():
     rec = Recorder()
     views = ("a", "b", "c")
     m = model(views).eval()
-    _, z = LossModule(m, rec, kind="multiview", view_names=views)(inputs(views))
+    _, out = LossModule(m, rec, reader="multiview", view_names=views)(inputs(views))
     (args, _), = rec.calls
-    assert isinstance(args[0], list) and all(torch.equal(a, z[v]) for a, v in zip(args[0], views))
+    assert isinstance(args[0], list) and all(torch.equal(a, out.embeddings[v]) for a, v in zip(args[0], views))
 
 
 def test_supervised_gets_stacked_views_and_labels():
     rec = Recorder()
     m = model().eval()
     labels = torch.tensor([0, 1, 0, 1])
-    _, z = LossModule(m, rec, kind="supervised", view_names=["view1", "view2"])(inputs(), labels=labels)
+    _, out = LossModule(m, rec, reader="supervised", view_names=["view1", "view2"])(inputs(), labels=labels)
     (args, _), = rec.calls
-    assert args[0].shape == (4, 2, 3) and torch.equal(args[0][:, 1], z["view2"]) and torch.equal(args[1], labels)
+    assert args[0].shape == (4, 2, 3) and torch.equal(args[0][:, 1], out.embeddings["view2"]) and torch.equal(args[1], labels)
     with pytest.raises(ValueError, match="needs labels"):
-        LossModule(m, rec, kind="supervised", view_names=["view1", "view2"])(inputs())
+        LossModule(m, rec, reader="supervised", view_names=["view1", "view2"])(inputs())
 
 
 def test_reconstruction_gets_dicts_keyed_by_modality_with_clean_targets():
@@ -70,31 +84,67 @@ def test_reconstruction_gets_dicts_keyed_by_modality_with_clean_targets():
     x, clean = inputs(), inputs()
     recon = reconstruction_views(["view1", "view2"], {"view1": "x", "view2": "x"})
     assert recon == {"view1": "x"}
-    LossModule(m, rec, kind="reconstruction", view_names=["view1", "view2"], recon_views=recon)(x, targets=clean)
+    module = LossModule(m, rec, reader="reconstruction", view_names=["view1", "view2"],
+                        modalities={"view1": "x", "view2": "x"}, recon_views=recon)
+    module(x, clean=clean)
     (args, _), = rec.calls
     assert list(args[0]) == ["x"] and args[0]["x"].shape == (4, 5) and torch.equal(args[1]["x"], clean["view1"])
+    with pytest.raises(ValueError, match="clean inputs"):
+        module(x)
 
 
-def test_learned_temperature_and_queue_are_passed_and_queue_fills():
+def test_learned_temperature_and_queue_are_passed_and_the_queue_fills_after_the_step():
     from contrastlab.objectives.queue import NegativeQueue
     from contrastlab.objectives.temperature import LearnableTemperature
 
     rec = Recorder()
     m = model(temperature=LearnableTemperature(0.1), queue=NegativeQueue(6, 3)).eval()
-    module = LossModule(m, rec, kind="pairwise", view_names=["view1", "view2"], pass_temperature=True, pass_negatives=True)
-    _, z = module(inputs(), index=torch.arange(4))
+    module = LossModule(m, rec, reader="pairwise", view_names=["view1", "view2"])
+    _, out = module(inputs(), index=torch.arange(4))
     (_, kwargs), = rec.calls
     assert "negatives" not in kwargs and kwargs["temperature"].item() == pytest.approx(0.1)  # nothing queued yet
-    assert torch.equal(m.queue.negatives(), z["view2"].detach())
+    assert len(m.queue) == 0  # keys enter the queue only after the optimiser step
+    module.after_step(1, 10)
+    assert torch.equal(m.queue.negatives(), out.embeddings["view2"].detach())
     module(inputs(), index=torch.arange(4, 8))
     assert rec.calls[1][1]["negatives"].shape == (4, 3)  # the previous batch's keys, not its own
 
 
-def test_kind_and_view_count_are_checked():
-    with pytest.raises(ValueError, match="kind must be one of"):
-        LossModule(model(), Recorder(), kind="contrastive", view_names=["view1", "view2"])
-    with pytest.raises(ValueError, match="a pairwise objective takes exactly 2 views, got 3"):
-        LossModule(model(("a", "b", "c")), Recorder(), kind="pairwise", view_names=["a", "b", "c"])
+def test_after_step_clamps_a_learned_temperature_and_runs_registered_hooks_in_order():
+    from contrastlab.objectives.temperature import LearnableTemperature
+
+    temp = LearnableTemperature(0.1)
+    module = LossModule(model(temperature=temp), Recorder(), reader="pairwise", view_names=["view1", "view2"])
+    calls = []
+    module.register_after_step(lambda step, total: calls.append((step, total, temp.log_scale.item())))
+    with torch.no_grad():
+        temp.log_scale.fill_(50.0)
+    module.after_step(3, 7)
+    assert calls == [(3, 7, pytest.approx(math.log(100.0), rel=1e-6))]
+
+
+def test_momentum_targets_follow_the_online_towers_after_the_step():
+    m = model(momentum=(0.5, "constant"), predictor=("linear", {}))
+    module = LossModule(m, Recorder(), reader="method", view_names=["view1", "view2"])
+    out = m.outputs(inputs(), modalities={"view1": "x", "view2": "x"})
+    assert set(out.predictions) == {"view1", "view2"} and set(out.targets) == {"view1", "view2"}
+    assert not out.targets["view1"].requires_grad and out.predictions["view1"].requires_grad
+    online, target = m.towers["x"], m.targets.towers["x"]
+    assert all(torch.equal(a, b) for a, b in zip(online.parameters(), target.parameters()))  # a copy at the start
+    assert not any(p.requires_grad for p in target.parameters())
+    with torch.no_grad():
+        for p in online.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in target.parameters()]
+    module.after_step(1, 10)
+    assert all(torch.allclose(t, b + 0.5) for t, b in zip(target.parameters(), before))
+
+
+def test_reader_and_view_count_are_checked():
+    with pytest.raises(ValueError, match="reader must be a Reader or one of"):
+        LossModule(model(), Recorder(), reader="contrastive", view_names=["view1", "view2"])
+    with pytest.raises(ValueError, match="takes at least 2 views and at most 2"):
+        LossModule(model(("a", "b", "c")), Recorder(), reader="pairwise", view_names=["a", "b", "c"])
 
 
 def test_align_uniform_against_loops():

@@ -19,7 +19,8 @@ def signals():
 
 
 CASES = [
-    ("simclr", {}), ("simclr", {"n_views": 3, "size": 24}), ("factor_resample", {"preset": "B"}),
+    ("simclr", {}), ("simclr", {"n_views": 3, "size": 24}), ("multicrop", {"n_local": 2}),
+    ("factor_resample", {"preset": "B"}),
     ("factor_resample", {"resample": ["size"], "n_views": 3}), ("colour_split", {"space": "lab"}),
     ("colour_split", {"space": "ycbcr", "augment": False}), ("colour_split", {"views": ["L", "ab", "edges", "R"]}),
     ("patches", {"offset": 6}), ("modality_pair", {}), ("modality_pair", {"augment_image": True}), ("identity", {}),

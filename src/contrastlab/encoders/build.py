@@ -82,6 +82,11 @@ def build_model(
     modality_dropout: float = 0.0,
     temperature: nn.Module | None = None,
     queue: nn.Module | None = None,
+    given: Mapping[str, nn.Module] | None = None,
+    predictor: EncoderChoice | None = None,
+    momentum: tuple[float, str] | None = None,
+    logit_bias: float | None = None,
+    crops: bool = False,
 ) -> MultiViewModel:
     r"""Build one tower per modality (``shared``) or per view, each backbone + head, and wrap them.
 
@@ -106,6 +111,13 @@ def build_model(
         modality_dropout: probability of dropping a fused view per item while training.
         temperature: optional learnable temperature module.
         queue: optional negative queue module.
+        given: a view or modality name -> a ready backbone (e.g. a
+            :class:`~contrastlab.encoders.given.GivenBackbone`) used instead of building one.
+        predictor: ``(head name, options)`` of a predictor per tower, ``dim -> dim`` (BYOL, SimSiam).
+        momentum: ``(base momentum, schedule)`` for momentum-updated target towers (MoCo, BYOL).
+        logit_bias: initial value of a learnable logit bias (SigLIP).
+        crops: views of one modality may differ in size (multi-crop); each size is tried once
+            through the shared tower.
 
     Returns:
         The :class:`MultiViewModel`.
@@ -122,8 +134,9 @@ def build_model(
     """
     dim = check_int("dim", dim)
     overrides = dict(overrides or {})
+    given = dict(given or {})
     names = set(view_modalities) | set(view_modalities.values())
-    stray = sorted(set(overrides) - names)
+    stray = sorted((set(overrides) | set(given)) - names)
     if stray:
         raise ValueError(f"encoders given for {stray}, which are neither views nor modalities; views: "
                          f"{list(view_modalities)}, modalities: {sorted(set(view_modalities.values()))}")
@@ -137,11 +150,17 @@ def build_model(
         shape = tuple(view_shapes[view])
         if key in towers:
             first = next(v for v, k in view_towers.items() if k == key)
-            if tuple(view_shapes[first]) != shape:
+            if crops and tuple(view_shapes[first]) != shape:
+                _try_size(towers[key], view, shape)
+            elif tuple(view_shapes[first]) != shape:
                 raise ValueError(
                     f"views {first!r} {tuple(view_shapes[first])} and {view!r} {shape} share the tower {key!r} but "
                     "have different shapes; give each view its own tower (model.shared: false)"
                 )
+            continue
+        backbone = given.get(view) or given.get(view_modalities[view])
+        if backbone is not None:
+            towers[key] = Tower(backbone, build_head(head, backbone.out_dim, dim, **dict(head_options or {})))
             continue
         name, options = overrides.get(view) or overrides.get(view_modalities[view]) or encoder
         if name in ENCODERS:
@@ -160,6 +179,9 @@ def build_model(
             if key not in decoders:
                 latent = dim if fusion is not None else towers[key].out_dim
                 decoders[key] = build_decoder(decoder[0], latent, tuple(view_shapes[view]), **dict(decoder[1]))
+    predictors = None
+    if predictor is not None:
+        predictors = {key: build_head(predictor[0], tower.out_dim, tower.out_dim, **dict(predictor[1])) for key, tower in towers.items()}
     return MultiViewModel(
         towers,
         view_towers,
@@ -169,4 +191,23 @@ def build_model(
         modality_dropout=dropout,
         temperature=temperature,
         queue=queue,
+        predictor=predictors,
+        momentum=momentum,
+        logit_bias=logit_bias,
     )
+
+
+def _try_size(tower: Tower, view: str, shape: tuple[int, ...]) -> None:
+    """Refuse a crop size the shared tower cannot read, in one line."""
+    import torch
+
+    was_training = tower.training
+    tower.eval()
+    try:
+        with torch.no_grad():
+            tower(torch.zeros(2, *shape))
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"view {view!r} {shape} is a crop of another size, and its tower cannot read it "
+                         f"({str(err).splitlines()[0]}); use an encoder that pools over space (convnet with pool: avg, resnet18)") from None
+    finally:
+        tower.train(was_training)

@@ -90,7 +90,11 @@ class ConvNet(nn.Module):
         Raises:
             ValueError: when the per-item shape differs from ``input_shape``.
         """
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"ConvNet expects images of shape {self.input_shape}, got a batch of shape {tuple(x.shape)}")
+        same = tuple(x.shape[1:]) == self.input_shape
+        if x.dim() != 4 or x.shape[1] != self.input_shape[0] or (self.pool == "flatten" and not same):
+            wanted = self.input_shape if self.pool == "flatten" else (self.input_shape[0], "H", "W")
+            raise ValueError(f"ConvNet expects images of shape {wanted}, got a batch of shape {tuple(x.shape)}"
+                             + ("" if x.dim() != 4 or x.shape[1] != self.input_shape[0] else
+                                " (pool: avg reads any size)"))
         h = self.features(x)
         return h.flatten(1) if self.pool == "flatten" else h.mean(dim=(2, 3))

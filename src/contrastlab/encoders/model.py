@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from contrastlab.encoders.heads import l2_normalize
+from contrastlab.encoders.momentum import MomentumTargets
+from contrastlab.outputs import Outputs
 
 _STAGES = ("head", "backbone")
 
@@ -142,6 +144,11 @@ class MultiViewModel(nn.Module):
             drops whole views per item while training.
         temperature: a module returning a learnable 0-dim temperature (passed to the objective).
         queue: a negative queue (memory of past embeddings) used by the objective.
+        predictor: tower name -> predictor ``(N, D) -> (N, D)`` on the head's output (BYOL, SimSiam,
+            MoCo v3).
+        momentum: ``(base momentum, schedule)`` to keep a momentum-updated target copy of every tower
+            (MoCo, BYOL); see :class:`~contrastlab.encoders.momentum.MomentumTargets`.
+        logit_bias: initial value of a learnable logit bias (SigLIP).
 
     Raises:
         ValueError: a view assigned to a tower that does not exist, or a bad ``normalize``.
@@ -172,6 +179,9 @@ class MultiViewModel(nn.Module):
         modality_dropout: nn.Module | None = None,
         temperature: nn.Module | None = None,
         queue: nn.Module | None = None,
+        predictor: Mapping[str, nn.Module] | None = None,
+        momentum: tuple[float, str] | None = None,
+        logit_bias: float | None = None,
     ) -> None:
         super().__init__()
         missing = sorted({t for t in view_towers.values() if t not in towers})
@@ -185,6 +195,9 @@ class MultiViewModel(nn.Module):
         self.modality_dropout = modality_dropout
         self.temperature = temperature
         self.queue = queue
+        self.predictor = nn.ModuleDict(dict(predictor)) if predictor else None
+        self.targets = None if momentum is None else MomentumTargets(self.towers, momentum=momentum[0], schedule=momentum[1])
+        self.logit_bias = None if logit_bias is None else nn.Parameter(torch.tensor(float(logit_bias)))
 
     @property
     def view_names(self) -> tuple[str, ...]:
@@ -242,6 +255,63 @@ class MultiViewModel(nn.Module):
         if stage == "backbone":
             return {v: self.towers[self.view_towers[v]].features(x, lengths.get(v)) for v, x in views.items()}
         return self.forward(views, lengths)
+
+    def outputs(
+        self,
+        views: Mapping[str, Tensor],
+        lengths: Mapping[str, Tensor] | None = None,
+        *,
+        modalities: Mapping[str, str],
+        global_views: tuple[str, ...] = (),
+        reconstruct: Mapping[str, Tensor] | None = None,
+    ) -> Outputs:
+        r"""Everything the model makes of one batch: the step contract's :class:`~contrastlab.outputs.Outputs`.
+
+        Embeddings of every view; predictions when the model has a predictor (the predictor reads the
+        head's output before the output space is applied); momentum-target embeddings, computed without
+        gradient, when it has targets; the learned temperature and logit bias; or, when
+        ``reconstruct`` names views with their clean inputs, only those views' embeddings and their
+        reconstructions (the augmented view is encoded, the clean one is the target). Predictions and targets
+        are mapped into the model's output space like the embeddings.
+
+        Args:
+            views: view name -> inputs ``(N, ...)``; row ``i`` of every view is item ``i``.
+            lengths: view name -> valid lengths ``(N,)`` (optional).
+            modalities: view name -> modality.
+            global_views: the views that anchor pairs (multi-crop's global crops); default every view.
+            reconstruct: view name -> clean input ``(N, ...)`` of the views to encode and decode.
+
+        Returns:
+            The :class:`~contrastlab.outputs.Outputs` of this process's rows (not gathered).
+
+        Raises:
+            ValueError: a view the model has no tower for, or reconstruction without decoders.
+        """
+        lengths = lengths or {}
+        if reconstruct:  # autoencoders: encode the views to reconstruct (only those), decode them
+            inputs = {v: views[v] for v in reconstruct}
+            z, recons = self.reconstruct(inputs, {v: lengths[v] for v in inputs if v in lengths})
+            return Outputs(embeddings=z, view_names=tuple(inputs), modalities={v: modalities[v] for v in inputs},
+                           reconstructions=recons, clean=dict(reconstruct))
+        raw = {v: z for v, (_, z) in self._run(views, lengths).items()}
+        out = Outputs(
+            embeddings={v: self._finish(z) for v, z in raw.items()},
+            view_names=tuple(views),
+            modalities={v: modalities[v] for v in views},
+            global_views=tuple(global_views),
+        )
+        if self.predictor is not None:
+            out.predictions = {v: self._finish(self.predictor[self.view_towers[v]](z)) for v, z in raw.items()}
+        if self.targets is not None:
+            with torch.no_grad():
+                out.targets = {
+                    v: self._finish(self.targets.towers[self.view_towers[v]](views[v], lengths.get(v))[1]).detach()
+                    for v in out.global_views
+                }
+        if self.temperature is not None:
+            out.temperature = self.temperature()
+        out.logit_bias = self.logit_bias
+        return out
 
     def reconstruct(
         self, views: Mapping[str, Tensor], lengths: Mapping[str, Tensor] | None = None

@@ -13,6 +13,7 @@ from torch import nn
 
 from contrastlab.encoders.conv1d import Conv1dEncoder
 from contrastlab.encoders.convnet import ConvNet
+from contrastlab.encoders.hf import HFText, HFVision
 from contrastlab.encoders.mlp import MLP
 from contrastlab.encoders.resnet import CifarResNet18
 from contrastlab.encoders.text import TextEncoder
@@ -25,6 +26,8 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": CifarResNet18,
     "conv1d": Conv1dEncoder,
     "text": TextEncoder,
+    "hf_text": HFText,  # transformers is imported only when one is built
+    "hf_vision": HFVision,
 }
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from contrastlab.errors import UserError, check_can_create
+from contrastlab.plugins import add_plugin_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-figures", action="store_true", help="write metrics.json only")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch and faiss (default: torch's default); 1 is fastest on a busy machine")
+    add_plugin_option(p)
     p.set_defaults(func=_eval)
 
     r = sub.add_parser("report", help="one self-contained HTML page for one or more evaluated runs",
@@ -32,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs evaluated by `contrastlab eval`")
     r.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default: report.html)")
     r.add_argument("--title", default=None, help="the page title")
+    add_plugin_option(r)
     r.set_defaults(func=_report)
 
 

@@ -132,10 +132,14 @@ def _chunked(featurize: Featurizer, size: int):
     return encode
 
 
-def _temperature(config: dict) -> float:
-    options = ((config or {}).get("objective") or {}).get("options") or {}
-    value = options.get("temperature", 0.1)
-    return float(value) if isinstance(value, (int, float)) and value > 0 else 0.1
+#: The critic's temperature for the InfoNCE bound of runs whose objective has none (e.g. a triplet loss).
+_DEFAULT_TEMPERATURE = 0.1
+
+
+def _temperature(run) -> float:
+    """The temperature the run trained with (learned or fixed, as its checkpoint records it)."""
+    value = getattr(run, "temperature", None)
+    return float(value) if isinstance(value, (int, float)) and value > 0 else _DEFAULT_TEMPERATURE
 
 
 def _classification(train: Tensor, test: Tensor, y_train: Tensor, y_test: Tensor) -> dict[str, float]:
@@ -277,7 +281,7 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
     for name, model in models.items():
         pairs = _positive_pairs(model, run.views, pair_batch, name.removeprefix("random_"), options)
         geometry = _pair_geometry(pairs, view_towers(model, run.views), head=name.endswith("head"),
-                                  temperature=_temperature(run.config))
+                                  temperature=_temperature(run))
         information = {k: geometry.pop(k) for k in _INFORMATION if k in geometry}
         encoders[name]["geometry"].update(geometry)
         if information:

@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 
 from contrastlab.objectives._checks import check_embeddings, check_non_negative, check_positive
+from contrastlab.objectives._reduction import check_batch_reduction
 from contrastlab.objectives._spec import ObjectiveSpec
 
 __all__ = ["SPECS", "DCCALoss", "LinearCCA", "dcca_loss"]
@@ -187,7 +188,9 @@ def _cholesky(cov: Tensor, name: str, reg: float) -> Tensor:
     return factor
 
 
-def dcca_loss(z1: Tensor, z2: Tensor, *, n_components: int | None = None, reg: float = 1e-3) -> Tensor:
+def dcca_loss(
+    z1: Tensor, z2: Tensor, *, n_components: int | None = None, reg: float = 1e-3, reduction: str = "mean"
+) -> Tensor:
     r"""Deep CCA objective: minus the sum of the top-:math:`k` canonical correlations of two batches.
 
     With centred batches :math:`\bar H_1 \in \mathbb{R}^{N \times D_1}`, :math:`\bar H_2 \in \mathbb{R}^{N \times D_2}`:
@@ -208,18 +211,23 @@ def dcca_loss(z1: Tensor, z2: Tensor, *, n_components: int | None = None, reg: f
     when the views are identical or linearly related (all correlations near 1) or collapsed. The linear algebra
     runs in float64 (the matrices are only :math:`D \times D`); the loss has the inputs' dtype.
 
+    The correlations are statistics of the whole batch; there are no per-sample losses, so only
+    ``reduction="mean"`` is accepted. CCA is invariant to an invertible linear map of each view, so there is
+    no ``normalize`` option either.
+
     Args:
         z1: ``(N, D1)`` first view's embeddings.
         z2: ``(N, D2)`` second view's embeddings, row ``i`` paired with ``z1[i]``.
         n_components: :math:`k`, or ``None`` for all :math:`\min(D_1, D_2)`.
         reg: :math:`r > 0` added to both covariances' diagonals.
+        reduction: ``"mean"`` only (``"sum"`` and ``"none"`` raise).
 
     Returns:
         The 0-dim loss, in :math:`[-k, 0]`.
 
     Raises:
-        ValueError: if ``reg <= 0``, ``n_components`` is not in ``[1, min(D1, D2)]``, the batches are not 2-D
-            floating point with the same ``N``, or ``N < 2``.
+        ValueError: if ``reg <= 0``, ``reduction`` is not ``"mean"``, ``n_components`` is not in
+            ``[1, min(D1, D2)]``, the batches are not 2-D floating point with the same ``N``, or ``N < 2``.
 
     References:
         Andrew, Arora, Bilmes, Livescu, "Deep Canonical Correlation Analysis", ICML 2013.
@@ -230,6 +238,7 @@ def dcca_loss(z1: Tensor, z2: Tensor, *, n_components: int | None = None, reg: f
         -4.0
     """
     reg = check_positive("reg", reg)
+    check_batch_reduction("dcca_loss", reduction)
     check_embeddings("z1", z1)
     check_embeddings("z2", z2)
     if z1.shape[0] != z2.shape[0]:
@@ -258,16 +267,25 @@ def dcca_loss(z1: Tensor, z2: Tensor, *, n_components: int | None = None, reg: f
 class DCCALoss(nn.Module):
     r"""Module form of :func:`dcca_loss`: ``loss(z1 (N, D1), z2 (N, D2))``.
 
+    Args:
+        n_components: :math:`k`, or ``None`` for all :math:`\min(D_1, D_2)`.
+        reg: :math:`r > 0`.
+        reduction: ``"mean"`` only (a batch statistic).
+
+    Raises:
+        ValueError: on a bad option (named in the message).
+
     Example:
         >>> DCCALoss(n_components=2)(torch.randn(32, 4), torch.randn(32, 3)).shape
         torch.Size([])
     """
 
-    def __init__(self, *, n_components: int | None = None, reg: float = 1e-3) -> None:
+    def __init__(self, *, n_components: int | None = None, reg: float = 1e-3, reduction: str = "mean") -> None:
         super().__init__()
         # the upper bound min(D1, D2) is only known from the batch
         self.n_components = _check_n_components(n_components, None, allow_none=True)
         self.reg = check_positive("reg", reg)
+        self.reduction = check_batch_reduction("dcca_loss", reduction)
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         return dcca_loss(z1, z2, n_components=self.n_components, reg=self.reg)

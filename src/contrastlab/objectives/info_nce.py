@@ -2,6 +2,8 @@ r"""InfoNCE / k-pair (one-way and symmetric CLIP) and NT-Xent (SimCLR).
 
 Both are a cross-entropy over similarities divided by a temperature: the anchor must pick its own positive
 among a set of candidates. They differ only in who the candidates are.
+
+``symmetric=True`` is the *mean* of the two directions (CLIP), as everywhere in contrastlab.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastlab.objectives._checks import check_choice, check_pair
+from contrastlab.objectives._reduction import check_reduction
 from contrastlab.objectives._spec import ObjectiveSpec
 from contrastlab.objectives.temperature import check_temperature
 
@@ -24,6 +27,13 @@ _IMPLS = ("auto", "naive", "tiled")
 
 def _unit(z: Tensor, normalize: bool) -> Tensor:
     return F.normalize(z, dim=-1) if normalize else z
+
+
+def _tiled(impl: str, rows: int, reduction: str) -> bool:
+    """Whether to use the tiled kernel; it gives the mean (and so the sum), not the per-anchor losses."""
+    if impl == "tiled" and reduction == "none":
+        raise ValueError("impl='tiled' gives the mean or sum only; use impl='naive' or 'auto' for reduction='none'")
+    return impl == "tiled" or (impl == "auto" and reduction != "none" and rows >= TILED_THRESHOLD)
 
 
 def _check_negatives(negatives: Tensor, z1: Tensor) -> None:
@@ -48,6 +58,7 @@ def info_nce(
     negatives: Tensor | None = None,
     symmetric: bool = False,
     normalize: bool = True,
+    reduction: str = "mean",
     impl: str = "auto",
 ) -> Tensor:
     r"""InfoNCE (k-pair) loss: anchor :math:`i` must pick its positive among its candidates.
@@ -83,19 +94,23 @@ def info_nce(
             :class:`~contrastlab.objectives.temperature.LearnableTemperature`; the gradient flows to it).
         negatives: ``None`` for in-batch negatives, or explicit negatives of shape ``(M, D)`` (shared) or
             ``(N, M, D)`` (per anchor). Normalised like the embeddings when ``normalize=True``.
-        symmetric: average both directions (CLIP). Only with in-batch negatives: for a queue per view, call
-            the loss once per direction with that view's queue.
+        symmetric: the *mean* of both directions (CLIP): item :math:`i`'s loss is the average of its loss as
+            an anchor in ``z1`` and as an anchor in ``z2``. Only with in-batch negatives: for a queue per
+            view, call the loss once per direction with that view's queue.
         normalize: L2-normalise every embedding inside (cosine similarity); ``False`` uses raw dot products.
+        reduction: ``"mean"`` over anchors, ``"sum"``, or ``"none"`` for the per-anchor losses ``(N,)``
+            (with ``symmetric=True``, the mean of item :math:`i`'s two directions).
         impl: ``"naive"`` (the full ``(N, N)`` logit matrix), ``"tiled"`` (row-blocked, in-batch negatives
-            only) or ``"auto"`` (tiled when ``negatives is None`` and ``N >= TILED_THRESHOLD``).
+            only; not with ``reduction="none"``) or ``"auto"`` (tiled when ``negatives is None``,
+            ``N >= TILED_THRESHOLD`` and ``reduction`` is not ``"none"``).
 
     Returns:
-        The mean loss over anchors, a 0-dim tensor.
+        A 0-dim tensor, or shape ``(N,)`` with ``reduction="none"``.
 
     Raises:
         ValueError: if ``temperature <= 0``, the shapes of ``z1``/``z2``/``negatives`` disagree, the batch
-            has one item with in-batch negatives, ``symmetric=True`` with explicit negatives, or ``impl`` is
-            unknown or ``"tiled"`` with explicit negatives.
+            has one item with in-batch negatives, ``symmetric=True`` with explicit negatives, ``reduction`` is
+            unknown, or ``impl`` is unknown or ``"tiled"`` with explicit negatives or ``reduction="none"``.
 
     Example:
         >>> z = torch.eye(4)
@@ -104,19 +119,22 @@ def info_nce(
         0.7437
     """
     check_choice("impl", impl, _IMPLS)
+    check_reduction(reduction)
     temperature = check_temperature(temperature)
     if negatives is None:
         check_pair(z1, z2, min_batch=2)
         z1, z2 = _unit(z1, normalize), _unit(z2, normalize)
-        if impl == "tiled" or (impl == "auto" and z1.shape[0] >= TILED_THRESHOLD):
+        n = z1.shape[0]
+        if _tiled(impl, n, reduction):
             from contrastlab.objectives._tiled import tiled_info_nce
 
-            return tiled_info_nce(z1, z2, temperature=temperature, symmetric=symmetric)
+            loss = tiled_info_nce(z1, z2, temperature=temperature, symmetric=symmetric)
+            return loss if reduction == "mean" else loss * n
         logits = z1 @ z2.T / temperature
-        target = torch.arange(z1.shape[0], device=z1.device)
-        loss = F.cross_entropy(logits, target)
+        target = torch.arange(n, device=z1.device)
+        loss = F.cross_entropy(logits, target, reduction=reduction)
         if symmetric:
-            loss = (loss + F.cross_entropy(logits.T, target)) / 2
+            loss = (loss + F.cross_entropy(logits.T, target, reduction=reduction)) / 2
         return loss
 
     if impl == "tiled":
@@ -138,7 +156,7 @@ def info_nce(
         negative = torch.bmm(negatives, z1.unsqueeze(-1)).squeeze(-1)
     logits = torch.cat([positive, negative], dim=1) / temperature
     target = torch.zeros(z1.shape[0], dtype=torch.long, device=z1.device)
-    return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, target, reduction=reduction)
 
 
 def nt_xent(
@@ -147,6 +165,7 @@ def nt_xent(
     *,
     temperature: float | Tensor = 0.5,
     normalize: bool = True,
+    reduction: str = "mean",
     impl: str = "auto",
 ) -> Tensor:
     r"""NT-Xent, SimCLR's normalised temperature-scaled cross-entropy.
@@ -160,6 +179,8 @@ def nt_xent(
             \log \frac{\exp\big(s(u_k, u_{p(k)})/\tau\big)}{\sum_{l \ne k} \exp\big(s(u_k, u_l)/\tau\big)}.
 
     If all :math:`2N` embeddings are equal, every logit is equal and the loss is :math:`\log(2N-1)`.
+    Both views are anchors, so the loss is symmetric by construction (it has no ``symmetric`` option); its
+    per-sample losses are the :math:`2N` anchors' (``reduction="none"``).
 
     References:
         Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of Visual
@@ -170,13 +191,17 @@ def nt_xent(
         z2: second view's embeddings, shape ``(N, D)``.
         temperature: :math:`\tau > 0`, a float or a 0-dim tensor.
         normalize: L2-normalise inside (cosine similarity, as SimCLR); ``False`` uses dot products.
-        impl: ``"naive"``, ``"tiled"`` or ``"auto"`` (tiled when ``2N >= TILED_THRESHOLD``).
+        reduction: ``"mean"`` over the :math:`2N` anchors, ``"sum"``, or ``"none"`` for the per-anchor losses
+            ``(2N,)``: rows ``0..N-1`` are the anchors of ``z1``, rows ``N..2N-1`` those of ``z2``.
+        impl: ``"naive"``, ``"tiled"`` (not with ``reduction="none"``) or ``"auto"`` (tiled when
+            ``2N >= TILED_THRESHOLD`` and ``reduction`` is not ``"none"``).
 
     Returns:
-        The mean over the :math:`2N` anchors, a 0-dim tensor.
+        A 0-dim tensor, or shape ``(2N,)`` with ``reduction="none"``.
 
     Raises:
-        ValueError: if ``temperature <= 0``, the shapes differ, ``N < 2`` or ``impl`` is unknown.
+        ValueError: if ``temperature <= 0``, the shapes differ, ``N < 2``, ``reduction`` is unknown, or
+            ``impl`` is unknown or ``"tiled"`` with ``reduction="none"``.
 
     Example:
         >>> z = torch.ones(3, 8)
@@ -184,21 +209,23 @@ def nt_xent(
         1.6094
     """
     check_choice("impl", impl, _IMPLS)
+    check_reduction(reduction)
     temperature = check_temperature(temperature)
     check_pair(z1, z2, min_batch=2)
     z1, z2 = _unit(z1, normalize), _unit(z2, normalize)
     n = z1.shape[0]
-    if impl == "tiled" or (impl == "auto" and 2 * n >= TILED_THRESHOLD):
+    if _tiled(impl, 2 * n, reduction):
         from contrastlab.objectives._tiled import tiled_nt_xent
 
-        return tiled_nt_xent(z1, z2, temperature=temperature)
+        loss = tiled_nt_xent(z1, z2, temperature=temperature)
+        return loss if reduction == "mean" else loss * (2 * n)
     u = torch.cat([z1, z2], dim=0)
     logits = u @ u.T / temperature
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=u.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
     idx = torch.arange(n, device=u.device)
     target = torch.cat([idx + n, idx])
-    return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, target, reduction=reduction)
 
 
 class InfoNCE(nn.Module):
@@ -212,9 +239,10 @@ class InfoNCE(nn.Module):
         van den Oord et al., arXiv:1807.03748 (2018); Radford et al. (CLIP), ICML 2021.
 
     Args:
-        temperature: :math:`\tau > 0`.
-        symmetric: CLIP's two-way loss.
+        temperature: :math:`\tau > 0`, a float or a 0-dim tensor.
+        symmetric: CLIP's two-way loss, the mean of the two directions.
         normalize: cosine similarity.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per anchor, ``(N,)``).
         impl: ``"auto"``, ``"naive"`` or ``"tiled"``.
 
     Raises:
@@ -227,12 +255,19 @@ class InfoNCE(nn.Module):
     """
 
     def __init__(
-        self, *, temperature: float = 0.1, symmetric: bool = False, normalize: bool = True, impl: str = "auto"
+        self,
+        *,
+        temperature: float | Tensor = 0.1,
+        symmetric: bool = False,
+        normalize: bool = True,
+        reduction: str = "mean",
+        impl: str = "auto",
     ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.symmetric = bool(symmetric)
         self.normalize = bool(normalize)
+        self.reduction = check_reduction(reduction)
         self.impl = check_choice("impl", impl, _IMPLS)
 
     def forward(
@@ -245,13 +280,14 @@ class InfoNCE(nn.Module):
             negatives=negatives,
             symmetric=self.symmetric,
             normalize=self.normalize,
+            reduction=self.reduction,
             impl=self.impl,
         )
 
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, symmetric={self.symmetric}, normalize={self.normalize}, "
-            f"impl={self.impl!r}"
+            f"reduction={self.reduction!r}, impl={self.impl!r}"
         )
 
 
@@ -262,8 +298,9 @@ class NTXent(nn.Module):
         Chen et al. (SimCLR), ICML 2020, arXiv:2002.05709.
 
     Args:
-        temperature: :math:`\tau > 0`.
+        temperature: :math:`\tau > 0`, a float or a 0-dim tensor.
         normalize: cosine similarity.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per anchor, ``(2N,)``).
         impl: ``"auto"``, ``"naive"`` or ``"tiled"``.
 
     Raises:
@@ -274,10 +311,13 @@ class NTXent(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, *, temperature: float = 0.5, normalize: bool = True, impl: str = "auto") -> None:
+    def __init__(
+        self, *, temperature: float | Tensor = 0.5, normalize: bool = True, reduction: str = "mean", impl: str = "auto"
+    ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.normalize = bool(normalize)
+        self.reduction = check_reduction(reduction)
         self.impl = check_choice("impl", impl, _IMPLS)
 
     def forward(self, z1: Tensor, z2: Tensor, temperature: float | Tensor | None = None) -> Tensor:
@@ -286,11 +326,15 @@ class NTXent(nn.Module):
             z2,
             temperature=self.temperature if temperature is None else temperature,
             normalize=self.normalize,
+            reduction=self.reduction,
             impl=self.impl,
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, normalize={self.normalize}, impl={self.impl!r}"
+        return (
+            f"temperature={self.temperature}, normalize={self.normalize}, reduction={self.reduction!r}, "
+            f"impl={self.impl!r}"
+        )
 
 
 def _clip(*, temperature: float = 0.07, normalize: bool = True, impl: str = "auto") -> InfoNCE:

@@ -1,8 +1,13 @@
-r"""CMC's multi-view objectives: a pairwise objective combined over M >= 2 views (core view, full graph)."""
+r"""CMC's multi-view objectives: a pairwise objective combined over M >= 2 views (core view, full graph).
+
+Here ``reduction`` reduces over the *pairs of views* (``"sum"``, CMC's, or ``"mean"``), not over samples;
+the per-sample reduction is the pairwise loss's own option (e.g. ``InfoNCE(reduction=...)``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -94,10 +99,11 @@ def full_graph(views: Sequence[Tensor], pairwise: Pairwise, *, reduction: str = 
 class MultiViewObjective(nn.Module):
     r"""A pairwise objective combined over views by :func:`core_view` or :func:`full_graph`.
 
-    ``forward(views)`` takes a sequence of :math:`M \ge 2` embeddings ``(N, D)`` (or a mapping from view
-    name to embeddings, in its insertion order; the first is the core view). Pairwise losses are summed, as
-    in CMC, unless ``reduction="mean"``. The registry entries ``cmc_core_view`` / ``cmc_full_graph`` default
-    to ``pairwise="clip"``: CMC's :math:`\mathcal{L}(V_i, V_j)` is two-way (the sum of both directions, the
+    ``forward(views, temperature=None)`` takes a sequence of :math:`M \ge 2` embeddings ``(N, D)`` (or a
+    mapping from view name to embeddings, in its insertion order; the first is the core view); a
+    ``temperature`` (e.g. a model's learnable one) is passed on to every pairwise loss. Pairwise losses are
+    summed over the pairs of views, as in CMC, unless ``reduction="mean"``. The registry entries
+    ``cmc_core_view`` / ``cmc_full_graph`` default to ``pairwise="clip"``: CMC's :math:`\mathcal{L}(V_i, V_j)` is two-way (the sum of both directions, the
     slides' eq. (8)), and CLIP's loss is its mean, so they differ by a constant factor 2.
 
     References:
@@ -107,7 +113,7 @@ class MultiViewObjective(nn.Module):
         pairwise: a registry name of a pairwise objective (built with ``pairwise_options`` through
             :func:`contrastlab.objectives.registry.build_objective`), or any callable ``(z_a, z_b) -> loss``.
         mode: ``"core_view"`` or ``"full_graph"``.
-        reduction: ``"sum"`` or ``"mean"`` over pairs of views.
+        reduction: ``"sum"`` or ``"mean"`` over pairs of views (not over samples).
         **pairwise_options: options of the named pairwise objective.
 
     Raises:
@@ -150,11 +156,16 @@ class MultiViewObjective(nn.Module):
         else:
             raise ValueError(f"pairwise must be an objective name or a callable, got {pairwise!r}")
 
-    def forward(self, views: Sequence[Tensor] | Mapping[str, Tensor]) -> Tensor:
+    def forward(
+        self, views: Sequence[Tensor] | Mapping[str, Tensor], temperature: float | Tensor | None = None
+    ) -> Tensor:
         if isinstance(views, Mapping):
             views = list(views.values())
         combine = core_view if self.mode == "core_view" else full_graph
-        return combine(views, self.pairwise, reduction=self.reduction)
+        pairwise = self.pairwise
+        if temperature is not None:
+            pairwise = partial(self.pairwise, temperature=temperature)
+        return combine(views, pairwise, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, reduction={self.reduction!r}"

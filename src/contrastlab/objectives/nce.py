@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastlab.objectives._checks import check_pair
+from contrastlab.objectives._reduction import check_reduction, reduce
 from contrastlab.objectives._spec import ObjectiveSpec
 from contrastlab.objectives.info_nce import _check_negatives, _unit
 from contrastlab.objectives.temperature import check_temperature
@@ -25,7 +26,7 @@ def _check_offset(offset: float) -> float:
 def _one_way(
     anchors: Tensor, positives: Tensor, negatives: Tensor | None, temperature: float | Tensor, offset: float
 ) -> Tensor:
-    """Mean over anchors of the positive term plus the sum of the negative terms."""
+    """Per anchor ``(N,)``: the positive term plus the sum of the negative terms."""
     if negatives is None:
         logits = anchors @ positives.T / temperature - offset
         positive = logits.diagonal()
@@ -39,7 +40,7 @@ def _one_way(
             neg_logits = torch.bmm(negatives, anchors.unsqueeze(-1)).squeeze(-1) / temperature - offset
         negative = F.softplus(neg_logits).sum(dim=1)
     # -log sigma(x) = softplus(-x);  -log sigma(-x) = softplus(x)
-    return (F.softplus(-positive) + negative).mean()
+    return F.softplus(-positive) + negative
 
 
 def nce(
@@ -51,6 +52,7 @@ def nce(
     offset: float = 0.0,
     symmetric: bool = False,
     normalize: bool = True,
+    reduction: str = "mean",
 ) -> Tensor:
     r"""Binary NCE (logistic) loss of the CMC slides, equation (4), with the negatives summed.
 
@@ -82,15 +84,18 @@ def nce(
         temperature: :math:`\tau > 0`, a float or a 0-dim tensor.
         negatives: ``None`` (in-batch), ``(M, D)`` shared or ``(N, M, D)`` per anchor.
         offset: :math:`b`, subtracted from every score (0: slides' eq. 4; :math:`\log(m p_n Z)`: CMC's NCE).
-        symmetric: mean of both directions (``z2`` as anchors against ``z1``); in-batch negatives only.
+        symmetric: the *mean* of both directions (``z2`` as anchors against ``z1``, as CLIP); in-batch
+            negatives only.
         normalize: L2-normalise inside.
+        reduction: ``"mean"`` over anchors, ``"sum"``, or ``"none"`` for the per-anchor losses ``(N,)`` (with
+            ``symmetric=True``, the mean of item :math:`i`'s two directions).
 
     Returns:
-        The mean over anchors, a 0-dim tensor.
+        A 0-dim tensor, or shape ``(N,)`` with ``reduction="none"``.
 
     Raises:
         ValueError: if ``temperature <= 0``, ``offset`` is not finite, shapes disagree, the batch has one item
-            with in-batch negatives, or ``symmetric=True`` with explicit negatives.
+            with in-batch negatives, ``symmetric=True`` with explicit negatives, or ``reduction`` is unknown.
 
     Example:
         >>> z = torch.eye(2)
@@ -100,12 +105,13 @@ def nce(
     """
     temperature = check_temperature(temperature)
     offset = _check_offset(offset)
+    check_reduction(reduction)
     if negatives is None:
         check_pair(z1, z2, min_batch=2)
         z1, z2 = _unit(z1, normalize), _unit(z2, normalize)
-        loss = _one_way(z1, z2, None, temperature, offset)
+        loss = reduce(_one_way(z1, z2, None, temperature, offset), reduction)
         if symmetric:
-            loss = (loss + _one_way(z2, z1, None, temperature, offset)) / 2
+            loss = (loss + reduce(_one_way(z2, z1, None, temperature, offset), reduction)) / 2
         return loss
     if symmetric:
         raise ValueError(
@@ -114,7 +120,8 @@ def nce(
         )
     check_pair(z1, z2)
     _check_negatives(negatives, z1)
-    return _one_way(_unit(z1, normalize), _unit(z2, normalize), _unit(negatives, normalize), temperature, offset)
+    per_anchor = _one_way(_unit(z1, normalize), _unit(z2, normalize), _unit(negatives, normalize), temperature, offset)
+    return reduce(per_anchor, reduction)
 
 
 class NCE(nn.Module):
@@ -124,10 +131,11 @@ class NCE(nn.Module):
         Tian et al., "Contrastive Multiview Coding", ECCV 2020, arXiv:1906.05849.
 
     Args:
-        temperature: :math:`\tau > 0`.
+        temperature: :math:`\tau > 0`, a float or a 0-dim tensor.
         offset: :math:`b`, subtracted from every score.
-        symmetric: mean of both directions.
+        symmetric: the mean of both directions.
         normalize: cosine similarity.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per anchor, ``(N,)``).
 
     Raises:
         ValueError: on a bad option (named in the message).
@@ -138,13 +146,20 @@ class NCE(nn.Module):
     """
 
     def __init__(
-        self, *, temperature: float = 0.1, offset: float = 0.0, symmetric: bool = False, normalize: bool = True
+        self,
+        *,
+        temperature: float | Tensor = 0.1,
+        offset: float = 0.0,
+        symmetric: bool = False,
+        normalize: bool = True,
+        reduction: str = "mean",
     ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.offset = _check_offset(offset)
         self.symmetric = bool(symmetric)
         self.normalize = bool(normalize)
+        self.reduction = check_reduction(reduction)
 
     def forward(
         self, z1: Tensor, z2: Tensor, negatives: Tensor | None = None, temperature: float | Tensor | None = None
@@ -157,12 +172,13 @@ class NCE(nn.Module):
             offset=self.offset,
             symmetric=self.symmetric,
             normalize=self.normalize,
+            reduction=self.reduction,
         )
 
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, offset={self.offset}, symmetric={self.symmetric}, "
-            f"normalize={self.normalize}"
+            f"normalize={self.normalize}, reduction={self.reduction!r}"
         )
 
 

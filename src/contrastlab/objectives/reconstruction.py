@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastlab.objectives._checks import check_choice, check_non_negative
+from contrastlab.objectives._checks import check_non_negative
+from contrastlab.objectives._reduction import check_reduction, reduce
 from contrastlab.objectives._spec import ObjectiveSpec
 
 __all__ = [
@@ -24,9 +25,6 @@ __all__ = [
     "multimodal_reconstruction",
     "reconstruction_loss",
 ]
-
-_REDUCTIONS = ("mean", "sum", "none")
-
 
 def _check_same(recon: Tensor, target: Tensor, where: str) -> None:
     for name, t in (("reconstruction", recon), ("target", target)):
@@ -41,26 +39,36 @@ def _check_same(recon: Tensor, target: Tensor, where: str) -> None:
         )
 
 
+def _per_item_mse(recon: Tensor, target: Tensor) -> Tensor:
+    """Each item's mean squared error over its own elements, shape ``(N,)``."""
+    return F.mse_loss(recon, target, reduction="none").reshape(recon.shape[0], -1).mean(dim=1)
+
+
 def reconstruction_loss(recon: Tensor, target: Tensor, *, reduction: str = "mean") -> Tensor:
     r"""Autoencoder reconstruction error, the squared error between a reconstruction and its input.
 
     .. math::
 
-        \mathcal{L} = \frac{1}{|x|} \sum_{j} (\hat x_j - x_j)^2 \quad \text{(reduction="mean")}
+        \ell_i = \frac{1}{|x_i|} \sum_{j} (\hat x_{ij} - x_{ij})^2, \qquad
+        \mathcal{L} = \frac{1}{N} \sum_i \ell_i \quad \text{(reduction="mean", the mean over every element)}
 
-    Shapes must match exactly; there is no broadcasting (a broadcast ``(N, 1)`` against ``(N,)`` silently
-    computes the wrong error).
+    The per-sample loss :math:`\ell_i` is item :math:`i`'s mean squared error, so ``"sum"`` is
+    :math:`\sum_i \ell_i` and ``"none"`` returns :math:`\ell`, shape ``(N,)``, as for every loss in
+    contrastlab (not ``F.mse_loss``'s element-wise sum and ``(N, *)``). Shapes must match exactly; there is no
+    broadcasting (a broadcast ``(N, 1)`` against ``(N,)`` silently computes the wrong error).
 
     Args:
         recon: ``(N, *)`` the decoder's output :math:`\hat x`.
         target: ``(N, *)`` the input :math:`x`, same shape.
-        reduction: ``"mean"`` over every element, ``"sum"``, or ``"none"`` (element-wise, shape ``(N, *)``).
+        reduction: ``"mean"`` (over every element), ``"sum"`` over items of :math:`\ell_i`, or ``"none"``
+            for :math:`\ell`, shape ``(N,)``.
 
     Returns:
-        A 0-dim tensor, or ``(N, *)`` with ``reduction="none"``.
+        A 0-dim tensor, or ``(N,)`` with ``reduction="none"``.
 
     Raises:
-        ValueError: on an unknown ``reduction``, non-floating input, or mismatched shapes.
+        ValueError: on an unknown ``reduction``, non-floating input, mismatched shapes, or a 0-dim input
+            with ``"sum"`` / ``"none"`` (no items).
 
     References:
         Hinton & Salakhutdinov, "Reducing the Dimensionality of Data with Neural Networks", Science 313, 2006.
@@ -70,9 +78,13 @@ def reconstruction_loss(recon: Tensor, target: Tensor, *, reduction: str = "mean
         >>> reconstruction_loss(x + 1.0, x)
         tensor(1.)
     """
-    check_choice("reduction", reduction, _REDUCTIONS)
+    check_reduction(reduction)
     _check_same(recon, target, "")
-    return F.mse_loss(recon, target, reduction=reduction)
+    if reduction == "mean":
+        return F.mse_loss(recon, target)
+    if recon.dim() == 0:
+        raise ValueError(f"reduction={reduction!r} needs a batch dimension (N, *), got 0-dim tensors")
+    return reduce(_per_item_mse(recon, target), reduction)
 
 
 def _check_weights(weights: Mapping[str, float] | None) -> dict[str, float] | None:
@@ -95,7 +107,11 @@ def _check_keys(what: str, keys, expected, expected_what: str) -> None:
 
 
 def multimodal_reconstruction(
-    recons: Mapping[str, Tensor], targets: Mapping[str, Tensor], *, weights: Mapping[str, float] | None = None
+    recons: Mapping[str, Tensor],
+    targets: Mapping[str, Tensor],
+    *,
+    weights: Mapping[str, float] | None = None,
+    reduction: str = "mean",
 ) -> Tensor:
     r"""Weighted mean of the per-modality reconstruction errors of a multimodal autoencoder.
 
@@ -105,20 +121,22 @@ def multimodal_reconstruction(
         \mathrm{MSE}(\hat x_m, x_m) = \frac{1}{|x_m|} \sum_j (\hat x_{m,j} - x_{m,j})^2,
 
     with :math:`w_m = 1` when ``weights`` is None. Each modality's error is a mean over its own elements, so a
-    large modality (an image) does not drown a small one (a label vector) unless the weights say so.
+    large modality (an image) does not drown a small one (a label vector) unless the weights say so. Item
+    :math:`i`'s loss is the same weighted mean of its own errors, and :math:`\mathcal{L}` is their mean.
 
     Args:
         recons: modality name -> ``(N, *)`` reconstruction decoded from the fused code.
         targets: modality name -> ``(N, *)`` input, same keys and shapes.
         weights: modality name -> :math:`w_m \geq 0` (not all zero), same keys; ``None`` for equal weights.
+        reduction: ``"mean"``, ``"sum"`` over items, or ``"none"`` for each item's loss, shape ``(N,)``.
 
     Returns:
-        The 0-dim loss.
+        A 0-dim tensor, or ``(N,)`` with ``reduction="none"``.
 
     Raises:
         ValueError: if the keys of ``recons``, ``targets`` and ``weights`` differ (naming the modalities), a
-            modality's shapes differ (naming it), the batch sizes differ between modalities, or a weight is
-            negative or all are zero.
+            modality's shapes differ (naming it), the batch sizes differ between modalities, a weight is
+            negative or all are zero, or ``reduction`` is unknown.
 
     References:
         Ngiam et al., "Multimodal Deep Learning", ICML 2011.
@@ -129,6 +147,7 @@ def multimodal_reconstruction(
         >>> multimodal_reconstruction(r, x), multimodal_reconstruction(r, x, weights={"image": 1.0, "audio": 3.0})
         (tensor(0.5000), tensor(0.2500))
     """
+    check_reduction(reduction)
     for name, d in (("recons", recons), ("targets", targets)):
         if not isinstance(d, Mapping) or not d:
             raise ValueError(f"{name} must be a non-empty mapping modality -> tensor, got {type(d).__name__}")
@@ -154,10 +173,11 @@ def multimodal_reconstruction(
         w = 1.0 if weights is None else weights[m]
         if w == 0.0:
             continue
-        term = w * F.mse_loss(recons[m], targets[m])
+        error = F.mse_loss(recons[m], targets[m]) if reduction == "mean" else _per_item_mse(recons[m], targets[m])
+        term = w * error
         total = term if total is None else total + term
         norm += w
-    return total / norm
+    return total / norm if reduction == "mean" else reduce(total / norm, reduction)
 
 
 class AutoencoderLoss(nn.Module):
@@ -166,6 +186,12 @@ class AutoencoderLoss(nn.Module):
     ``loss(recons, targets)`` takes two tensors, or two one-entry mappings with the same key (a single modality);
     for several modalities use :class:`MultimodalReconstruction`.
 
+    Args:
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per item, ``(N,)``), as :func:`reconstruction_loss`.
+
+    Raises:
+        ValueError: on an unknown ``reduction``.
+
     Example:
         >>> AutoencoderLoss()({"image": torch.ones(2, 3)}, {"image": torch.zeros(2, 3)})
         tensor(1.)
@@ -173,7 +199,7 @@ class AutoencoderLoss(nn.Module):
 
     def __init__(self, *, reduction: str = "mean") -> None:
         super().__init__()
-        self.reduction = check_choice("reduction", reduction, _REDUCTIONS)
+        self.reduction = check_reduction(reduction)
 
     def forward(self, recons: Tensor | Mapping[str, Tensor], targets: Tensor | Mapping[str, Tensor]) -> Tensor:
         if isinstance(recons, Mapping) or isinstance(targets, Mapping):
@@ -196,6 +222,13 @@ class AutoencoderLoss(nn.Module):
 class MultimodalReconstruction(nn.Module):
     r"""Module form of :func:`multimodal_reconstruction`: ``loss(recons: dict, targets: dict)``.
 
+    Args:
+        weights: modality name -> :math:`w_m \geq 0`, or ``None`` for equal weights.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per item, ``(N,)``).
+
+    Raises:
+        ValueError: on bad weights or an unknown ``reduction``.
+
     Example:
         >>> loss = MultimodalReconstruction(weights={"image": 1.0, "text": 0.5})
         >>> loss({"image": torch.ones(2, 4), "text": torch.ones(2, 3)},
@@ -203,15 +236,16 @@ class MultimodalReconstruction(nn.Module):
         tensor(0.6667)
     """
 
-    def __init__(self, *, weights: Mapping[str, float] | None = None) -> None:
+    def __init__(self, *, weights: Mapping[str, float] | None = None, reduction: str = "mean") -> None:
         super().__init__()
         self.weights = _check_weights(weights)
+        self.reduction = check_reduction(reduction)
 
     def forward(self, recons: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
-        return multimodal_reconstruction(recons, targets, weights=self.weights)
+        return multimodal_reconstruction(recons, targets, weights=self.weights, reduction=self.reduction)
 
     def extra_repr(self) -> str:
-        return f"weights={self.weights}"
+        return f"weights={self.weights}, reduction={self.reduction!r}"
 
 
 SPECS: list[ObjectiveSpec] = [

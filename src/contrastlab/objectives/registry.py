@@ -22,6 +22,7 @@ _MODULES: tuple[str, ...] = (
     "supcon",
     "cca",
     "reconstruction",
+    "methods",
 )
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastlab.objectives._checks import check_positive
+from contrastlab.objectives._reduction import check_reduction, reduce
 from contrastlab.objectives._spec import ObjectiveSpec
 from contrastlab.objectives.temperature import check_temperature
 
@@ -34,18 +35,26 @@ def _check_labels(labels: Tensor, n: int) -> Tensor:
     return labels
 
 
-def _check_views_stack(features: Tensor) -> Tensor:
-    if not isinstance(features, Tensor):
-        raise ValueError(f"features must be a tensor of shape (N, V, D), got {type(features).__name__}")
-    if features.dim() != 3:
-        raise ValueError(f"features must have shape (N, V, D) (views stacked on dim 1), got {tuple(features.shape)}")
-    if not torch.is_floating_point(features):
-        raise ValueError(f"features must be floating point, got dtype {features.dtype}")
-    return features
+def _check_views_stack(embeddings: Tensor) -> Tensor:
+    """``(N, V, D)`` floating embeddings; ``(N, D)`` is one view, ``(N, 1, D)``."""
+    if not isinstance(embeddings, Tensor):
+        raise ValueError(f"embeddings must be a tensor of shape (N, D) or (N, V, D), got {type(embeddings).__name__}")
+    if embeddings.dim() not in (2, 3):
+        raise ValueError(
+            f"embeddings must have shape (N, D) or (N, V, D) (views stacked on dim 1), got {tuple(embeddings.shape)}"
+        )
+    if not torch.is_floating_point(embeddings):
+        raise ValueError(f"embeddings must be floating point, got dtype {embeddings.dtype}")
+    return embeddings.unsqueeze(1) if embeddings.dim() == 2 else embeddings
 
 
 def supcon(
-    features: Tensor, labels: Tensor | None = None, *, temperature: float | Tensor = 0.1, normalize: bool = True
+    embeddings: Tensor,
+    labels: Tensor | None = None,
+    *,
+    temperature: float | Tensor = 0.1,
+    normalize: bool = True,
+    reduction: str = "mean",
 ) -> Tensor:
     r"""Supervised contrastive loss :math:`\mathcal{L}^{sup}_{out}` over all views of a batch.
 
@@ -60,20 +69,26 @@ def supcon(
     where :math:`I' = \{i : |P(i)| > 0\}` (the paper sums over anchors; we average, which only rescales).
     With ``labels=None`` item :math:`n` is its own class, so the positives of a view are the other views of the
     same item; for :math:`V = 2` this is NT-Xent (SimCLR) with :math:`2N - 1` candidates per anchor.
+    ``supcon(embeddings (N, D), labels)`` is the one-view form pytorch-metric-learning's ``SupConLoss``
+    takes: the positives are the other items of the class.
 
     Args:
-        features: ``(N, V, D)`` embeddings, ``V`` views of each of ``N`` items.
+        embeddings: ``(N, V, D)``, ``V`` views of each of ``N`` items, or ``(N, D)`` (one view).
         labels: ``(N,)`` integer class of each item, or ``None`` (each item its own class).
         temperature: :math:`\tau > 0`, a float or a 0-dim tensor (a learnable temperature).
         normalize: project the embeddings onto the unit sphere first (cosine similarity).
+        reduction: ``"mean"`` over the anchors in :math:`I'`, ``"sum"``, or ``"none"`` for every anchor's
+            loss, shaped like the embeddings' leading dimensions (``(N, V)``, or ``(N,)`` for ``(N, D)``); an
+            anchor without a positive has loss 0 there and is left out of ``"mean"`` (as ``ignore_index``
+            in ``cross_entropy``).
 
     Returns:
-        The 0-dim mean loss over anchors that have at least one positive.
+        A 0-dim tensor, or ``(N, V)`` / ``(N,)`` with ``reduction="none"``.
 
     Raises:
-        ValueError: if ``temperature <= 0``, ``features`` is not ``(N, V, D)`` floating point, ``N < 2`` (no
-            negatives), ``labels`` is not ``(N,)`` integer, or no anchor has a positive (``V = 1`` and every
-            class appears once).
+        ValueError: if ``temperature <= 0``, ``embeddings`` is not ``(N, D)`` or ``(N, V, D)`` floating point,
+            ``N < 2`` (no negatives), ``labels`` is not ``(N,)`` integer, ``reduction`` is unknown, or no
+            anchor has a positive (one view and every class appears once).
 
     References:
         Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, arXiv:2004.11362, eq. 2.
@@ -86,7 +101,9 @@ def supcon(
         torch.Size([])
     """
     temperature = check_temperature(temperature)
-    features = _check_views_stack(features)
+    check_reduction(reduction)
+    one_view = isinstance(embeddings, Tensor) and embeddings.dim() == 2
+    features = _check_views_stack(embeddings)
     n, v, _ = features.shape
     if n < 2:
         raise ValueError(f"batch size must be >= 2 for in-batch negatives, got {n}")
@@ -109,8 +126,10 @@ def supcon(
     logits = (z @ z.T / temperature).masked_fill(self_mask, float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     pos_log_prob = torch.where(positives, log_prob, torch.zeros((), dtype=log_prob.dtype, device=z.device))
-    per_anchor = -pos_log_prob.sum(dim=1)[has_pos] / n_pos[has_pos]
-    return per_anchor.mean()
+    if reduction == "mean":
+        return (-pos_log_prob.sum(dim=1)[has_pos] / n_pos[has_pos]).mean()
+    per_anchor = -pos_log_prob.sum(dim=1) / n_pos.clamp(min=1)  # 0 where there is no positive
+    return reduce(per_anchor.reshape(n) if one_view else per_anchor.reshape(n, v), reduction)
 
 
 def class_logits(
@@ -166,6 +185,7 @@ def class_contrastive(
     *,
     bias: Tensor | None = None,
     temperature: float | Tensor = 1.0,
+    reduction: str = "mean",
 ) -> Tensor:
     r"""Contrast each input with all class embeddings; the positive is its own class.
 
@@ -185,12 +205,14 @@ def class_contrastive(
         class_embeddings: ``(C, D)`` class-tower outputs.
         bias: ``(C,)`` per-class offsets, or ``None``.
         temperature: :math:`\tau > 0`, a float or a 0-dim tensor.
+        reduction: ``"mean"`` over the ``N`` (or ``N V``) inputs, ``"sum"``, or ``"none"`` for each input's
+            loss, ``(N,)`` (or ``(N, V)``).
 
     Returns:
-        The 0-dim mean loss over the ``N`` (or ``N V``) inputs.
+        A 0-dim tensor, or ``(N,)`` / ``(N, V)`` with ``reduction="none"``.
 
     Raises:
-        ValueError: on a bad temperature, mismatched shapes, or a label outside ``[0, C)``.
+        ValueError: on a bad temperature or ``reduction``, mismatched shapes, or a label outside ``[0, C)``.
 
     References:
         Similarity-learning homework, worked answer 6 (``reference/homework-similarity-learning-answers.md``).
@@ -203,36 +225,59 @@ def class_contrastive(
         >>> torch.allclose(class_contrastive(z, y, w), F.cross_entropy(z @ w.T, y))
         True
     """
+    check_reduction(reduction)
     logits = class_logits(z, class_embeddings, bias=bias, temperature=temperature)
     labels = _check_labels(labels, z.shape[0]).to(z.device)
     num_classes = class_embeddings.shape[0]
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)][0].item()
         raise ValueError(f"labels must lie in [0, {num_classes}), got label {bad}")
+    shape = logits.shape[:-1]
     if logits.dim() == 3:
         labels = labels.repeat_interleave(logits.shape[1])
         logits = logits.reshape(-1, num_classes)
-    return F.cross_entropy(logits, labels)
+    loss = F.cross_entropy(logits, labels, reduction=reduction)
+    return loss.reshape(shape) if reduction == "none" else loss
 
 
 class SupCon(nn.Module):
-    r"""Module form of :func:`supcon`: ``loss(features (N, V, D), labels (N,) or None)``.
+    r"""Module form of :func:`supcon`: ``loss(embeddings (N, V, D) or (N, D), labels (N,) or None)``.
+
+    ``forward(embeddings, labels=None, temperature=None)``: ``temperature`` overrides the stored one for this
+    call (a model's :class:`~contrastlab.objectives.temperature.LearnableTemperature`).
+
+    Args:
+        temperature: :math:`\tau > 0`, a float or a 0-dim tensor.
+        normalize: cosine similarity.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per anchor, ``(N, V)`` or ``(N,)``).
+
+    Raises:
+        ValueError: on a bad option (named in the message).
 
     Example:
         >>> SupCon(temperature=0.1)(torch.randn(6, 2, 8), torch.tensor([0, 0, 1, 1, 2, 2])).shape
         torch.Size([])
     """
 
-    def __init__(self, *, temperature: float = 0.1, normalize: bool = True) -> None:
+    def __init__(self, *, temperature: float | Tensor = 0.1, normalize: bool = True, reduction: str = "mean") -> None:
         super().__init__()
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = check_temperature(temperature)
         self.normalize = bool(normalize)
+        self.reduction = check_reduction(reduction)
 
-    def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
-        return supcon(features, labels, temperature=self.temperature, normalize=self.normalize)
+    def forward(
+        self, embeddings: Tensor, labels: Tensor | None = None, temperature: float | Tensor | None = None
+    ) -> Tensor:
+        return supcon(
+            embeddings,
+            labels,
+            temperature=self.temperature if temperature is None else temperature,
+            normalize=self.normalize,
+            reduction=self.reduction,
+        )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, normalize={self.normalize}"
+        return f"temperature={self.temperature}, normalize={self.normalize}, reduction={self.reduction!r}"
 
 
 class ClassTowerContrastive(nn.Module):
@@ -247,9 +292,10 @@ class ClassTowerContrastive(nn.Module):
         dim: :math:`D \geq 1`, the input tower's embedding size.
         bias: learn the per-class offsets :math:`b_c`.
         temperature: :math:`\tau > 0` (fixed).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per input, ``(N,)`` or ``(N, V)``).
 
     Raises:
-        ValueError: if ``num_classes < 2``, ``dim < 1`` or ``temperature <= 0``.
+        ValueError: if ``num_classes < 2``, ``dim < 1``, ``temperature <= 0`` or ``reduction`` is unknown.
 
     Example:
         >>> head = ClassTowerContrastive(3, 8)
@@ -258,13 +304,16 @@ class ClassTowerContrastive(nn.Module):
         (torch.Size([]), torch.Size([5]))
     """
 
-    def __init__(self, num_classes: int, dim: int, *, bias: bool = True, temperature: float = 1.0) -> None:
+    def __init__(
+        self, num_classes: int, dim: int, *, bias: bool = True, temperature: float = 1.0, reduction: str = "mean"
+    ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
         self.temperature = check_positive("temperature", temperature)
+        self.reduction = check_reduction(reduction)
         bound = dim**-0.5
         self.class_embeddings = nn.Parameter(torch.empty(num_classes, dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(num_classes).uniform_(-bound, bound)) if bias else None
@@ -283,11 +332,16 @@ class ClassTowerContrastive(nn.Module):
         return self.logits(z).argmax(dim=-1)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
-        return class_contrastive(z, labels, self.class_embeddings, bias=self.bias, temperature=self.temperature)
+        return class_contrastive(
+            z, labels, self.class_embeddings, bias=self.bias, temperature=self.temperature, reduction=self.reduction
+        )
 
     def extra_repr(self) -> str:
         c, d = self.class_embeddings.shape
-        return f"num_classes={c}, dim={d}, bias={self.bias is not None}, temperature={self.temperature}"
+        return (
+            f"num_classes={c}, dim={d}, bias={self.bias is not None}, temperature={self.temperature}, "
+            f"reduction={self.reduction!r}"
+        )
 
 
 SPECS: list[ObjectiveSpec] = [

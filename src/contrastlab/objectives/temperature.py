@@ -54,14 +54,13 @@ class LearnableTemperature(nn.Module):
     r"""CLIP's learnable temperature: a logit scale stored as a log and clamped from above.
 
     The parameter is :math:`\theta = \log s` with the logit scale :math:`s = 1/\tau`. The forward pass
-    returns
-
-    .. math::
-        \tau = \exp\big(-\min(\theta, \log s_{\max})\big),
-
-    so the scale never exceeds ``max_scale`` (CLIP clamps at 100, i.e. :math:`\tau \ge 0.01`) and
-    :math:`\tau` is always positive. Storing the log makes multiplicative updates additive. At the clamp
-    the gradient with respect to :math:`\theta` is zero, as with CLIP's in-place clamp.
+    returns :math:`\tau = e^{-\theta}` (always positive; storing the log makes multiplicative updates
+    additive). The scale is kept at most ``max_scale`` (CLIP: 100, i.e. :math:`\tau \ge 0.01`) by
+    :meth:`clamp_`, which clamps the *parameter in place after the optimiser step*,
+    :math:`\theta \leftarrow \min(\theta, \log s_{\max})`. Clamping inside the forward pass instead
+    would give :math:`\theta` a zero gradient forever once it passed the bound; clamped in place, the
+    gradient still flows and the temperature can rise again. The training loop calls :meth:`clamp_` as
+    an after-step hook; in your own loop, call it after ``optimizer.step()``.
 
     References:
         Radford et al., "Learning Transferable Visual Models From Natural Language Supervision" (CLIP),
@@ -80,6 +79,9 @@ class LearnableTemperature(nn.Module):
         >>> tau = temp()
         >>> tau.shape, round(tau.item(), 4)
         (torch.Size([]), 0.07)
+        >>> with torch.no_grad(): _ = temp.log_scale.fill_(10.0)
+        >>> round(temp.clamp_()().item(), 4)
+        0.01
     """
 
     def __init__(self, init: float = 0.07, max_scale: float = 100.0) -> None:
@@ -104,7 +106,13 @@ class LearnableTemperature(nn.Module):
         Returns:
             A 0-dim tensor :math:`\tau > 0` that carries the gradient to ``log_scale``.
         """
-        return torch.exp(-self.log_scale.clamp(max=math.log(self.max_scale)))
+        return torch.exp(-self.log_scale)
+
+    @torch.no_grad()
+    def clamp_(self) -> LearnableTemperature:
+        r"""Clamp the parameter in place, :math:`\theta \leftarrow \min(\theta, \log s_{\max})`; returns ``self``."""
+        self.log_scale.clamp_(max=math.log(self.max_scale))
+        return self
 
     def extra_repr(self) -> str:
         return f"temperature={self().item():.4g}, max_scale={self.max_scale:g}"

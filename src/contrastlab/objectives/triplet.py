@@ -1,13 +1,25 @@
-r"""Triplet margin loss with a negative (impostor) sampler, both directions for cross-modal pairs."""
+r"""Triplet margin loss with a negative (impostor) sampler: over pairs (both directions) or over labels.
+
+Two ways to say which items belong together, one loss:
+
+* pairs ``triplet_margin(z1, z2)``: row :math:`i` of ``z1`` and of ``z2`` are a positive pair, every other
+  row of the other side is an impostor (cross-modal retrieval, Harwath et al.);
+* labels ``triplet_margin(embeddings, labels)``: items with the same label are positives, items with another
+  label negatives (metric learning, FaceNet; pytorch-metric-learning's convention).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastlab.objectives._checks import check_choice, check_non_negative, check_pair
+from contrastlab.objectives._checks import check_choice, check_embeddings, check_non_negative, check_pair
+from contrastlab.objectives._reduction import check_reduction, reduce
 from contrastlab.objectives._spec import ObjectiveSpec
+from contrastlab.objectives.supcon import _check_labels
 
 __all__ = ["SAMPLERS", "METRICS", "Triplet", "triplet_margin", "pair_scores", "parse_sampler", "SPECS"]
 
@@ -64,32 +76,91 @@ def pair_scores(a: Tensor, b: Tensor, metric: str) -> Tensor:
     return -(dist.square() if metric == "squared_euclidean" else dist)
 
 
+def _hinges(
+    positive: Tensor,
+    scores: Tensor,
+    negatives: Tensor,
+    margin: float,
+    samplers: tuple[str, ...],
+    draw: Callable[[], Tensor],
+) -> Tensor:
+    """Loss of each (anchor, positive) pair, shape ``(P,)``, summed over the samplers.
+
+    ``positive`` ``(P,)`` is the pair's score, ``scores`` ``(P, K)`` the anchor's scores against every
+    candidate, ``negatives`` ``(P, K)`` which candidates are negatives (at least one per row), and ``draw()``
+    the column of a uniformly random negative of each row.
+    """
+    total = torch.zeros_like(positive)
+    for sampler in samplers:
+        if sampler == "all":
+            hinge = F.relu(margin - positive[:, None] + scores)
+            total = total + torch.where(negatives, hinge, torch.zeros_like(hinge)).sum(dim=1) / negatives.sum(dim=1)
+            continue
+        if sampler == "random":
+            negative = scores.gather(1, draw()[:, None]).squeeze(1)
+        elif sampler == "hardest":
+            negative = scores.masked_fill(~negatives, float("-inf")).amax(dim=1)
+        else:  # semi_hard
+            below = negatives & (scores < positive[:, None])
+            best_below = scores.masked_fill(~below, float("-inf")).amax(dim=1)
+            least_similar = scores.masked_fill(~negatives, float("inf")).amin(dim=1)
+            negative = torch.where(below.any(dim=1), best_below, least_similar)
+        total = total + F.relu(margin - positive + negative)
+    return total
+
+
 def _one_direction(
     scores: Tensor, margin: float, samplers: tuple[str, ...], generator: torch.Generator | None
 ) -> Tensor:
     """Per-anchor loss ``(N,)``: rows of ``scores`` are anchors, the diagonal holds the positives."""
     n = scores.shape[0]
     rows = torch.arange(n, device=scores.device)
-    positive = scores.diagonal()
     impostor = ~torch.eye(n, dtype=torch.bool, device=scores.device)
-    total = torch.zeros_like(positive)
-    for sampler in samplers:
-        if sampler == "all":
-            hinge = F.relu(margin - positive[:, None] + scores)
-            total = total + torch.where(impostor, hinge, torch.zeros_like(hinge)).sum(dim=1) / (n - 1)
-            continue
-        if sampler == "random":
-            draw = torch.randint(0, n - 1, (n,), generator=generator, device=scores.device)
-            negative = scores[rows, draw + (draw >= rows).long()]  # uniform over j != i
-        elif sampler == "hardest":
-            negative = scores.masked_fill(~impostor, float("-inf")).amax(dim=1)
-        else:  # semi_hard
-            below = impostor & (scores < positive[:, None])
-            best_below = scores.masked_fill(~below, float("-inf")).amax(dim=1)
-            least_similar = scores.masked_fill(~impostor, float("inf")).amin(dim=1)
-            negative = torch.where(below.any(dim=1), best_below, least_similar)
-        total = total + F.relu(margin - positive + negative)
-    return total
+
+    def draw() -> Tensor:  # uniform over j != i
+        j = torch.randint(0, n - 1, (n,), generator=generator, device=scores.device)
+        return j + (j >= rows).long()
+
+    return _hinges(scores.diagonal(), scores, impostor, margin, samplers, draw)
+
+
+def _labelled(
+    z: Tensor,
+    labels: Tensor,
+    margin: float,
+    samplers: tuple[str, ...],
+    metric: str,
+    generator: torch.Generator | None,
+    reduction: str,
+) -> Tensor:
+    """The labels form of :func:`triplet_margin`: every (anchor, positive) pair of a class, per anchor."""
+    check_embeddings("embeddings", z)
+    n = z.shape[0]
+    labels = _check_labels(labels, n).to(z.device)
+    same = labels[:, None] == labels[None, :]
+    positives = same & ~torch.eye(n, dtype=torch.bool, device=z.device)
+    negatives = ~same
+    usable = positives.any(dim=1) & negatives.any(dim=1)
+    if not bool(usable.any()):
+        raise ValueError(
+            "no anchor has both a positive and an impostor: a batch needs some class at least twice and at least "
+            f"two classes, got {n} items of {int(labels.unique().numel())} class(es)"
+        )
+    anchor, positive = (positives & usable[:, None]).nonzero(as_tuple=True)
+    scores = pair_scores(z, z, metric)
+    rows, pair_negatives = scores[anchor], negatives[anchor]
+
+    def draw() -> Tensor:  # the k-th negative of each row, k uniform in [0, number of negatives)
+        count = pair_negatives.sum(dim=1)
+        u = torch.rand(anchor.shape[0], generator=generator, device=z.device, dtype=torch.float64)
+        k = torch.minimum((u * count).long(), count - 1)
+        return (pair_negatives.cumsum(dim=1) > k[:, None]).int().argmax(dim=1)
+
+    per_pair = _hinges(scores[anchor, positive], rows, pair_negatives, margin, samplers, draw)
+    n_pairs = (positives & usable[:, None]).sum(dim=1)
+    per_anchor = torch.zeros(n, dtype=per_pair.dtype, device=z.device).index_add(0, anchor, per_pair)
+    per_anchor = per_anchor / n_pairs.clamp(min=1)
+    return per_anchor[usable].mean() if reduction == "mean" else reduce(per_anchor, reduction)
 
 
 def triplet_margin(
@@ -100,9 +171,10 @@ def triplet_margin(
     sampler: str = "semi_hard",
     metric: str = "cosine",
     bidirectional: bool = True,
+    reduction: str = "mean",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    r"""Triplet margin loss over a batch of pairs, with sampled impostors, in both directions.
+    r"""Triplet margin loss with sampled impostors: over pairs in both directions, or over labels.
 
     Let :math:`S_{ij}` score anchor :math:`z^{(1)}_i` against :math:`z^{(2)}_j` (cosine, dot, or
     :math:`-d` for a Euclidean distance :math:`d`); row :math:`i`'s positive is :math:`S_{ii}`, every
@@ -125,7 +197,29 @@ def triplet_margin(
 
     A combination such as ``"random+semi_hard"`` sums the samplers' losses
     (:math:`\mathcal{L}_s + \mathcal{L}_h`, as Harwath et al. train). Losses are averaged over anchors and
-    summed over directions and samplers. Cosine normalises inside; the other metrics use the raw embeddings.
+    summed over directions and samplers. Cosine normalises inside (``metric="cosine"`` is this loss's
+    ``normalize=True``); the other metrics use the raw embeddings.
+
+    **Directions are summed, not averaged.** ``bidirectional=True`` is Harwath et al.'s
+    :math:`\mathcal{L}(z^{(1)} \to z^{(2)}) + \mathcal{L}(z^{(2)} \to z^{(1)})`, and the audio-visual recipe's
+    results in ``docs/RESULTS.md`` were trained with that sum. The option is therefore not called
+    ``symmetric``, which in contrastlab always means the *mean* of the two directions (CLIP): ``bidirectional``
+    is twice that mean.
+
+    **Labels form.** Called as ``triplet_margin(embeddings, labels)`` with ``labels`` an integer ``(N,)``
+    tensor, the positives of anchor :math:`i` are the other items of its class :math:`P(i)` and its
+    impostors the items of other classes. Every (anchor, positive) pair gets an impostor from the sampler
+    (semi-hard relative to that pair's score), and
+
+    .. math::
+        \ell_i = \frac{1}{|P(i)|}\sum_{p \in P(i)} \max\big(0,\; \eta - S_{ip} + S_{i\,j(i,p)}\big), \qquad
+        \mathcal{L} = \frac{1}{|I'|}\sum_{i \in I'} \ell_i,
+
+    over the anchors :math:`I'` that have a positive and an impostor (as :func:`~contrastlab.objectives.supcon.supcon`
+    averages). Every item is an anchor, so there is no second direction. With two items per class and
+    ``sampler="hardest"`` this is pytorch-metric-learning's batch-hard triplet loss; with ``"all"`` and
+    classes of equal size, its ``TripletMarginLoss`` averaged over all triplets. Memory: the ``(P, N)``
+    scores of the :math:`P` (anchor, positive) pairs.
 
     References:
         Harwath, Recasens, Surís, Chuang, Torralba, Glass, "Jointly Discovering Visual Objects and Spoken
@@ -133,38 +227,59 @@ def triplet_margin(
         Philbin, "FaceNet", CVPR 2015 (semi-hard negatives).
 
     Args:
-        z1: first modality / view, shape ``(N, D)``.
-        z2: second modality / view, shape ``(N, D)``; row ``i`` pairs with ``z1[i]``.
+        z1: first modality / view, shape ``(N, D)``; in the labels form, the embeddings ``(N, D)``.
+        z2: second modality / view, shape ``(N, D)``, row ``i`` pairing with ``z1[i]``; or integer labels
+            ``(N,)`` for the labels form.
         margin: :math:`\eta \ge 0`, in the metric's units.
-        sampler: one of ``"random"``, ``"semi_hard"``, ``"hardest"``, ``"all"`` or a ``+``-joined combination.
+        sampler: one of ``"random"``, ``"semi_hard"``, ``"hardest"``, ``"all"`` or a ``+``-joined combination
+            (pytorch-metric-learning calls this mining).
         metric: ``"cosine"``, ``"dot"``, ``"euclidean"`` or ``"squared_euclidean"``.
-        bidirectional: add the direction with ``z2`` as anchors.
+        bidirectional: pairs form: add (sum) the direction with ``z2`` as anchors. The labels form has one
+            direction only and refuses ``False``.
+        reduction: ``"mean"`` over anchors, ``"sum"``, or ``"none"`` for the per-anchor losses ``(N,)`` (pairs
+            form with ``bidirectional``: :math:`\ell_i + \ell'_i`; labels form: 0 for an anchor without a
+            positive or an impostor, which ``"mean"`` leaves out).
         generator: random source for ``"random"`` (on the embeddings' device); ``None`` uses torch's global one.
 
     Returns:
-        A 0-dim tensor.
+        A 0-dim tensor, or shape ``(N,)`` with ``reduction="none"``.
 
     Raises:
-        ValueError: if ``margin < 0``, ``sampler`` or ``metric`` is unknown, the shapes differ, or ``N < 2``.
+        ValueError: if ``margin < 0``, ``sampler``, ``metric`` or ``reduction`` is unknown, the shapes differ,
+            ``N < 2``, labels are not integer ``(N,)``, no anchor has both a positive and an impostor, or
+            ``bidirectional=False`` with labels.
 
     Example:
         >>> z = torch.eye(3)
         >>> float(triplet_margin(z, z, margin=0.2, sampler="hardest"))   # orthogonal impostors: no violation
         0.0
+        >>> emb, labels = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), torch.tensor([0, 0, 1, 1])
+        >>> float(triplet_margin(emb, labels, margin=0.2, sampler="hardest"))   # classes well apart
+        0.0
     """
     margin = check_non_negative("margin", margin)
     samplers = parse_sampler(sampler)
     check_choice("metric", metric, METRICS)
+    check_reduction(reduction)
+    if isinstance(z2, Tensor) and z2.dim() == 1:
+        if not bidirectional:
+            raise ValueError("bidirectional=False has no meaning with labels: every item is an anchor")
+        return _labelled(z1, z2, margin, samplers, metric, generator, reduction)
     check_pair(z1, z2, min_batch=2)
     scores = pair_scores(z1, z2, metric)
-    loss = _one_direction(scores, margin, samplers, generator).mean()
+    if reduction == "mean":  # the mean of each direction, summed
+        loss = _one_direction(scores, margin, samplers, generator).mean()
+        if bidirectional:
+            loss = loss + _one_direction(scores.T, margin, samplers, generator).mean()
+        return loss
+    per_anchor = _one_direction(scores, margin, samplers, generator)
     if bidirectional:
-        loss = loss + _one_direction(scores.T, margin, samplers, generator).mean()
-    return loss
+        per_anchor = per_anchor + _one_direction(scores.T, margin, samplers, generator)
+    return reduce(per_anchor, reduction)
 
 
 class Triplet(nn.Module):
-    r"""Module form of :func:`triplet_margin`; ``forward(z1, z2)``.
+    r"""Module form of :func:`triplet_margin`; ``forward(z1, z2)`` or ``forward(embeddings, labels)``.
 
     References:
         Harwath et al., IJCV 2019, arXiv:1804.01452.
@@ -173,7 +288,8 @@ class Triplet(nn.Module):
         margin: :math:`\eta \ge 0`.
         sampler: a sampler or ``+``-joined combination (see :func:`triplet_margin`).
         metric: the score.
-        bidirectional: both directions.
+        bidirectional: both directions, summed.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per anchor, ``(N,)``).
         generator: random source for ``"random"``.
 
     Raises:
@@ -191,6 +307,7 @@ class Triplet(nn.Module):
         sampler: str = "semi_hard",
         metric: str = "cosine",
         bidirectional: bool = True,
+        reduction: str = "mean",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -199,6 +316,7 @@ class Triplet(nn.Module):
         self.sampler = sampler
         self.metric = check_choice("metric", metric, METRICS)
         self.bidirectional = bool(bidirectional)
+        self.reduction = check_reduction(reduction)
         self.generator = generator
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
@@ -209,13 +327,14 @@ class Triplet(nn.Module):
             sampler=self.sampler,
             metric=self.metric,
             bidirectional=self.bidirectional,
+            reduction=self.reduction,
             generator=self.generator,
         )
 
     def extra_repr(self) -> str:
         return (
             f"margin={self.margin}, sampler={self.sampler!r}, metric={self.metric!r}, "
-            f"bidirectional={self.bidirectional}"
+            f"bidirectional={self.bidirectional}, reduction={self.reduction!r}"
         )
 
 

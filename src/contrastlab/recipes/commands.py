@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from contrastlab.errors import UserError
+from contrastlab.plugins import add_plugin_option
 
 DEMO_RECIPE = "homework-invariance"
 DEMO_OUT = Path("runs") / "demo"
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="keep the runs an interrupted call finished")
     p.add_argument("--only", nargs="+", metavar="RUN", help="run only these runs of the recipe")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_plugin_option(p)
     p.set_defaults(func=_recipe)
     d = sub.add_parser("demo", help=f"run the {DEMO_RECIPE} recipe at demo scale on the built-in Shapes world")
     d.add_argument("--out", default=str(DEMO_OUT), help=f"where to write (default {DEMO_OUT}; replaced if it holds an "

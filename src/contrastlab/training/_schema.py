@@ -170,6 +170,12 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             raise ValueError(f"{key}: expected a mapping, got {_describe(value)}")
         value_hint = args[1] if args else Any
         return {str(k): _convert(value_hint, v, f"{key}.{k}") for k, v in value.items()}
+    if origin is list:
+        if value is None:
+            return []
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list, got {_describe(value)}")
+        return [_convert(args[0] if args else Any, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ValueError(f"{key}: expected a list of {len(args)} values, got {_describe(value)}")

@@ -7,6 +7,7 @@ objective on unlabelled data, a learned temperature for an objective that takes 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,8 @@ from torch import nn
 
 from contrastlab.data.base import Dataset
 from contrastlab.encoders.build import accepts, build_model, with_defaults
-from contrastlab.encoders.model import MultiViewModel
+from contrastlab.encoders.model import MultiViewModel, output_space
+from contrastlab.objectives._spec import ObjectiveSpec
 from contrastlab.objectives.registry import OBJECTIVES, build_objective, get_objective
 from contrastlab.training.config import TrainConfig
 from contrastlab.training.step import LossModule, reconstruction_views
@@ -29,20 +31,23 @@ class Components:
     views: ViewGenerator
     model: MultiViewModel
     objective: nn.Module
-    kind: str  #: the objective's calling convention
+    spec: ObjectiveSpec  #: the objective's registry entry (what it reads, how)
     recon_views: dict[str, str]  #: view -> modality, for reconstruction objectives
-    pass_temperature: bool
-    pass_negatives: bool
+
+    @property
+    def kind(self) -> str:
+        """The objective's calling convention (for listings and reports)."""
+        return self.spec.kind
 
     def loss_module(self) -> LossModule:
         return LossModule(
             self.model,
             self.objective,
-            kind=self.kind,
+            reader=self.spec.reader,
             view_names=self.views.view_names,
+            modalities=self.views.view_modalities,
+            global_views=getattr(self.views, "global_views", ()),
             recon_views=self.recon_views or None,
-            pass_temperature=self.pass_temperature,
-            pass_negatives=self.pass_negatives,
         )
 
 
@@ -85,44 +90,61 @@ def sample_views(views: ViewGenerator, dataset: Dataset) -> dict[str, torch.Tens
     return sample
 
 
-def _names_of_kind(kind: str) -> str:
-    return ", ".join(sorted(n for n, s in OBJECTIVES.items() if s.kind == kind)) or "none registered"
+def _names_taking(n: int) -> str:
+    fits = [name for name, s in OBJECTIVES.items() if s.reader.min_views <= n and (s.reader.max_views or n) >= n]
+    return ", ".join(sorted(fits)) or "none registered"
 
 
-def check_compatible(cfg: TrainConfig, kind: str, views: ViewGenerator, dataset: Dataset) -> None:
+def check_compatible(cfg: TrainConfig, spec: ObjectiveSpec, views: ViewGenerator, dataset: Dataset) -> None:
     """Refuse an objective that cannot work with these views or this data.
 
     Raises:
         ValueError: naming the objective, the views and the objectives that would fit.
     """
-    name, n = cfg.objective.name, len(views.view_names)
+    name, n, reader = cfg.objective.name, len(views.view_names), spec.reader
     made = f"views {cfg.views.name!r} make {n} ({', '.join(views.view_names)})"
-    if kind in ("pairwise", "cca") and n != 2:
-        fits = _names_of_kind("multiview") if n > 2 else "none (it needs two views)"
-        raise ValueError(f"objective {name!r} is {kind} and takes exactly 2 views, but {made}; objectives for {n} views: {fits}")
-    if kind == "multiview" and n < 2:
-        raise ValueError(f"objective {name!r} takes 2 or more views, but {made}")
+    crops = bool(getattr(views, "global_views", ()))
+    if n < reader.min_views or (reader.max_views is not None and n > reader.max_views and not crops):
+        most = f"exactly {reader.min_views}" if reader.max_views == reader.min_views else f"at least {reader.min_views}"
+        raise ValueError(f"objective {name!r} takes {most} views, but {made}; objectives for {n} view{'s' if n != 1 else ''}: {_names_taking(n)}")
     modalities = sorted(set(views.view_modalities.values()))
-    need = get_objective(name).min_modalities
-    if len(modalities) < need:
-        alone = "autoencoder" if kind == "reconstruction" else "a single-modality objective"
+    if len(modalities) < spec.min_modalities:
+        alone = "autoencoder" if "reconstructions" in spec.needs else "a single-modality objective"
         raise ValueError(
-            f"objective {name!r} needs views of at least {need} modalities, but {made} of modality "
+            f"objective {name!r} needs views of at least {spec.min_modalities} modalities, but {made} of modality "
             f"{', '.join(map(repr, modalities))}; use views that pair modalities, or {alone!r}"
         )
-    if kind == "supervised" and dataset.num_classes is None:
+    if "labels" in spec.needs and dataset.num_classes is None:
         raise ValueError(f"objective {name!r} is supervised, but data set {cfg.data.name!r} has no labels")
-    if cfg.model.queue_size is not None and kind != "pairwise":
-        raise ValueError(f"model.queue_size: a queue of negatives needs a pairwise objective, {name!r} is {kind}")
 
 
-def build_components(cfg: TrainConfig, *, dataset: Dataset | None = None, views: ViewGenerator | None = None) -> Components:
+def _resolve(key: str, value, default, needed: bool, name: str, what: str):
+    """A model part's setting: the config's value, else the objective's default when it needs the part."""
+    if value is not None and not needed:
+        raise ValueError(f"{key}: objective {name!r} reads no {what}; remove {key}")
+    return value if value is not None else (default if needed else None)
+
+
+def build_components(
+    cfg: TrainConfig,
+    *,
+    dataset: Dataset | None = None,
+    views: ViewGenerator | None = None,
+    encoders: Mapping[str, nn.Module] | None = None,
+) -> Components:
     """Build data, views, model and objective from ``cfg``; call after seeding torch.
+
+    The model gets the parts its objective reads (``ObjectiveSpec.needs``): a predictor, momentum
+    target towers, a queue, a learned temperature or logit bias, decoders. A part the objective needs
+    is built with the objective's default when the config leaves it unset; a part configured for an
+    objective that does not read it, or switched off for one that does, is an error naming the key.
 
     Args:
         cfg: the checked config.
         dataset: a data set to use instead of building ``cfg.data`` (tests, notebooks).
         views: a view generator to use instead of building ``cfg.views``.
+        encoders: a view or modality name -> your own ``nn.Module`` backbone mapping a batch of that
+            view to ``(N, F)`` features (``F`` found by one forward pass when it has no ``out_dim``).
 
     Returns:
         The :class:`Components`.
@@ -133,27 +155,49 @@ def build_components(cfg: TrainConfig, *, dataset: Dataset | None = None, views:
     dataset = make_dataset(cfg, cfg.data.split) if dataset is None else dataset
     views = make_views(cfg, dataset) if views is None else views
     spec = get_objective(cfg.objective.name)
-    check_compatible(cfg, spec.kind, views, dataset)
+    needs, name = spec.needs, cfg.objective.name
+    check_compatible(cfg, spec, views, dataset)
     sample = sample_views(views, dataset)
     shapes = {v: tuple(sample[v].shape[1:]) for v in views.view_names}
-    recon = reconstruction_views(views.view_names, views.view_modalities) if spec.kind == "reconstruction" else {}
+    recon = reconstruction_views(views.view_names, views.view_modalities) if "reconstructions" in needs else {}
     discrete = [v for v in recon if not sample[v].is_floating_point()]
     if discrete:
         raise ValueError(
-            f"objective {cfg.objective.name!r} reconstructs real-valued inputs, but views {discrete} hold "
+            f"objective {name!r} reconstructs real-valued inputs, but views {discrete} hold "
             f"{sample[discrete[0]].dtype} values (e.g. token ids); choose views without them"
         )
-    m = cfg.model
+    m, defaults = cfg.model, spec.model
+    space = defaults.get("normalize", "sphere") if m.normalize == "auto" else output_space(m.normalize)
+    given = _given(encoders or {}, views, sample)
     head_options = {"hidden": m.head.hidden, "batch_norm": m.head.batch_norm} if m.head.name == "mlp" else {}
     vocabulary = getattr(dataset, "vocabulary", None)
-    temperature = queue = None
-    if m.learnable_temperature is not None:
+    temperature = None
+    init = m.learnable_temperature if m.learnable_temperature is not None else (
+        defaults.get("learnable_temperature") if "temperature" in needs else None)
+    if init is not None:
         from contrastlab.objectives.temperature import LearnableTemperature
 
         try:
-            temperature = LearnableTemperature(init=m.learnable_temperature)
+            temperature = LearnableTemperature(init=init)
         except ValueError as err:
             raise ValueError(f"model.learnable_temperature: {err}") from None
+    if "temperature" in needs and temperature is None:
+        raise ValueError(f"objective {name!r} reads a learned temperature: set model.learnable_temperature")
+    wants_predictor = "predictions" in needs
+    if m.predictor.name == "none" and wants_predictor:
+        raise ValueError(f"model.predictor.name: objective {name!r} reads predictions, but the predictor is 'none'")
+    if m.predictor.name in ("mlp", "linear") and not wants_predictor:
+        raise ValueError(f"model.predictor.name: objective {name!r} reads no predictions; use 'auto' or 'none'")
+    predictor = None
+    if wants_predictor:
+        kind = "mlp" if m.predictor.name == "auto" else m.predictor.name
+        hidden = m.predictor.hidden or max(1, round(defaults.get("predictor_hidden_factor", 4) * m.dim))
+        predictor = (kind, {"hidden": hidden, "batch_norm": m.predictor.batch_norm} if kind == "mlp" else {})
+    momentum = _resolve("model.momentum", m.momentum, defaults.get("momentum", 0.99), "targets" in needs, name, "momentum targets")
+    queue_size = m.queue_size if m.queue_size is not None else (defaults.get("queue_size") if "negatives" in needs else None)
+    if "negatives" in needs and queue_size is None:
+        raise ValueError(f"objective {name!r} reads queued negatives: set model.queue_size")
+    bias = _resolve("model.logit_bias", m.logit_bias, defaults.get("logit_bias"), "logit_bias" in needs, name, "logit bias")
     try:
         model = build_model(
             shapes,
@@ -163,7 +207,7 @@ def build_components(cfg: TrainConfig, *, dataset: Dataset | None = None, views:
             head=m.head.name,
             head_options=head_options,
             dim=m.dim,
-            normalize=m.normalize,
+            normalize=space,
             shared=m.shared,
             decoder=(m.decoder.name, m.decoder.options) if recon else None,
             encoder_defaults={"vocab_size": None if vocabulary is None else len(vocabulary)},
@@ -171,31 +215,78 @@ def build_components(cfg: TrainConfig, *, dataset: Dataset | None = None, views:
             fusion_mode=m.fusion.mode,
             modality_dropout=m.fusion.modality_dropout,
             temperature=temperature,
+            given=given,
+            predictor=predictor,
+            momentum=None if momentum is None else (momentum, m.momentum_schedule),
+            logit_bias=bias,
+            crops=bool(getattr(views, "global_views", ())),
         )
     except ValueError as err:
         raise ValueError(f"model: {err}") from None
     dim = model.towers[model.view_towers[views.view_names[0]]].out_dim
-    if m.queue_size is not None:
+    if queue_size is not None:
         from contrastlab.objectives.queue import NegativeQueue
 
-        model.queue = NegativeQueue(m.queue_size, dim)
+        model.queue = NegativeQueue(queue_size, dim)
     options = with_defaults(spec.factory, cfg.objective.options, {"num_classes": dataset.num_classes, "dim": dim})
+    if options.get("reduction", "mean") not in ("mean", "sum"):
+        raise ValueError(f"objective.options.reduction: training needs one loss per step ('mean' or 'sum'), "
+                         f"got {options['reduction']!r}")
+    if accepts(spec.factory, "normalize"):
+        options["normalize"] = _objective_normalize(cfg, space)
     try:
-        objective = build_objective(cfg.objective.name, **options)
+        objective = build_objective(name, **options)
     except ValueError as err:
         raise ValueError(f"objective.options: {err}") from None
-    pass_negatives = m.queue_size is not None
-    if pass_negatives and not accepts(objective.forward, "negatives"):
-        raise ValueError(f"model.queue_size: objective {cfg.objective.name!r} takes no extra negatives")
-    if temperature is not None and not accepts(objective.forward, "temperature"):
-        raise ValueError(f"model.learnable_temperature: objective {cfg.objective.name!r} takes no temperature")
-    return Components(
-        dataset=dataset,
-        views=views,
-        model=model,
-        objective=objective,
-        kind=spec.kind,
-        recon_views=recon,
-        pass_temperature=temperature is not None,
-        pass_negatives=pass_negatives,
-    )
+    for key, part, field in (("model.queue_size", queue_size, "negatives"), ("model.learnable_temperature", temperature, "temperature")):
+        if part is not None and not (field in needs if spec.kind == "method" else accepts(objective.forward, field)):
+            raise ValueError(f"{key}: objective {name!r} takes no {'extra negatives' if field == 'negatives' else field}")
+    return Components(dataset=dataset, views=views, model=model, objective=objective, spec=spec, recon_views=recon)
+
+
+def _objective_normalize(cfg: TrainConfig, space: str) -> bool:
+    """The objective inherits the model's output space: it normalises exactly when the model's space is
+    the sphere; ``objective.options.normalize: true`` on any other space is a contradiction."""
+    asked = cfg.objective.options.get("normalize")
+    if asked is True and space != "sphere":
+        raise ValueError(
+            f"objective.options.normalize is true (the objective would normalise onto the sphere), but "
+            f"model.normalize is {cfg.model.normalize!r} (embeddings in {space!r}); set one of them, e.g. "
+            f"model.normalize: sphere"
+        )
+    return space == "sphere"
+
+
+def _given(encoders: Mapping[str, nn.Module], views: ViewGenerator, sample: dict[str, torch.Tensor]) -> dict[str, nn.Module]:
+    """Wrap the user's modules (``encoders=``) as backbones, each tried once on a few real items."""
+    from contrastlab.encoders.given import GivenBackbone
+
+    out = {}
+    for key, module in encoders.items():
+        reads = [v for v in views.view_names if v == key or views.view_modalities[v] == key]
+        if not reads:
+            raise ValueError(f"encoders[{key!r}]: no view or modality is called {key!r}; views: "
+                             f"{list(views.view_names)}, modalities: {sorted(set(views.view_modalities.values()))}")
+        out[key] = GivenBackbone(module, sample[reads[0]], key=key)
+    return out
+
+
+
+
+def check_given(recorded: Mapping[str, str], encoders: Mapping[str, nn.Module] | None, run_dir) -> None:
+    """A run trained with towers given from Python needs the same keys given again (resume, load).
+
+    Raises:
+        UserError: naming the missing key and the class the run was trained with.
+    """
+    from contrastlab.errors import UserError
+
+    missing = [k for k in recorded if k not in (encoders or {})]
+    if missing:
+        k = missing[0]
+        raise UserError(f"run {run_dir} was trained with your own encoder for {k!r} ({recorded[k]}); give it again: "
+                        f"encoders={{{k!r}: ...}}")
+    stray = [k for k in (encoders or {}) if k not in recorded]
+    if stray:
+        raise UserError(f"run {run_dir} was not trained with your own encoder for {stray[0]!r}; its towers are "
+                        f"built from its config.yaml")

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from contrastlab.errors import UserError, check_can_create
+from contrastlab.plugins import add_plugin_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,9 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--out", help="the run directory (default: the recipe's `out`, else runs/<recipe name>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    add_plugin_option(p)
     p.set_defaults(func=_train)
     r = sub.add_parser("resume", help="continue an interrupted run exactly where its last checkpoint left it")
     r.add_argument("run_dir", help="the run directory")
+    add_plugin_option(r)
     r.set_defaults(func=_resume)
 
 
@@ -137,6 +140,23 @@ def _clear(run_dir: Path) -> None:
             child.unlink()
 
 
+def _require_config_plugins(path: Path) -> None:
+    """Refuse a config whose ``plugins`` (copied from a run's ``config.yaml``) are not loaded by ``--plugin``.
+
+    The config's entries are only checked, never loaded. A file that cannot be read or parsed is left
+    to ``load_config``, which says what is wrong with it.
+    """
+    from contrastlab.plugins import require
+    from contrastlab.training._schema import parse_yaml
+
+    try:
+        raw = parse_yaml(path.read_text(encoding="utf-8"), source=str(path))
+    except (OSError, ValueError, UserError):
+        return
+    if isinstance(raw, dict):
+        require(raw.get("plugins"), what=f"config {path}")
+
+
 def _train(args: argparse.Namespace) -> int:
     from contrastlab.training.distributed import detect
     from contrastlab.training.config import load_config
@@ -144,6 +164,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.out is not None and not args.out.strip():
         raise UserError("--out is empty; name the run directory")
+    _require_config_plugins(Path(args.config))
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out or cfg.out or Path("runs") / Path(args.config).stem)
     cfg.out = str(out)

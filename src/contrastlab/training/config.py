@@ -61,18 +61,34 @@ class FusionConfig:
 
 
 @dataclass
+class PredictorConfig:
+    #: "auto": built when the objective reads predictions (BYOL, SimSiam, MoCo v3); "none": never
+    name: Literal["auto", "mlp", "linear", "none"] = "auto"
+    hidden: int | None = None  #: the MLP predictor's hidden width (default: the objective's, e.g. BYOL 4 x model.dim)
+    batch_norm: bool = True
+
+
+@dataclass
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  #: the default backbone
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)  #: per modality or view
     head: HeadConfig = field(default_factory=HeadConfig)
     dim: int = 128
-    #: the embeddings' output space: true / "sphere" (unit norm), "ball" (norm <= 1), false / "none"
-    normalize: bool | Literal["sphere", "ball", "none"] = True
+    #: the embeddings' output space: true / "sphere" (unit norm), "ball" (norm <= 1), false / "none";
+    #: "auto": the objective's own (unconstrained for Barlow Twins and VICReg, the sphere otherwise)
+    normalize: bool | Literal["auto", "sphere", "ball", "none"] = "auto"
     shared: bool = True  #: views of one modality share a tower; false: one tower per view (CMC)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     learnable_temperature: float | None = None  #: initial temperature of a learned one (CLIP)
     queue_size: int | None = None  #: a queue of past embeddings as extra negatives (MoCo)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    #: base momentum of target towers in [0, 1) (default: the objective's, e.g. BYOL 0.99); needs an objective that reads targets
+    momentum: float | None = None
+    momentum_schedule: Literal["cosine", "constant"] = "cosine"  #: cosine: raised to 1 over training (BYOL)
+    logit_bias: float | None = None  #: initial value of a learned logit bias (SigLIP: -10)
+    #: towers given from Python (train(..., encoders=...)): view or modality -> class, recorded; give them again
+    given: dict[str, str] = field(default_factory=dict)
     sync_batchnorm: bool = True  #: global batch statistics under DDP (CUDA only)
 
 
@@ -134,6 +150,8 @@ class TrainConfig:
     out: str | None = None  #: the run directory
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    #: plugin files the run was trained with (recorded by training; only checked, never loaded, from a config)
+    plugins: list[dict[str, Any]] = field(default_factory=list)
 
 
 #: More threads than any machine we know of has cores; torch dies allocating the stacks of 100,000.
@@ -176,8 +194,10 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     _require(cfg.log.every >= 1, "log.every", ">= 1", cfg.log.every)
     m = cfg.model
     _require(m.dim > 0, "model.dim", "> 0", m.dim)
-    _require(isinstance(m.normalize, bool) or m.normalize in ("sphere", "ball", "none"), "model.normalize",
-             "true, false, 'sphere', 'ball' or 'none'", m.normalize)
+    _require(isinstance(m.normalize, bool) or m.normalize in ("auto", "sphere", "ball", "none"), "model.normalize",
+             "true, false, 'auto', 'sphere', 'ball' or 'none'", m.normalize)
+    _require(m.momentum is None or 0 <= m.momentum < 1, "model.momentum", "in [0, 1)", m.momentum)
+    _require(m.predictor.hidden is None or m.predictor.hidden > 0, "model.predictor.hidden", "> 0", m.predictor.hidden)
     _require(m.head.hidden is None or m.head.hidden > 0, "model.head.hidden", "> 0", m.head.hidden)
     _require(
         m.learnable_temperature is None or m.learnable_temperature > 0,

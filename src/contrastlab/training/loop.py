@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 import shutil
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from contrastlab.data.base import Dataset
 from contrastlab.errors import UserError, one_line
 from contrastlab.files import atomic_write_text
 from contrastlab.training import distributed
-from contrastlab.training.build import Components, build_components
+from contrastlab.training.build import Components, build_components, check_given
 from contrastlab.training.checkpoint import (
     CheckpointManager,
     check_resumable,
@@ -32,10 +33,29 @@ from contrastlab.training.config import TrainConfig, config_to_dict
 from contrastlab.training.logging import MetricsLog, Progress, TensorBoard, read_metrics
 from contrastlab.training.optim import build_optimizer, lr_factor, set_lr
 from contrastlab.training.sampler import ShardedBatches, derive_seed
-from contrastlab.training.step import align_uniform_stats, mean_norm
+from contrastlab.training.step import align_uniform_stats, mean_norm, run_temperature
 from contrastlab.views.base import ViewGenerator
 
 CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.csv"
+
+
+def _recorded_given(run_dir: Path) -> dict[str, str]:
+    """The towers a run was trained with from Python, as its ``config.yaml`` records them."""
+    from contrastlab.training._schema import parse_yaml
+
+    path = run_dir / CONFIG_FILE
+    raw = parse_yaml(path.read_text(encoding="utf-8"), source=str(path)) if path.is_file() else None
+    given = ((raw or {}).get("model") or {}).get("given") if isinstance(raw, dict) else None
+    return {str(k): str(v) for k, v in given.items()} if isinstance(given, dict) else {}
+
+
+def _loaded_plugins() -> list[dict]:
+    """The plugin files loaded in this process (recorded with the run so eval and resume ask for them)."""
+    try:
+        from contrastlab.plugins import loaded
+    except ImportError:
+        return []
+    return loaded()
 
 
 class NonFiniteLoss(UserError):
@@ -70,7 +90,7 @@ def step_inputs(comps: Components, batch, idx: torch.Tensor, views: dict, device
         "views": move(views),
         "lengths": move({v: batch.lengths[m] for v, m in gen.view_modalities.items() if m in batch.lengths}),
         "labels": None if batch.labels is None else batch.labels.to(device),
-        "targets": move(gen.eval_views(batch)) if comps.kind == "reconstruction" else None,
+        "clean": move(gen.eval_views(batch)) if comps.recon_views else None,
         "index": (batch.index if batch.index is not None else idx).to(device),
     }
 
@@ -133,6 +153,7 @@ def train(
     overwrite: bool = False,
     dataset: Dataset | None = None,
     views: ViewGenerator | None = None,
+    encoders: Mapping[str, torch.nn.Module] | None = None,
 ) -> TrainResult:
     """Train (or resume) the run described by ``cfg`` in ``run_dir``.
 
@@ -145,6 +166,10 @@ def train(
         overwrite: replace an existing run directory.
         dataset: use this data set instead of building ``cfg.data`` (tests, notebooks).
         views: use this view generator instead of building ``cfg.views``.
+        encoders: your own backbones: a view or modality name -> an ``nn.Module`` mapping a batch of
+            that view to ``(N, F)`` features (``F`` is found by one forward pass). Their class names
+            are recorded in the run's ``config.yaml`` (``model.given``); resuming or loading the run
+            needs them given again.
 
     Returns:
         A :class:`TrainResult`.
@@ -163,7 +188,7 @@ def train(
     joined = info.enabled and not dist.is_initialized()
     distributed.init(info, device)
     try:
-        return _Run(cfg, run_dir, info, device).run(resume=resume, dataset=dataset, views=views)
+        return _Run(cfg, run_dir, info, device).run(resume=resume, dataset=dataset, views=views, encoders=encoders)
     finally:
         if joined:
             distributed.shutdown()
@@ -177,7 +202,7 @@ class _Run:
         if self.info.enabled:
             dist.barrier()
 
-    def _setup_dir(self, resume: bool) -> None:
+    def _setup_dir(self, resume: bool, comps: Components) -> None:
         if resume:
             return
         if self.info.is_main:
@@ -186,24 +211,29 @@ class _Run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             raw = config_to_dict(self.cfg)
             raw["out"] = str(self.run_dir)
+            raw["model"]["given"] = {k: f"{type(e).__module__}.{type(e).__qualname__}" for k, e in (self.encoders or {}).items()}
+            raw["plugins"] = _loaded_plugins()
             atomic_write_text(self.run_dir / CONFIG_FILE, yaml.safe_dump(raw, sort_keys=False))
         self._barrier()
 
-    def _build(self, dataset: Dataset | None, views: ViewGenerator | None) -> Components:
+    def _build(self, dataset: Dataset | None, views: ViewGenerator | None, encoders) -> Components:
         torch.manual_seed(self.cfg.seed)  # the same initial weights in every process
-        comps = build_components(self.cfg, dataset=dataset, views=views)
+        comps = build_components(self.cfg, dataset=dataset, views=views, encoders=encoders)
         torch.manual_seed(derive_seed(self.cfg.seed, self.info.rank, 2))  # dropout differs per process
         return comps
 
-    def run(self, *, resume: bool, dataset: Dataset | None, views: ViewGenerator | None) -> TrainResult:
+    def run(self, *, resume: bool, dataset: Dataset | None, views: ViewGenerator | None, encoders=None) -> TrainResult:
         cfg, info, device = self.cfg, self.info, self.device
-        comps = self._build(dataset, views)  # a config that does not build never touches the run directory
+        self.encoders = encoders
+        if resume:
+            check_given(_recorded_given(self.run_dir), encoders, self.run_dir)
+        comps = self._build(dataset, views, encoders)  # a config that does not build never touches the run directory
         # About to replace a run: try a step first. Not under a process group, where ranks could disagree
         # on whether the run directory holds a run and the step's gathers would wait for each other
         # (the command line tries the step on every rank before the group is formed).
         if not resume and not info.enabled and (self.run_dir / CONFIG_FILE).is_file():
             trial_step(comps, cfg.batch_size, device=device, precision=cfg.precision)
-        self._setup_dir(resume)
+        self._setup_dir(resume, comps)
         module = comps.loss_module().to(device)
         if info.enabled and device.type == "cuda" and cfg.model.sync_batchnorm:
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
@@ -279,7 +309,8 @@ class _Run:
         if not self.info.is_main:
             return None
         opt_tensors, opt_plain = flatten_optimizer(optimizer.state_dict())
-        meta = {"step": step, "epoch": epoch, "world_size": self.info.world_size, "loss": loss, "elapsed_s": elapsed, "optimizer": opt_plain}
+        meta = {"step": step, "epoch": epoch, "world_size": self.info.world_size, "loss": loss, "elapsed_s": elapsed,
+                "optimizer": opt_plain, "temperature": run_temperature(module.model, module.objective)}
         return manager.save(
             step, model=module.model.state_dict(), objective=module.objective.state_dict(), tensors={**opt_tensors, **rng}, meta=meta, loss=loss
         )
@@ -290,8 +321,8 @@ class _Run:
         autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
         module.train()
         t_start = time.perf_counter()
-        window = _Window()
-        ckpt_loss_sum, ckpt_loss_n, last_loss, last_ckpt = 0.0, 0, float("nan"), manager.path("last")
+        window, since_ckpt = _Window(device), _Window(device)
+        last_loss, last_ckpt = float("nan"), manager.path("last")
         if start >= total and (self.run_dir / METRICS_FILE).is_file():  # resuming a finished run: its last loss
             last_loss = next((row["loss"] for row in reversed(read_metrics(self.run_dir / METRICS_FILE))), last_loss)
         for step in range(start, total):
@@ -306,29 +337,31 @@ class _Run:
             )
             set_lr(optimizer, lr)
             with torch.autocast(**autocast):
-                loss, z = wrapped(**inputs)
-            loss_value = distributed.all_reduce_mean(loss.detach()) if self.info.enabled else float(loss.detach())
-            if not math.isfinite(loss_value):
-                where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-                raise NonFiniteLoss(
-                    f"the loss became {loss_value} at step {step + 1} of {total}; the run stopped and {where} "
-                    "(try a lower optim.lr, optim.grad_clip, or a higher temperature)"
-                )
+                loss, out = wrapped(**inputs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             done = step + 1
+            module.after_step(done, total)
             epoch = step // sampler.steps_per_epoch
-            window.add(loss_value, t_views, time.perf_counter() - t0)
-            ckpt_loss_sum, ckpt_loss_n = ckpt_loss_sum + loss_value, ckpt_loss_n + 1
-            if done % cfg.log.every == 0 or done == total:
+            window.add(loss.detach(), done, t_views, time.perf_counter() - t0)  # no host sync: summed on the device
+            since_ckpt.add(loss.detach(), done, 0.0, 0.0)
+            every = cfg.checkpoint.every
+            log_now, ckpt_now = done % cfg.log.every == 0 or done == total, (every and done % every == 0) or done == total
+            if not (log_now or ckpt_now):
+                logs.tick()
+                continue
+            # The host learns the loss only here: a non-finite loss is named with the step it first appeared.
+            self._check_finite(window if log_now else since_ckpt, total, last_ckpt)
+            if log_now:
+                z = out.embeddings
                 names = list(z)
                 align, uniform = align_uniform_stats(z[names[0]], z[names[1 % len(names)]])
                 if len(names) == 1:
                     align = float("nan")
-                last_loss = window.loss()
+                last_loss = window.loss(self.info.enabled)
                 row = {
                     "step": done, "epoch": epoch, "loss": last_loss, "lr": lr, "align": align, "uniform": uniform,
                     "norm": mean_norm(z),
@@ -336,33 +369,55 @@ class _Run:
                     "elapsed_s": elapsed0 + time.perf_counter() - t_start,
                 }  # fmt: skip
                 logs.write(done, row)
-                window = _Window()
+                window = _Window(device)
             else:
                 logs.tick()
-            every = cfg.checkpoint.every
-            if (every and done % every == 0) or done == total:
-                mean = ckpt_loss_sum / max(1, ckpt_loss_n)
+            if ckpt_now:
+                mean = since_ckpt.loss(self.info.enabled)
                 saved = self._save(manager, module, optimizer, view_rng, done, epoch, mean, elapsed0 + time.perf_counter() - t_start)
                 last_ckpt = saved or last_ckpt
-                ckpt_loss_sum, ckpt_loss_n = 0.0, 0
+                since_ckpt = _Window(device)
         self._barrier()
         return TrainResult(run_dir=self.run_dir, step=total, loss=last_loss, checkpoint=manager.path("last"))
 
+    def _check_finite(self, window: _Window, total: int, last_ckpt) -> None:
+        bad = window.first_bad(self.info.enabled)
+        if bad is None:
+            return
+        where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+        raise NonFiniteLoss(
+            f"the loss became non-finite at step {bad} of {total}; the run stopped and {where} "
+            "(try a lower optim.lr, optim.grad_clip, or a higher temperature)"
+        )
+
 
 class _Window:
-    """Sums over one logging interval."""
+    """Sums over one logging (or checkpoint) interval, kept on the device so steps never wait for the host."""
 
-    def __init__(self) -> None:
-        self.losses, self.t_views, self.t_total, self.steps = 0.0, 0.0, 0.0, 0
+    def __init__(self, device: torch.device) -> None:
+        self.losses = torch.zeros((), dtype=torch.float64, device=device)
+        self.bad = torch.full((), -1, dtype=torch.long, device=device)  # the first step with a non-finite loss
+        self.t_views, self.t_total, self.steps = 0.0, 0.0, 0
 
-    def add(self, loss: float, t_views: float, t_total: float) -> None:
-        self.losses += loss
+    def add(self, loss: torch.Tensor, step: int, t_views: float, t_total: float) -> None:
+        self.losses += loss.to(torch.float64)
+        self.bad = torch.where((self.bad < 0) & ~torch.isfinite(loss), step, self.bad)
         self.t_views += t_views
         self.t_total += t_total
         self.steps += 1
 
-    def loss(self) -> float:
-        return self.losses / max(1, self.steps)
+    def first_bad(self, reduce: bool) -> int | None:
+        bad = self.bad.clone()
+        if reduce:  # every process must stop together
+            bad = torch.where(bad < 0, torch.iinfo(torch.long).max, bad)
+            dist.all_reduce(bad, op=dist.ReduceOp.MIN)
+            bad = torch.where(bad == torch.iinfo(torch.long).max, -1, bad)
+        value = int(bad)
+        return None if value < 0 else value
+
+    def loss(self, reduce: bool) -> float:
+        mean = self.losses / max(1, self.steps)
+        return distributed.all_reduce_mean(mean) if reduce else float(mean)
 
     def items_per_s(self, batch_size: int) -> float:
         return self.steps * batch_size / self.t_total if self.t_total > 0 else float("nan")

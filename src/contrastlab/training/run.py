@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,13 @@ from torch import nn
 from contrastlab.data.base import Dataset
 from contrastlab.encoders.model import MultiViewModel
 from contrastlab.errors import UserError
+from contrastlab.plugins import require
 from contrastlab.training._schema import parse_yaml
-from contrastlab.training.build import build_components, make_dataset
+from contrastlab.training.build import build_components, check_given, make_dataset
 from contrastlab.training.checkpoint import CheckpointManager, check_state_fits, checkpoint_step, read_checkpoint
 from contrastlab.training.config import TrainConfig, config_from_dict
 from contrastlab.training.loop import CONFIG_FILE, METRICS_FILE
+from contrastlab.training.step import run_temperature
 from contrastlab.views.base import ViewGenerator
 
 
@@ -23,7 +26,9 @@ def read_run_config(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:
     """The resolved config a run saved, as plain data and as a checked :class:`TrainConfig`.
 
     Raises:
-        UserError: no run at ``run_dir``, or a config that is not UTF-8 text.
+        UserError: no run at ``run_dir``, a config that is not UTF-8 text, or a run trained with a
+            plugin that is not loaded now (:func:`contrastlab.plugins.require`; checked before the config,
+            whose names the plugin registers).
         ValueError: a config that no longer checks (e.g. edited by hand), naming the file.
     """
     path = Path(run_dir) / CONFIG_FILE
@@ -34,6 +39,8 @@ def read_run_config(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:
     except UnicodeDecodeError as err:
         raise UserError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     raw = parse_yaml(text, source=str(path))
+    if isinstance(raw, dict):
+        require(raw.get("plugins"), what=f"run {run_dir}")
     try:
         return raw, config_from_dict(raw)
     except ValueError as err:
@@ -67,6 +74,8 @@ class LoadedRun:
         metrics_path: the run's ``metrics.csv``.
         checkpoint: the checkpoint the weights came from.
         step: the training step of that checkpoint.
+        temperature: the temperature the run trained with (learned or fixed, as the checkpoint
+            records it; ``None`` for objectives without one).
     """
 
     def __init__(
@@ -82,11 +91,12 @@ class LoadedRun:
         train_dataset: Dataset,
         checkpoint: Path,
         step: int,
+        temperature: float | None = None,
     ) -> None:
         self.run_dir, self.config, self.model, self.views = run_dir, config, model, views
         self.objective, self.objective_kind, self.objective_module = train_config.objective.name, objective_kind, objective_module
         self.metrics_path = run_dir / METRICS_FILE
-        self.checkpoint, self.step = checkpoint, step
+        self.checkpoint, self.step, self.temperature = checkpoint, step, temperature
         self._train_config = train_config
         self._datasets: dict[str, Dataset] = {train_config.data.split: train_dataset}
 
@@ -104,12 +114,14 @@ class LoadedRun:
         return f"LoadedRun({str(self.run_dir)!r}, objective={self.objective!r}, step={self.step})"
 
 
-def load_run(run_dir: str | Path, *, which: str = "last") -> LoadedRun:
+def load_run(run_dir: str | Path, *, which: str = "last", encoders: Mapping[str, nn.Module] | None = None) -> LoadedRun:
     """Load a run's config, data, views and model weights from its directory.
 
     Args:
         run_dir: the run directory written by ``contrastlab train``.
         which: ``"last"`` or ``"best"`` (lowest mean training loss between checkpoints) weights.
+        encoders: for a run trained with your own towers (``train(..., encoders=...)``), the same
+            modules again (their weights come from the checkpoint).
 
     Returns:
         A :class:`LoadedRun` whose model is on the CPU in eval mode.
@@ -130,7 +142,8 @@ def load_run(run_dir: str | Path, *, which: str = "last") -> LoadedRun:
     path = last_checkpoint(run_dir, which)
     ckpt = read_checkpoint(path)
     torch.manual_seed(cfg.seed)
-    comps = build_components(cfg)
+    check_given(cfg.model.given, encoders, run_dir)
+    comps = build_components(cfg, encoders=encoders)
     check_state_fits(ckpt.model, comps.model.state_dict(), what="model", source=path)
     comps.model.load_state_dict(ckpt.model)
     if ckpt.objective:
@@ -149,4 +162,13 @@ def load_run(run_dir: str | Path, *, which: str = "last") -> LoadedRun:
         train_dataset=comps.dataset,
         checkpoint=path,
         step=checkpoint_step(ckpt),
+        temperature=_recorded_temperature(ckpt.meta.get("temperature"), comps),
     )
+
+
+def _recorded_temperature(recorded, comps) -> float | None:
+    """The checkpoint's temperature; for checkpoints written before it was recorded, the loaded model's
+    learned one or the objective's fixed one (never a made-up default)."""
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) and recorded > 0:
+        return float(recorded)
+    return run_temperature(comps.model, comps.objective)

@@ -13,6 +13,7 @@ from contrastlab.errors import check_flags, did_you_mean
 from contrastlab.views.base import ViewGenerator
 from contrastlab.views.colour_split import ColourSplitViews
 from contrastlab.views.factor import FactorResampleViews
+from contrastlab.views.multicrop import MultiCropViews
 from contrastlab.views.pairs import IdentityViews, ModalityPairViews
 from contrastlab.views.patches import PatchViews
 from contrastlab.views.signal import SignalViews
@@ -20,6 +21,7 @@ from contrastlab.views.simclr import SimCLRAugment, SimCLRViews
 
 VIEWS: dict[str, Callable[..., ViewGenerator]] = {
     "simclr": SimCLRViews,
+    "multicrop": MultiCropViews,
     "factor_resample": FactorResampleViews,
     "colour_split": ColourSplitViews,
     "patches": PatchViews,
@@ -28,7 +30,8 @@ VIEWS: dict[str, Callable[..., ViewGenerator]] = {
     "identity": IdentityViews,
 }
 
-
+#: View generators whose ``**options`` go to :class:`SimCLRAugment`, with the augment options they set themselves.
+_AUGMENT_OPTIONS: dict[str, tuple[str, ...]] = {"simclr": ("size",), "multicrop": ("size", "crop_scale")}
 
 
 def view_options(name: str) -> tuple[str, ...]:
@@ -38,8 +41,8 @@ def view_options(name: str) -> tuple[str, ...]:
     params = [p for p in inspect.signature(VIEWS[name]).parameters.values()
               if p.name != "dataset" and p.kind is not inspect.Parameter.VAR_KEYWORD]
     names = tuple(p.name for p in params)
-    if name == "simclr":  # its **options go to SimCLRAugment
-        names += tuple(p for p in inspect.signature(SimCLRAugment).parameters if p != "size")
+    if name in _AUGMENT_OPTIONS:
+        names += tuple(p for p in inspect.signature(SimCLRAugment).parameters if p not in _AUGMENT_OPTIONS[name])
     return names
 
 
