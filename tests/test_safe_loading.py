@@ -175,4 +175,7 @@ def test_no_unsafe_deserialisation_anywhere_in_the_package():
         for call in re.findall(r"yaml\.load\([^)]*\)", text):
             assert "Loader=_Loader" in call or "SafeLoader" in call, (path, call)
         assert "allow_pickle=True" not in text, path
+        if path.name == "plugins.py":  # the one place user code runs: a file the user names with --plugin, never a config
+            assert text.count("exec(") == 1 and "exec(code, module.__dict__)" in text, path
+            continue
         assert not re.search(r"\beval\(|\bexec\(|__import__\(", text.replace("model.eval()", "").replace(".eval()", "")), path

@@ -41,13 +41,13 @@ def _stub_module(name: str) -> types.ModuleType:
 
 
 @functools.cache
-def _lightly_loss() -> types.ModuleType | str:
-    """``lightly.loss``, or why it does not import."""
+def _lightly_module(dotted: str = "lightly.loss") -> types.ModuleType | str:
+    """A module of lightly (``lightly.loss``, ``lightly.models.utils``, ...), or why it does not import."""
     stubbed: list[str] = []
     try:
         for _ in range(10):
             try:
-                return importlib.import_module("lightly.loss")
+                return importlib.import_module(dotted)
             except ModuleNotFoundError as err:
                 if not err.name or err.name.split(".")[0] != "torchvision" or err.name in sys.modules:
                     return f"lightly does not import: {err}"
@@ -82,9 +82,10 @@ def _open_clip_loss() -> types.ModuleType | str:
     return module
 
 
-def lightly(name: str):
-    """The class ``name`` of ``lightly.loss`` (e.g. ``"BarlowTwinsLoss"``); skips the test if unavailable."""
-    module = _lightly_loss()
+def lightly(name: str, module: str = "lightly.loss"):
+    """The attribute ``name`` of a lightly module (default ``lightly.loss``, e.g. ``"BarlowTwinsLoss"``);
+    skips the test if unavailable."""
+    module = _lightly_module(module)
     if isinstance(module, str):
         pytest.skip(module)
     return getattr(module, name)

@@ -16,6 +16,7 @@ from torch import nn
 from contrastlab.data.base import Dataset
 from contrastlab.encoders.build import accepts, build_model, with_defaults
 from contrastlab.encoders.model import MultiViewModel, output_space
+from contrastlab.errors import one_line
 from contrastlab.objectives._spec import ObjectiveSpec
 from contrastlab.objectives.registry import OBJECTIVES, build_objective, get_objective
 from contrastlab.training.config import TrainConfig
@@ -118,6 +119,19 @@ def check_compatible(cfg: TrainConfig, spec: ObjectiveSpec, views: ViewGenerator
         raise ValueError(f"objective {name!r} is supervised, but data set {cfg.data.name!r} has no labels")
 
 
+def resolve_output_space(normalize: bool | str, objective: str) -> str:
+    """The output space a run's ``model.normalize`` gives with its objective: ``"auto"`` is the objective's own
+    (unconstrained for Barlow Twins and VICReg, the sphere otherwise).
+
+    Example:
+        >>> resolve_output_space("auto", "vicreg"), resolve_output_space("auto", "nt_xent"), resolve_output_space(False, "nt_xent")
+        ('none', 'sphere', 'none')
+    """
+    if normalize == "auto":
+        return get_objective(objective).model.get("normalize", "sphere")
+    return output_space(normalize)
+
+
 def _resolve(key: str, value, default, needed: bool, name: str, what: str):
     """A model part's setting: the config's value, else the objective's default when it needs the part."""
     if value is not None and not needed:
@@ -167,7 +181,7 @@ def build_components(
             f"{sample[discrete[0]].dtype} values (e.g. token ids); choose views without them"
         )
     m, defaults = cfg.model, spec.model
-    space = defaults.get("normalize", "sphere") if m.normalize == "auto" else output_space(m.normalize)
+    space = resolve_output_space(m.normalize, name)
     given = _given(encoders or {}, views, sample)
     head_options = {"hidden": m.head.hidden, "batch_norm": m.head.batch_norm} if m.head.name == "mlp" else {}
     vocabulary = getattr(dataset, "vocabulary", None)
@@ -223,6 +237,7 @@ def build_components(
         )
     except ValueError as err:
         raise ValueError(f"model: {err}") from None
+    _check_foreign_towers(model, sample)
     dim = model.towers[model.view_towers[views.view_names[0]]].out_dim
     if queue_size is not None:
         from contrastlab.objectives.queue import NegativeQueue
@@ -242,6 +257,31 @@ def build_components(
         if part is not None and not (field in needs if spec.kind == "method" else accepts(objective.forward, field)):
             raise ValueError(f"{key}: objective {name!r} takes no {'extra negatives' if field == 'negatives' else field}")
     return Components(dataset=dataset, views=views, model=model, objective=objective, spec=spec, recon_views=recon)
+
+
+def _check_foreign_towers(model: MultiViewModel, sample: dict[str, torch.Tensor]) -> None:
+    """Try every backbone that is not contrastlab's own (a plugin's) once on a few real items: a wrong output
+    shape is one line naming the encoder and the view here, not a shape error deep inside the first step."""
+    for view, key in model.view_towers.items():
+        backbone = model.towers[key].backbone
+        if type(backbone).__module__.startswith("contrastlab."):
+            continue
+        x = sample[view]
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            with torch.no_grad():
+                h = backbone(x)
+        except Exception as err:  # the user's code: any failure is reported in one line
+            raise ValueError(f"model: the encoder of view {view!r} ({type(backbone).__qualname__}) failed on a batch of "
+                             f"shape {tuple(x.shape)}: {type(err).__name__}: {one_line(err)}") from None
+        finally:
+            backbone.train(was_training)
+        want = (x.shape[0], model.towers[key].feature_dim)
+        if not isinstance(h, torch.Tensor) or tuple(h.shape) != want or not h.is_floating_point():
+            got = f"shape {tuple(h.shape)} {h.dtype}" if isinstance(h, torch.Tensor) else type(h).__name__
+            raise ValueError(f"model: the encoder of view {view!r} ({type(backbone).__qualname__}) must return "
+                             f"floating features of shape {want} (its out_dim is {want[1]}), got {got}")
 
 
 def _objective_normalize(cfg: TrainConfig, space: str) -> bool:

@@ -23,6 +23,8 @@ ANALYSES: dict[str, str] = {
     "audio_visual": "audio_visual:summarize",
     "coordination": "coordination:summarize",
     "supervised": "supervised:summarize",
+    "positives_only": "positives_only:summarize",
+    "mnist1d_ssl": "mnist1d_ssl:summarize",
 }
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from contrastlab.encoders.model import output_space
+from contrastlab.training.build import resolve_output_space
 from contrastlab.plots._figure import PALETTE, new_figure, save_png
 from contrastlab.recipes.analyses._metrics import accuracy_row
 from contrastlab.recipes.summary import Check, Summary, Table
@@ -65,8 +65,8 @@ def infonce_floor(n: int, temperature: float) -> float:
 
 def _info(outcome) -> tuple[str, float | None, int, str]:
     cfg = outcome.config
-    space = output_space(cfg.get("model", {}).get("normalize", True))
     objective = cfg.get("objective") or {}
+    space = resolve_output_space(cfg.get("model", {}).get("normalize", "auto"), objective.get("name", "info_nce"))
     tau = (objective.get("options") or {}).get("temperature")
     return space, (float(tau) if tau is not None else None), int(cfg.get("batch_size", 256)), objective.get("name", "")
 
