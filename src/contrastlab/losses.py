@@ -77,96 +77,10 @@ Example:
 
 from __future__ import annotations
 
-from contrastlab.objectives.align_uniform import (
-    AlignLoss,
-    AlignUniform,
-    UniformLoss,
-    align_loss,
-    align_uniform,
-    uniform_loss,
-)
-from contrastlab.objectives.cca import DCCALoss, dcca_loss
-from contrastlab.objectives.combined import ContrastiveAlignUniform, contrastive_align_uniform
-from contrastlab.objectives.decoupled import DCL, DCLW, dcl
-from contrastlab.objectives.hinge import VSEHinge, vse_hinge
-from contrastlab.objectives.info_nce import InfoNCE, NTXent, info_nce, nt_xent
-from contrastlab.objectives.multiview import MultiViewObjective, core_view, full_graph
-from contrastlab.objectives.nce import NCE, nce
-from contrastlab.objectives.predictive import (
-    BYOLLoss,
-    NegativeCosine,
-    SimSiamLoss,
-    byol_loss,
-    negative_cosine,
-    simsiam_loss,
-)
-from contrastlab.objectives.reconstruction import (
-    AutoencoderLoss,
-    MultimodalReconstruction,
-    multimodal_reconstruction,
-    reconstruction_loss,
-)
-from contrastlab.objectives.redundancy import BarlowTwinsLoss, VICRegLoss, barlow_twins, vicreg
-from contrastlab.objectives.siglip import SigLIP, siglip
-from contrastlab.objectives.supcon import ClassTowerContrastive, SupCon, class_contrastive, supcon
-from contrastlab.objectives.temperature import LearnableTemperature
-from contrastlab.objectives.triplet import Triplet, triplet_margin
+from contrastlab import objectives as _objectives
+from contrastlab.objectives import *  # noqa: F403 - the losses, gathered once in contrastlab.objectives
 
-__all__ = [
-    # contrastive, in-batch negatives
-    "info_nce",
-    "InfoNCE",
-    "nt_xent",
-    "NTXent",
-    "dcl",
-    "DCL",
-    "DCLW",
-    "nce",
-    "NCE",
-    "siglip",
-    "SigLIP",
-    # margins
-    "triplet_margin",
-    "Triplet",
-    "vse_hinge",
-    "VSEHinge",
-    # the geometry of the sphere
-    "align_loss",
-    "AlignLoss",
-    "uniform_loss",
-    "UniformLoss",
-    "align_uniform",
-    "AlignUniform",
-    "contrastive_align_uniform",
-    "ContrastiveAlignUniform",
-    # more than two views
-    "core_view",
-    "full_graph",
-    "MultiViewObjective",
-    # labels
-    "supcon",
-    "SupCon",
-    "class_contrastive",
-    "ClassTowerContrastive",
-    # batch statistics
-    "dcca_loss",
-    "DCCALoss",
-    "barlow_twins",
-    "BarlowTwinsLoss",
-    "vicreg",
-    "VICRegLoss",
-    # no negatives: prediction of a target
-    "negative_cosine",
-    "NegativeCosine",
-    "simsiam_loss",
-    "SimSiamLoss",
-    "byol_loss",
-    "BYOLLoss",
-    # reconstruction
-    "reconstruction_loss",
-    "AutoencoderLoss",
-    "multimodal_reconstruction",
-    "MultimodalReconstruction",
-    # a model part the losses take
-    "LearnableTemperature",
-]
+del OBJECTIVES, ObjectiveSpec, build_objective, get_objective  # noqa: F821 - the registry stays in contrastlab.objectives
+
+#: Every loss (function and module) and LearnableTemperature.
+__all__ = [n for n in _objectives.__all__ if n in globals()]

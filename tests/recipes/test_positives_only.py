@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from contrastlab.recipes.analyses import positives_only
+from contrastlab.recipes.analyses import _points, positives_only
 from contrastlab.recipes.analyses.positives_only import (
     COLLAPSED_RANK, COLLAPSED_UNIFORMITY, NEAR_CHANCE_MARGIN, SPREAD_UNIFORMITY, collapse_verdicts,
 )
@@ -16,7 +16,8 @@ RUNS = ("nt_xent", "positives_only", "byol", "simsiam", "simsiam_no_stop_gradien
 
 
 def test_docstring_examples_run():
-    assert doctest.testmod(positives_only).failed == 0
+    for module in (positives_only, _points):
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 def test_collapse_verdicts_use_the_stated_thresholds():

@@ -93,5 +93,5 @@ def test_a_plugin_encoder_of_the_wrong_shape_is_one_line_naming_the_view(tmp_pat
     done = contrastlab("train", "byol.yaml", "--plugin", "squash.py", "--out", "run", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "the encoder of view 'view1' (Squash) must return floating features of shape (4, 16)" in lines[0]
+    assert len(lines) == 1 and "the encoder of view 'view1' (Squash) must map a batch of 4 items to (4, 16) floating features" in lines[0]
     assert "got shape (4, 16, 1)" in lines[0] and not (tmp_path / "run").exists()

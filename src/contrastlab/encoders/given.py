@@ -6,6 +6,41 @@ import torch
 from torch import Tensor, nn
 
 
+def check_features(module: nn.Module, sample: Tensor, *, who: str, out_dim: int | None = None) -> int:
+    """Run ``module`` once on a few real items (eval mode, no gradient) and check it returns ``(n, F)`` features.
+
+    Args:
+        module: a backbone.
+        sample: a few items ``(n, ...)``.
+        who: how errors name the module (e.g. ``"encoders['image'] (mypkg.Net)"``).
+        out_dim: the width it must return, when it declares one.
+
+    Returns:
+        ``F``, the width it returns.
+
+    Raises:
+        ValueError: in one line: the module failed on the sample, or returned anything else.
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(sample)
+    except Exception as err:  # the user's code: any failure is reported in one line
+        message = " ".join(str(err).split())
+        raise ValueError(f"{who} failed on a batch of shape {tuple(sample.shape)}: {type(err).__name__}: {message}") from None
+    finally:
+        module.train(was_training)
+    n = sample.shape[0]
+    width = "F" if out_dim is None else out_dim
+    ok = isinstance(out, Tensor) and out.dim() == 2 and out.shape[0] == n and out.is_floating_point()
+    if not ok or (out_dim is not None and out.shape[1] != out_dim):
+        got = f"shape {tuple(out.shape)} {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
+        declared = "" if out_dim is None else f" (its out_dim is {out_dim})"
+        raise ValueError(f"{who} must map a batch of {n} items to ({n}, {width}) floating features{declared}, got {got}")
+    return int(out.shape[1])
+
+
 class GivenBackbone(nn.Module):
     r"""Wraps a user's module as a contrastlab backbone (``out_dim``, ``uses_lengths``).
 
@@ -35,26 +70,9 @@ class GivenBackbone(nn.Module):
         self.module = module
         self.uses_lengths = bool(getattr(module, "uses_lengths", False))
         self.class_name = f"{type(module).__module__}.{type(module).__qualname__}"
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.no_grad():
-                out = module(sample)
-        except Exception as err:  # the user's code: any failure is reported in one line
-            raise ValueError(f"encoders[{key!r}] ({self.class_name}) failed on a batch of shape "
-                             f"{tuple(sample.shape)}: {type(err).__name__}: {err}") from None
-        finally:
-            module.train(was_training)
-        n = sample.shape[0]
-        if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != n or not out.is_floating_point():
-            got = f"shape {tuple(out.shape)} {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"encoders[{key!r}] ({self.class_name}) must map a batch of {n} items to ({n}, F) "
-                             f"floating features, got {got}")
         declared = getattr(module, "out_dim", None)
-        if isinstance(declared, int) and declared != out.shape[1]:
-            raise ValueError(f"encoders[{key!r}] ({self.class_name}) declares out_dim={declared} but returns "
-                             f"{out.shape[1]} features")
-        self.out_dim = int(out.shape[1])
+        self.out_dim = check_features(module, sample, who=f"encoders[{key!r}] ({self.class_name})",
+                                      out_dim=declared if isinstance(declared, int) else None)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.module(x, lengths) if self.uses_lengths else self.module(x)

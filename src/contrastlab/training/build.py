@@ -16,7 +16,6 @@ from torch import nn
 from contrastlab.data.base import Dataset
 from contrastlab.encoders.build import accepts, build_model, with_defaults
 from contrastlab.encoders.model import MultiViewModel, output_space
-from contrastlab.errors import one_line
 from contrastlab.objectives._spec import ObjectiveSpec
 from contrastlab.objectives.registry import OBJECTIVES, build_objective, get_objective
 from contrastlab.training.config import TrainConfig
@@ -262,26 +261,13 @@ def build_components(
 def _check_foreign_towers(model: MultiViewModel, sample: dict[str, torch.Tensor]) -> None:
     """Try every backbone that is not contrastlab's own (a plugin's) once on a few real items: a wrong output
     shape is one line naming the encoder and the view here, not a shape error deep inside the first step."""
+    from contrastlab.encoders.given import check_features
+
     for view, key in model.view_towers.items():
         backbone = model.towers[key].backbone
-        if type(backbone).__module__.startswith("contrastlab."):
-            continue
-        x = sample[view]
-        was_training = backbone.training
-        backbone.eval()
-        try:
-            with torch.no_grad():
-                h = backbone(x)
-        except Exception as err:  # the user's code: any failure is reported in one line
-            raise ValueError(f"model: the encoder of view {view!r} ({type(backbone).__qualname__}) failed on a batch of "
-                             f"shape {tuple(x.shape)}: {type(err).__name__}: {one_line(err)}") from None
-        finally:
-            backbone.train(was_training)
-        want = (x.shape[0], model.towers[key].feature_dim)
-        if not isinstance(h, torch.Tensor) or tuple(h.shape) != want or not h.is_floating_point():
-            got = f"shape {tuple(h.shape)} {h.dtype}" if isinstance(h, torch.Tensor) else type(h).__name__
-            raise ValueError(f"model: the encoder of view {view!r} ({type(backbone).__qualname__}) must return "
-                             f"floating features of shape {want} (its out_dim is {want[1]}), got {got}")
+        if not type(backbone).__module__.startswith("contrastlab."):
+            check_features(backbone, sample[view], who=f"model: the encoder of view {view!r} ({type(backbone).__qualname__})",
+                           out_dim=model.towers[key].feature_dim)
 
 
 def _objective_normalize(cfg: TrainConfig, space: str) -> bool:

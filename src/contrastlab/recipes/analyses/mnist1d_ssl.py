@@ -30,10 +30,10 @@ from torch import Tensor
 
 from contrastlab.evaluation.features import concat_towers, random_init_copy, raw_featurizer, trained_featurizer
 from contrastlab.evaluation.knn import knn_evaluate
-from contrastlab.plots._figure import save_png
-from contrastlab.plots.compare import grouped_bars
+from contrastlab.plots._figure import PALETTE, new_figure, save_png
 from contrastlab.plots.scatter import alignment_uniformity_scatter
 from contrastlab.recipes.analyses._metrics import accuracy_row, get
+from contrastlab.recipes.analyses._points import merge_coincident
 from contrastlab.recipes.analyses._probe import features_of, subset
 from contrastlab.recipes.summary import Check, Summary, Table
 
@@ -127,6 +127,50 @@ def _gap(measured: float | None, value) -> float | None:
     return measured - lo if measured < lo else measured - hi if measured > hi else 0.0
 
 
+def accuracy_figure(panels: Mapping[str, tuple], *, published_label: str = "published"):
+    """One panel per read-out: a horizontal bar per method (ordered by the first panel), with the raw signals and
+    the untrained network as lines and the published range shaded.
+
+    Args:
+        panels: title -> (method -> accuracy or None, raw-signal accuracy, untrained-network accuracy, published
+            number or [low, high] or None).
+        published_label: the legend entry of the shaded range.
+
+    Returns:
+        The matplotlib figure.
+
+    Example:
+        >>> fig = accuracy_figure({"linear": ({"a": 0.8, "b": 0.7}, 0.33, 0.63, [0.82, 0.83])})
+        >>> len(fig.axes), len(fig.axes[0].patches)
+        (1, 3)
+    """
+    first = next(iter(panels.values()))[0]
+    order = sorted(first, key=lambda n: -1.0 if first[n] is None else first[n])
+    fig = new_figure(4.2 * len(panels), 0.32 * len(order) + 1.3)
+    for p, (title, (values, raw, untrained, published)) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), p + 1)
+        shown = [values.get(n) for n in order]
+        ax.barh(range(len(order)), [v or 0.0 for v in shown], color=PALETTE[0], height=0.7)
+        marks = [v for v in (*shown, raw, untrained) if v is not None]
+        if published is not None:
+            lo, hi = _range(published)
+            ax.axvspan(lo, max(hi, lo + 0.002), color=PALETTE[2], alpha=0.35, label=published_label)
+            marks += [lo, hi]
+        if untrained is not None:
+            ax.axvline(untrained, color="black", linestyle="--", linewidth=1.0, label="untrained network")
+        if raw is not None:
+            ax.axvline(raw, color="grey", linestyle=":", linewidth=1.2, label="raw signals")
+        ax.set_xlim(max(0.0, min(marks) - 0.05), min(1.0, max(marks) + 0.03))
+        ax.set_yticks(range(len(order)))
+        ax.set_yticklabels(order if p == 0 else [], fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("test accuracy", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        if p == len(panels) - 1:
+            ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
 def summarize(recipe, outcomes: dict, out_dir: Path, *, reproduce: str = "simclr",
               published: Mapping | None = None, family: Mapping[str, str] | None = None) -> Summary:
     """The method table, the reproduction table, the checks and two figures.
@@ -217,20 +261,22 @@ def summarize(recipe, outcomes: dict, out_dir: Path, *, reproduce: str = "simclr
                     acc > random_b["linear"], f"{acc:.3f} vs {random_b['linear']:.3f}"))
 
     names = list(outcomes)
-    series = {"linear (backbone)": [linear[n] for n in names],
-              "10-NN Euclidean (backbone)": [neighbours[n]["euclidean"] for n in names],
-              "linear (head)": [accuracy_row(outcomes[n], "head")["linear"] for n in names]}
-    ref = _range(published["linear"])[0] if "linear" in published else None
-    path = save_png(grouped_bars(names, series, ylabel="test accuracy", title="Self-supervised methods on MNIST-1D",
-                                 reference=ref, reference_label=f"notebook SimCLR, linear ({ref:.0%})" if ref else ""),
-                    out_dir / "mnist1d_ssl_accuracy.png")
-    summary.figures["Test accuracy of each method's frozen features"] = str(path.relative_to(out_dir))
+    panels = {"linear probe (backbone)": ({n: linear[n] for n in names}, raw["linear"], random_b["linear"],
+                                          published.get("linear")),
+              "10-NN, Euclidean (backbone)": ({n: neighbours[n]["euclidean"] for n in names},
+                                              baselines["raw"]["euclidean"], baselines["random_backbone"]["euclidean"],
+                                              published.get("knn10"))}
+    path = save_png(accuracy_figure(panels, published_label=f"notebook {reproduce}"), out_dir / "mnist1d_ssl_accuracy.png")
+    summary.figures["Test accuracy of each method's frozen backbone, beside the untrained network, the raw signals "
+                    "and the notebook's SimCLR"] = str(path.relative_to(out_dir))
     heads = {n: accuracy_row(outcomes[n], "head") for n in names}
     complete = [n for n in names if heads[n]["alignment"] is not None and heads[n]["uniformity"] is not None]
     if complete:
-        fig = alignment_uniformity_scatter(complete, [heads[n]["alignment"] for n in complete],
-                                           [heads[n]["uniformity"] for n in complete], [linear[n] for n in complete],
-                                           title="Held-out head embeddings, coloured by backbone linear accuracy")
+        points = merge_coincident({n: (heads[n]["alignment"], heads[n]["uniformity"], linear[n]) for n in complete},
+                                  within=0.03)
+        fig = alignment_uniformity_scatter(list(points), [p[0] for p in points.values()],
+                                           [p[1] for p in points.values()], [p[2] for p in points.values()],
+                                           title="Head geometry, coloured by backbone linear accuracy")
         path = save_png(fig, out_dir / "mnist1d_ssl_geometry.png")
         summary.figures["Each method at (uniformity, alignment) of its held-out head embeddings"] = \
             str(path.relative_to(out_dir))

@@ -39,7 +39,8 @@ from contrastlab.plots._figure import save_png
 from contrastlab.plots.compare import run_curves
 from contrastlab.plots.curves import read_metrics_csv
 from contrastlab.plots.scatter import alignment_uniformity_scatter
-from contrastlab.recipes.analyses._metrics import accuracy_row, encoder, get
+from contrastlab.recipes.analyses._metrics import accuracy_row
+from contrastlab.recipes.analyses._points import merge_coincident
 from contrastlab.recipes.summary import Check, Summary, Table
 
 #: uniformity (t = 2) at or above which the embeddings sit at about one point
@@ -132,38 +133,6 @@ def _checks(summary: Summary, outcomes: Mapping, rows: Mapping[str, dict], chanc
                 verb = "collapses" if expected else "does not collapse"
                 summary.checks.append(Check(f"{name} {verb}: {text}", collapsed if expected else spread,
                                             _evidence(key, rows[name])))
-
-
-def merge_coincident(points: Mapping[str, tuple], *, within: float = 0.05) -> dict[str, tuple]:
-    """Runs whose (alignment, uniformity) lie within ``within`` of each other, as one labelled point.
-
-    Collapsed encoders all sit at (0, 0); drawn separately their names would be written over each other.
-
-    Args:
-        points: run -> (alignment, uniformity, accuracy or None).
-        within: the largest difference in both coordinates that still counts as the same point.
-
-    Returns:
-        label ("a + b" for merged runs) -> (mean alignment, mean uniformity, mean accuracy or None).
-
-    Example:
-        >>> merge_coincident({"a": (0.0, -0.001, 0.4), "b": (0.5, -3.5, 0.7), "c": (0.001, -0.004, 0.5)})
-        {'a + c': (0.0005, -0.0025, 0.45), 'b': (0.5, -3.5, 0.7)}
-    """
-    groups: list[list[str]] = []
-    for name, (a, u, _) in points.items():
-        home = next((g for g in groups if abs(points[g[0]][0] - a) <= within and abs(points[g[0]][1] - u) <= within),
-                    None)
-        if home is None:
-            groups.append([name])
-        else:
-            home.append(name)
-
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return sum(values) / len(values) if values else None
-
-    return {" + ".join(g): tuple(mean(points[n][i] for n in g) for i in range(3)) for g in groups}
 
 
 def _curves(outcomes: Mapping) -> dict[str, dict]:
