@@ -133,6 +133,8 @@ class DCL(nn.Module):
         torch.Size([])
     """
 
+    sigma: float | None = None  #: DCLW's weight scale; None: unweighted
+
     def __init__(self, *, temperature: float = 0.1, normalize: bool = True, reduction: str = "mean") -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
@@ -144,6 +146,7 @@ class DCL(nn.Module):
             z1,
             z2,
             temperature=self.temperature if temperature is None else temperature,
+            weight_sigma=self.sigma,
             normalize=self.normalize,
             reduction=self.reduction,
         )
@@ -152,7 +155,7 @@ class DCL(nn.Module):
         return f"temperature={self.temperature}, normalize={self.normalize}, reduction={self.reduction!r}"
 
 
-class DCLW(nn.Module):
+class DCLW(DCL):
     r"""Module form of :func:`dcl` with the von Mises-Fisher weights; ``forward(z1, z2, temperature=None)``.
 
     References:
@@ -175,21 +178,8 @@ class DCLW(nn.Module):
     def __init__(
         self, *, sigma: float = 0.5, temperature: float = 0.1, normalize: bool = True, reduction: str = "mean"
     ) -> None:
-        super().__init__()
+        super().__init__(temperature=temperature, normalize=normalize, reduction=reduction)
         self.sigma = check_positive("sigma", sigma)
-        self.temperature = check_temperature(temperature)
-        self.normalize = bool(normalize)
-        self.reduction = check_reduction(reduction)
-
-    def forward(self, z1: Tensor, z2: Tensor, temperature: float | Tensor | None = None) -> Tensor:
-        return dcl(
-            z1,
-            z2,
-            temperature=self.temperature if temperature is None else temperature,
-            weight_sigma=self.sigma,
-            normalize=self.normalize,
-            reduction=self.reduction,
-        )
 
     def extra_repr(self) -> str:
         return (
