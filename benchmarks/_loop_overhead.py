@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         embeddings=local.embeddings, view_names=local.view_names, modalities=local.modalities, global_views=local.global_views))
     per_step("_gathered: _to_full + 2 x Outputs.replace + world() x 5", lambda: _gathered(local))
     per_step("distributed.world() (one call)", distributed.world)
-    first = lambda a, b, **_: a  # noqa: E731 - an objective that costs nothing: what is left is the reader's
+    first = lambda *a, **_: a[0]  # noqa: E731 - an objective that costs nothing: what is left is the reader's
     per_step("reader.call overhead (_pairs/_method, _extras, out.pairs())", lambda: module.reader.call(first, local))
     per_step("Outputs.pairs() (itertools.combinations)", local.pairs)
     def inner():

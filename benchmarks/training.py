@@ -127,7 +127,7 @@ def bare_loop(cfg) -> dict[str, Any]:
             torch._foreach_copy_(target_b, online_b)
 
     model.train()
-    losses = []
+    losses, stamps = [], []
     t1, c1 = time.perf_counter(), time.process_time()
     for step in range(steps):
         batch = data.get(order[step])
@@ -138,8 +138,15 @@ def bare_loop(cfg) -> dict[str, Any]:
         opt.step()
         after(step + 1)
         losses.append(loss.detach())
+        stamps.append(time.perf_counter())
     t2, c2 = time.perf_counter(), time.process_time()
-    return {"build_s": t1 - t0, "loop_s": t2 - t1, "cpu_s": c2 - c0, "losses": [float(x) for x in losses]}
+    return {"build_s": t1 - t0, "loop_s": t2 - t1, "cpu_s": c2 - c0, "losses": [float(x) for x in losses],
+            "elapsed_s": [t - t1 for t in stamps]}
+
+
+def window_seconds(elapsed: list[float]) -> list[float]:
+    """Durations of consecutive windows from the elapsed times at their ends (the first from 0)."""
+    return [b - a for a, b in zip([0.0, *elapsed[:-1]], elapsed)]
 
 
 def train_run(cfg) -> dict[str, Any]:
@@ -173,6 +180,12 @@ def measure(case: str, *, steps: int, batch: int, threads: int, repeats: int, lo
             got[which] = bare_loop(cfg) if which == "bare" else train_run(cfg)
         b, t = got["bare"], got["train"]
         b.pop("losses")
+        every = cfg.log.every
+        # the same windows as train()'s metrics.csv rows (every ``every`` steps and the last), the first left out
+        ends = [s - 1 for s in range(every, steps + 1, every)] + ([steps - 1] if steps % every else [])
+        elapsed = b.pop("elapsed_s")
+        b["windows_s"] = window_seconds([elapsed[i] for i in ends])[1:]
+        t["windows_s"] = window_seconds([w["elapsed_s"] for w in t["windows"]])[1:]
         bare.append(b)
         trained.append(t)
         pairs.append({
@@ -189,6 +202,9 @@ def measure(case: str, *, steps: int, batch: int, threads: int, repeats: int, lo
     ratio, spread = _median_spread([p["ratio"] for p in pairs])
     loop_ratio, loop_spread = _median_spread([p["loop_ratio"] for p in pairs])
     shares = [w["view_fraction"] for t in trained for w in (t["windows"][1:] or t["windows"])]
+    bare_windows = [w for b in bare for w in b["windows_s"]]
+    train_windows = [w for t in trained for w in t["windows_s"]]
+    best = min(bare_windows) / min(train_windows) if bare_windows and train_windows else float("nan")
     return {
         "case": case,
         "threads": threads,
@@ -202,13 +218,16 @@ def measure(case: str, *, steps: int, batch: int, threads: int, repeats: int, lo
         "train_loop_items_per_s": round(items / statistics.median([t["loop_s"] for t in trained]), 1),
         "loop_ratio": round(loop_ratio, 3),
         "loop_spread": round(loop_spread, 3),
+        "best_window_ratio": round(best, 3),
         "cpu_ratio": round(_median_spread([p["cpu_ratio"] for p in pairs])[0], 3),
         "cpu_spread": round(_median_spread([p["cpu_ratio"] for p in pairs])[1], 3),
         "bare_build_s": round(statistics.median([b["build_s"] for b in bare]), 3),
         "fixed_s": round(statistics.median([p["fixed_s"] for p in pairs]), 3),
         "view_fraction": round(statistics.mean(shares), 3),
-        "samples": {"bare": [{k: round(v, 4) for k, v in b.items()} for b in bare],
-                    "train": [{k: round(t[k], 4) for k in ("call_s", "cpu_s", "loop_s")} for t in trained],
+        "samples": {"bare": [{k: round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v]
+                              for k, v in b.items()} for b in bare],
+                    "train": [{k: round(t[k], 4) if isinstance(t[k], float) else [round(x, 4) for x in t[k]]
+                               for k in ("call_s", "cpu_s", "loop_s", "windows_s")} for t in trained],
                     "pairs": [{k: round(v, 4) for k, v in p.items()} for p in pairs]},
         "load_before": load_before,
         "load_after": load_average(),

@@ -11,6 +11,8 @@ goes further:
 * after every kill, everything on disk is checked: each checkpoint the run lists loads and fits
   the model, the index names a checkpoint that exists, ``metrics.csv`` parses with strictly
   increasing steps, ``config.yaml`` parses;
+* the run is MoCo's (momentum target towers updated after each step, a queue of keys enqueued after
+  each step), the state a method keeps outside the weights and the optimiser;
 * the run is resumed after each kill (several resumes in a row), and its final checkpoint (weights,
   optimiser moments, random-generator states, index) and its metrics equal, bit for bit, those of
   a run that was never interrupted.
@@ -38,11 +40,12 @@ from contrastlab.training.run import read_run_config
 CONFIG = """\
 data: {name: digits}
 views: {name: simclr}
-objective: {name: nt_xent, options: {temperature: 0.2}}
+objective: {name: moco, options: {temperature: 0.2}}
 model:
   encoder: {name: mlp, options: {hidden: [32]}}
   head: {name: mlp, hidden: 32}
   dim: 16
+  queue_size: 64
 optim: {name: adamw, lr: 3.0e-3}
 batch_size: 32
 steps: 90

@@ -47,9 +47,9 @@ def test_the_recipe_trains_every_method_on_one_setup():
                                 "dclw", "siglip"}
     configs = {run: recipe.run_config(run, "full") for run in recipe.runs}
     shared = {k: v for k, v in configs["simclr"].items() if k not in ("objective", "model")}
-    for run, cfg in configs.items():  # only the objective (and the queue size of MoCo) differs
+    for run, cfg in configs.items():  # only the objective (and MoCo's queue and momentum schedule) differs
         assert {k: v for k, v in cfg.items() if k not in ("objective", "model")} == shared, run
-        model = {k: v for k, v in cfg["model"].items() if k != "queue_size"}
+        model = {k: v for k, v in cfg["model"].items() if k not in ("queue_size", "momentum_schedule")}
         assert model == configs["simclr"]["model"], run
     assert configs["moco"]["model"]["queue_size"] < 4000  # smaller than an epoch: no item meets its own key
 

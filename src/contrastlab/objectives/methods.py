@@ -171,7 +171,8 @@ SPECS: list[ObjectiveSpec] = [
         name="moco", factory=_moco_v2, kind="method",
         formula="-mean_i log( exp(q_i.k_i/t) / (exp(q_i.k_i/t) + sum_m exp(q_i.n_m/t)) ), k from the momentum tower, n a queue",
         reference="He et al. 2020 (MoCo), Chen et al. 2020 (MoCo v2), arXiv:2003.04297",
-        reads=frozenset({"embeddings", "targets", "negatives"}), model={"momentum": 0.99, "queue_size": 4096},
+        reads=frozenset({"embeddings", "targets", "negatives"}),
+        model={"momentum": 0.99, "momentum_schedule": "constant", "queue_size": 4096},
     ),
     ObjectiveSpec(
         name="moco_v3", factory=MoCoV3, kind="method",

@@ -210,6 +210,8 @@ def build_components(
     queue_size = m.queue_size if m.queue_size is not None else (defaults.get("queue_size") if "negatives" in needs else None)
     if "negatives" in needs and queue_size is None:
         raise ValueError(f"objective {name!r} reads queued negatives: set model.queue_size")
+    schedule = _resolve("model.momentum_schedule", m.momentum_schedule, defaults.get("momentum_schedule", "cosine"),
+                        "targets" in needs, name, "momentum targets")
     bias = _resolve("model.logit_bias", m.logit_bias, defaults.get("logit_bias"), "logit_bias" in needs, name, "logit bias")
     try:
         model = build_model(
@@ -230,7 +232,7 @@ def build_components(
             temperature=temperature,
             given=given,
             predictor=predictor,
-            momentum=None if momentum is None else (momentum, m.momentum_schedule),
+            momentum=None if momentum is None else (momentum, schedule),
             logit_bias=bias,
             crops=bool(getattr(views, "global_views", ())),
         )

@@ -85,7 +85,8 @@ class ModelConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     #: base momentum of target towers in [0, 1) (default: the objective's, e.g. BYOL 0.99); needs an objective that reads targets
     momentum: float | None = None
-    momentum_schedule: Literal["cosine", "constant"] = "cosine"  #: cosine: raised to 1 over training (BYOL)
+    #: cosine: raised to 1 over training (BYOL, MoCo v3); constant (MoCo v2); default: the objective's
+    momentum_schedule: Literal["cosine", "constant"] | None = None
     logit_bias: float | None = None  #: initial value of a learned logit bias (SigLIP: -10)
     #: towers given from Python (train(..., encoders=...)): view or modality -> class, recorded; give them again
     given: dict[str, str] = field(default_factory=dict)

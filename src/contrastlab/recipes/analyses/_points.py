@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 
 def merge_coincident(points: Mapping[str, tuple], *, within: float = 0.05) -> dict[str, tuple]:
-    """Runs whose (alignment, uniformity) lie within ``within`` of each other, as one labelled point.
+    r"""Runs whose (alignment, uniformity) lie within ``within`` of each other, as one labelled point.
 
     Collapsed encoders all sit at (0, 0); drawn separately their names would be written over each other.
 
@@ -15,11 +15,12 @@ def merge_coincident(points: Mapping[str, tuple], *, within: float = 0.05) -> di
         within: the largest difference in both coordinates that still counts as the same point.
 
     Returns:
-        label ("a + b" for merged runs) -> (mean alignment, mean uniformity, mean accuracy or None).
+        label -> (mean alignment, mean uniformity, mean accuracy or None); a merged label names its runs one
+        per line (``"a +\nb"``), so that it stays narrow.
 
     Example:
         >>> merge_coincident({"a": (0.0, -0.001, 0.4), "b": (0.5, -3.5, 0.7), "c": (0.001, -0.004, 0.5)})
-        {'a + c': (0.0005, -0.0025, 0.45), 'b': (0.5, -3.5, 0.7)}
+        {'a +\nc': (0.0005, -0.0025, 0.45), 'b': (0.5, -3.5, 0.7)}
     """
     groups: list[list[str]] = []
     for name, (a, u, _) in points.items():
@@ -34,4 +35,4 @@ def merge_coincident(points: Mapping[str, tuple], *, within: float = 0.05) -> di
         values = [v for v in values if v is not None]
         return sum(values) / len(values) if values else None
 
-    return {" + ".join(g): tuple(mean(points[n][i] for n in g) for i in range(3)) for g in groups}
+    return {" +\n".join(g): tuple(mean(points[n][i] for n in g) for i in range(3)) for g in groups}

@@ -266,14 +266,15 @@ def summarize(recipe, outcomes: dict, out_dir: Path, *, reproduce: str = "simclr
               "10-NN, Euclidean (backbone)": ({n: neighbours[n]["euclidean"] for n in names},
                                               baselines["raw"]["euclidean"], baselines["random_backbone"]["euclidean"],
                                               published.get("knn10"))}
-    path = save_png(accuracy_figure(panels, published_label=f"notebook {reproduce}"), out_dir / "mnist1d_ssl_accuracy.png")
+    path = save_png(accuracy_figure(panels, published_label=f"notebook {reproduce}"),
+                    out_dir / "mnist1d_ssl_accuracy.png")
     summary.figures["Test accuracy of each method's frozen backbone, beside the untrained network, the raw signals "
                     "and the notebook's SimCLR"] = str(path.relative_to(out_dir))
     heads = {n: accuracy_row(outcomes[n], "head") for n in names}
     complete = [n for n in names if heads[n]["alignment"] is not None and heads[n]["uniformity"] is not None]
     if complete:
         points = merge_coincident({n: (heads[n]["alignment"], heads[n]["uniformity"], linear[n]) for n in complete},
-                                  within=0.03)
+                                  within=0.01)
         fig = alignment_uniformity_scatter(list(points), [p[0] for p in points.values()],
                                            [p[1] for p in points.values()], [p[2] for p in points.values()],
                                            title="Head geometry, coloured by backbone linear accuracy")

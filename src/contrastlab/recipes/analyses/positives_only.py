@@ -99,7 +99,8 @@ def collapse_verdicts(row: Mapping, chance: float) -> dict[str, tuple[bool, bool
         out["effective_rank"] = (r < COLLAPSED_RANK, r >= COLLAPSED_RANK)
     if row.get("knn5") is not None:
         k = row["knn5"]
-        out["knn"] = (k <= chance + NEAR_CHANCE_MARGIN, k >= LEARNED_FACTOR * chance)
+        # (a tolerance for the products of floats: 3 x 0.1 is 0.30000000000000004)
+        out["knn"] = (k <= chance + NEAR_CHANCE_MARGIN + 1e-9, k >= LEARNED_FACTOR * chance - 1e-9)
     return out
 
 
@@ -190,7 +191,7 @@ def summarize(recipe, outcomes: dict, out_dir: Path, *, collapse: Sequence[str] 
         note=f"Effective rank of the uncentred test embeddings (1: one direction; at most D = {dim}). Uniformity: "
              "log mean exp(-2 d^2) over pairs of test items (0: every embedding at one point; about -4 at best). "
              "Alignment: mean squared distance of held-out positive pairs (0..4). Accuracies on the test split; "
-             f"chance {chance:.2f}." if chance else "Chance unknown (the data set has no labels)."))
+             + (f"chance {chance:.2f}." if chance else "chance unknown (the data set has no labels).")))
 
     curves = _curves(outcomes)
     columns = [c for c in ("align", "uniform") if any(c in v for v in curves.values())]
