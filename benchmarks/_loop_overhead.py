@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     local.labels, local.index = inputs["labels"], inputs["index"]
     autocast = dict(device_type="cpu", dtype=torch.bfloat16, enabled=False)
     rows: list[tuple[str, str, float, float]] = []  # (item, how often, us per occurrence, us per step)
+    notes: list[str] = []  # timed for scale, but the bare loop does the same work
 
     def per_step(name: str, fn) -> None:
         us = best_us(fn)
@@ -93,14 +94,17 @@ def main(argv: list[str] | None = None) -> None:
     per_step("torch.autocast(enabled=False) enter + exit (loop)", ctx)
     w1, w2 = _Window(device), _Window(device)
     d = loss.detach()
-    per_step("_Window.add x 2 (window, since_ckpt): 6 tensor ops each", lambda: (w1.add(d, 3, 0.1, 0.2), w2.add(d, 3, 0.0, 0.0)))
+    per_step("_Window.add x 2 (window, since_ckpt): ~9 tensor ops each",
+             lambda: (w1.add(d, 3, 0.1, 0.2), w2.add(d, 3, 0.0, 0.0)))
     logs = _Logs(Path(tempfile.mkdtemp()), enabled=True, resume_step=None, total=60, progress=False, tensorboard=False)
-    per_step("logs.tick + loop bookkeeping (perf_counter x 3, modulo tests)", lambda: (logs.tick(), timeit.default_timer(),
-                                                                                    timeit.default_timer(), timeit.default_timer()))
-    per_step("module.after_step (all hooks)", lambda: module.after_step(3, 60))
+    clock = timeit.default_timer
+    per_step("logs.tick + loop bookkeeping (perf_counter x 3, modulo tests)",
+             lambda: (logs.tick(), clock(), clock(), clock()))
+    notes.append(f"module.after_step (all hooks): {best_us(lambda: module.after_step(3, 60)):.1f} us")
     # --- every step, in LossModule.forward beyond model(views) + objective(z1, z2)
     per_step("Outputs(...) construction (dataclass + __post_init__)", lambda: type(local)(
-        embeddings=local.embeddings, view_names=local.view_names, modalities=local.modalities, global_views=local.global_views))
+        embeddings=local.embeddings, view_names=local.view_names, modalities=local.modalities,
+        global_views=local.global_views))
     per_step("_gathered: _to_full + 2 x Outputs.replace + world() x 5", lambda: _gathered(local))
     per_step("distributed.world() (one call)", distributed.world)
     first = lambda *a, **_: a[0]  # noqa: E731 - an objective that costs nothing: what is left is the reader's
@@ -110,12 +114,20 @@ def main(argv: list[str] | None = None) -> None:
         with torch.autocast("cpu", enabled=False):
             pass
     per_step("torch.autocast(enabled=False) enter + exit (LossModule)", inner)
-    # --- optimiser: two parameter groups (build_optimizer) vs one
-    zero = lambda opt: opt.zero_grad(set_to_none=False)  # noqa: E731
-    step_two = best_us(lambda: optimizer.step())
-    step_one = best_us(lambda: plain.step())
-    rows.append(("AdamW.step: build_optimizer's 2 groups minus 1 group", "every step", step_two - step_one, step_two - step_one))
-    zero(optimizer)
+    if model.targets is not None:  # embeddings BYOL does not read (the log row's statistics use them)
+        from contrastlab.encoders.model import to_output_space
+
+        raw = {v: torch.randn_like(z) for v, z in out.embeddings.items()}
+        per_step("embeddings of every view, normalised (BYOL reads none; only log rows use them)",
+                 lambda: {v: to_output_space(z, model.output_space) for v, z in raw.items()})
+    # --- optimiser: two parameter groups (build_optimizer) vs one, timed in turns
+    two, one = [], []
+    for _ in range(30):
+        two.append(best_us(optimizer.step, number=1, repeat=1))
+        one.append(best_us(plain.step, number=1, repeat=1))
+    notes.append(f"AdamW.step: build_optimizer's 2 groups {min(two):.0f} us, 1 group {min(one):.0f} us "
+                 f"(best of 30 in turns; medians {sorted(two)[15]:.0f} / {sorted(one)[15]:.0f} us)")
+    optimizer.zero_grad(set_to_none=False)
     if model.targets is not None:
         t_hook = best_us(lambda: model.targets.update(model.towers, step=3, total=60))
         tp, op_ = list(model.targets.towers.parameters()), list(model.towers.parameters())
@@ -132,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     # --- every log.every steps
     run = _Run(cfg, Path(tempfile.mkdtemp()), distributed.detect(), device)
     per_log("_check_finite (clone + int: one host read)", lambda: run._check_finite(w1, 60, None))
-    per_log("align_uniform_stats (pdist of the batch)", lambda: align_uniform_stats(out.embeddings[names[0]], out.embeddings[names[-1]]))
+    z = out.embeddings
+    per_log("align_uniform_stats (pdist of the batch)", lambda: align_uniform_stats(z[names[0]], z[names[-1]]))
     per_log("mean_norm", lambda: mean_norm(out.embeddings))
     per_log("window.loss + items_per_s + view_fraction", lambda: (w1.loss(False), w1.items_per_s(256), w1.view_fraction()))
     row = {"step": 10, "epoch": 0, "loss": 1.0, "lr": 1e-3, "align": 0.1, "uniform": -3.0, "norm": 1.0,
@@ -144,12 +157,32 @@ def main(argv: list[str] | None = None) -> None:
     manager = CheckpointManager(tmp / "checkpoints", keep_last=2, keep_best=True)
     counter = iter(range(1, 10**6))
     save_us = best_us(lambda: run._save(manager, module, optimizer, rng, next(counter), 0, 1.0, 1.0), number=1, repeat=5)
-    rows.append(("final checkpoint (_save: safetensors, fsync x ~8, index, prune)", "once", save_us, save_us / args.steps))
+    rows.append(("final checkpoint (_save: 2 safetensors files, meta.json, index; 9 fsyncs)", "once", save_us,
+                 save_us / args.steps))
+    fresh = iter(range(10**6))
 
+    def setup_dir():
+        r = _Run(cfg, tmp / f"run{next(fresh)}", distributed.detect(), device)
+        r.encoders = None
+        r._setup_dir(False, comps)
+    setup_us = best_us(setup_dir, number=1, repeat=5)
+    rows.append(("_setup_dir: config.yaml (yaml.safe_dump, atomic write: 2 fsyncs)", "once", setup_us,
+                 setup_us / args.steps))
+    def open_logs():
+        d = tmp / f"logs{next(fresh)}"
+        d.mkdir()
+        _Logs(d, enabled=True, resume_step=None, total=60, progress=False, tensorboard=False).close()
+    logs_us = best_us(open_logs, number=1, repeat=5)
+    rows.append(("_Logs: metrics.csv header (atomic write: 2 fsyncs) + an empty Progress", "once", logs_us,
+                 logs_us / args.steps))
+
+    print(f"{'us/step':>10s}  {'us each':>10s}  {'how often':16s} item")
     for name, how, us, step_us in rows:
-        print(f"{step_us:10.1f} us/step  {us:10.1f} us  {how:16s} {name}")
+        print(f"{step_us:10.1f}  {us:10.1f}  {how:16s} {name}")
     total = sum(r[3] for r in rows)
     print(f"{total:10.1f} us/step in all ({args.case}, batch {args.batch}, {args.threads} thread(s), {args.steps} steps)")
+    for note in notes:
+        print(f"  for scale (the bare loop does the same): {note}")
 
 
 if __name__ == "__main__":

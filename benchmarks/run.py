@@ -57,14 +57,25 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", f"## {section['title']}", ""]
         own = section.get("environment")
         if own:
-            lines += [f"*Run on its own:* {own['started']}, `--threads {own['threads']}`{'; quick mode' if own['quick'] else ''}; "
-                      f"load average (1 min) {own['load_average_start']} at the start, {own.get('load_average_end')} "
-                      f"at the end; {section.get('seconds', 0):.0f} s.", ""]
+            quick = "; quick mode" if own["quick"] else ""
+            lines += [f"*Run on its own:* {own['started']}, `--threads {own['threads']}`{quick}; load average "
+                      f"(1 min) {own['load_average_start']} at the start, {own.get('load_average_end')} at the end; "
+                      f"{section.get('seconds', 0):.0f} s.", ""]
         if section["status"] != "ok":
             lines.append(f"*{section['status'].capitalize()}:* {section['note']}")
             continue
         lines.append(import_module(f"benchmarks.{name}").markdown(section))
     return "\n".join(lines) + "\n"
+
+
+def merge(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``previous`` results with the sections of ``new`` replaced; each new section keeps ``new``'s
+    environment (when it ran, the load, the threads), the whole keeps ``previous``'s."""
+    sections = dict(previous["sections"])
+    for name, section in new["sections"].items():
+        sections[name] = {**section, "environment": new["environment"]}
+    order = [n for n in SECTIONS if n in sections] + [n for n in sections if n not in SECTIONS]
+    return {"environment": previous["environment"], "sections": {n: sections[n] for n in order}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,12 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     previous = args.out / "results.json"
     if args.merge and previous.is_file():
-        kept = json.loads(previous.read_text())
-        for name in results["sections"]:
-            results["sections"][name]["environment"] = results["environment"]
-        merged = {name: results["sections"].get(name, kept["sections"].get(name)) for name in SECTIONS}
-        results = {"environment": kept["environment"],
-                   "sections": {k: v for k, v in merged.items() if v is not None}}
+        results = merge(json.loads(previous.read_text()), results)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.out / "results.md").write_text(render(results))
     log(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")

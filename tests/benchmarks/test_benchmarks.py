@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # ``benchmarks`` is a top-level package of the repository, not of contrastlab
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import _peers, losses, run  # noqa: E402
+from benchmarks import _peers, losses, run, training  # noqa: E402
 from benchmarks._common import Config, markdown_table, probe_memory, time_interleaved  # noqa: E402
 
 
@@ -122,6 +122,44 @@ def test_missing_section_module_is_skipped_with_a_note(monkeypatch):
                                        "python": "p", "quick": True, "load_average_start": 0.0, "seconds": 1.0},
                        "sections": {"knn": result}})
     assert "*Skipped:* contrastlab.evaluation.knn is missing" in text
+
+
+@pytest.mark.parametrize("case", sorted(training.CASES))
+def test_the_bare_loop_computes_what_train_computes(case):
+    """The training section's hand-written loop does train()'s work: same items, views, model, loss, EMA.
+
+    With a constant learning rate its per-step losses, averaged over train()'s logging windows, are the
+    losses train() logs (to metrics.csv's 6 digits). Nothing is timed here.
+    """
+    from contrastlab.training import config_from_dict
+
+    cfg = config_from_dict(training.config_dict(case, steps=4, batch=16, threads=None, every=2, schedule="constant"))
+    bare = training.bare_loop(cfg)
+    logged = [w["loss"] for w in training.train_run(cfg)["windows"]]
+    steps = bare["losses"]
+    assert len(steps) == 4 and len(bare["elapsed_s"]) == 4
+    assert [(steps[0] + steps[1]) / 2, (steps[2] + steps[3]) / 2] == pytest.approx(logged, rel=2e-5)
+
+
+def test_training_section_windows_and_table():
+    assert training.window_seconds([1.0, 3.0, 6.0]) == [1.0, 2.0, 3.0]
+    row = {"case": "simclr", "threads": 1, "bare_items_per_s": 1000.0, "train_items_per_s": 990.0, "ratio": 0.99,
+           "spread": 1.02, "loop_ratio": 0.995, "best_window_ratio": 1.0, "cpu_ratio": 0.99, "fixed_s": 0.1,
+           "view_fraction": 0.12, "load_before": 1.0, "load_after": 1.5}
+    text = training.markdown({"steps": 60, "batch": 256, "repeats": 3, "log_every": 10, "rows": [row],
+                              "goal_ratio_at_least": 0.9, "goal_ratio_met": True, "view_fraction": 0.12,
+                              "goal_view_fraction_at_most": 0.15})
+    assert "Goal ratio ≥ 0.9: met" in text
+    assert "| simclr | 1 | 1,000 | 990 | 0.99 | 1.02 | 0.995 | 1 | 0.99 | 0.1 | 0.12 | 1.0 → 1.5 |" in text
+
+
+def test_merge_replaces_only_the_sections_run():
+    old = {"environment": {"started": "then"}, "sections": {"losses": {"title": "L"}, "training": {"title": "old"}}}
+    new = {"environment": {"started": "now"}, "sections": {"training": {"title": "new"}}}
+    merged = run.merge(old, new)
+    assert merged["environment"] == {"started": "then"} and list(merged["sections"]) == ["losses", "training"]
+    assert merged["sections"]["losses"] == {"title": "L"}
+    assert merged["sections"]["training"] == {"title": "new", "environment": {"started": "now"}}
 
 
 @pytest.mark.slow

@@ -72,10 +72,16 @@ def update_momentum(online: nn.Module, target: nn.Module, momentum: float) -> No
         >>> bool(torch.equal(a.weight, b.weight))
         True
     """
-    for p_t, p_o in zip(target.parameters(), online.parameters(), strict=True):
-        p_t.lerp_(p_o.detach(), 1.0 - momentum)
-    for b_t, b_o in zip(target.buffers(), online.buffers(), strict=True):
-        b_t.copy_(b_o)
+    targets, onlines = list(target.parameters()), [p.detach() for p in online.parameters()]
+    if len(targets) != len(onlines):
+        raise ValueError(f"target and online modules differ: {len(targets)} and {len(onlines)} parameters")
+    if targets:
+        torch._foreach_lerp_(targets, onlines, 1.0 - momentum)  # one fused update, not one kernel per tensor
+    buffers_t, buffers_o = list(target.buffers()), list(online.buffers())
+    if len(buffers_t) != len(buffers_o):
+        raise ValueError(f"target and online modules differ: {len(buffers_t)} and {len(buffers_o)} buffers")
+    if buffers_t:
+        torch._foreach_copy_(buffers_t, buffers_o)
 
 
 class MomentumTargets(nn.Module):

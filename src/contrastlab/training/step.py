@@ -19,7 +19,7 @@ from contrastlab.encoders.heads import l2_normalize
 from contrastlab.encoders.model import MultiViewModel
 from contrastlab.objectives._spec import READERS, Reader
 from contrastlab.outputs import Outputs
-from contrastlab.training.distributed import all_gather_no_grad, all_gather_with_grad
+from contrastlab.training.distributed import all_gather_no_grad, all_gather_with_grad, world
 
 #: An after-step hook: ``hook(step, total)`` with ``step`` the optimiser steps completed.
 AfterStep = Callable[[int, int], None]
@@ -165,6 +165,11 @@ class LossModule(nn.Module):
 
 def _to_full(out: Outputs) -> Outputs:
     """Half-precision tensors of autocast back to float32 for the loss."""
+    half = (torch.bfloat16, torch.float16)
+    if all(t.dtype not in half for d in (out.embeddings, out.predictions, out.targets, out.reconstructions) for t in d.values()) \
+            and (out.temperature is None or out.temperature.dtype not in half):
+        return out
+
     def conv(d):
         return {k: _full(v) for k, v in d.items()}
 
@@ -177,6 +182,8 @@ def _to_full(out: Outputs) -> Outputs:
 def _gathered(out: Outputs) -> Outputs:
     """The outputs of every process's rows (float32): embeddings and predictions keep their gradients."""
     out = _to_full(out)
+    if world()[1] == 1:
+        return out
     return out.replace(
         embeddings={v: all_gather_with_grad(z) for v, z in out.embeddings.items()},
         predictions={v: all_gather_with_grad(p) for v, p in out.predictions.items()},
