@@ -174,7 +174,7 @@ def test_bad_registrations_are_one_line_value_errors(call, message):
 def test_an_objective_of_an_unknown_kind_is_refused():
     from contrastlab.objectives._spec import ObjectiveSpec
 
-    with pytest.raises(ValueError, match="objective 'odd': kind must be one of pairwise, .*got 'sideways'"):
+    with pytest.raises(ValueError, match="objective 'odd': kind must be one of 'pairwise', .*got 'sideways'"):
         plugins.register_objective(ObjectiveSpec("odd", lambda **o: None, "sideways", "x", "y"))
 
 

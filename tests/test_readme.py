@@ -29,3 +29,19 @@ def test_a_readme_python_example_runs(tmp_path, index):
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "CONTRASTLAB_NO_PROGRESS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (tmp_path / "my_net.py").exists() or not (tmp_path / "__pycache__").exists()
+
+
+def test_the_readme_method_commands_build():
+    """Each `contrastlab train CONFIG --set ...` line of the README names a config and overrides that build."""
+    import shlex
+
+    from contrastlab.training import load_config
+    from contrastlab.training.build import build_components
+
+    lines = [line.split("#")[0] for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+             if line.startswith("contrastlab train configs/") and "--set" in line]
+    assert len(lines) >= 3
+    for line in lines:
+        words = shlex.split(line)
+        sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+        build_components(load_config(ROOT / words[2], sets))

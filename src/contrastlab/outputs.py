@@ -64,15 +64,6 @@ class Outputs:
         if not self.global_views:
             self.global_views = tuple(self.view_names)
 
-    def present(self) -> set[str]:
-        """The names of the fields this step holds."""
-        out = {"embeddings"}
-        for name in FIELDS[1:]:
-            value = getattr(self, name)
-            if (isinstance(value, dict) and value) or (not isinstance(value, dict) and value is not None):
-                out.add(name)
-        return out
-
     def pairs(self) -> list[tuple[str, str]]:
         r"""The view pairs a pairwise objective is averaged over.
 

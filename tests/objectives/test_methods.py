@@ -123,3 +123,12 @@ def test_multi_crop_predicts_every_other_global_target():
     assert out.ordered_pairs() == [("g2", "g1"), ("l1", "g1"), ("g1", "g2"), ("l1", "g2")]
     want = sum(2 - 2 * torch.nn.functional.cosine_similarity(p[v], t[g]).mean() for v, g in out.ordered_pairs()) / 4
     assert float(BYOL()(out)) == pytest.approx(float(want), abs=1e-12)
+
+
+def test_a_spec_names_only_outputs_the_step_makes():
+    from contrastlab.objectives._spec import ObjectiveSpec
+
+    with pytest.raises(ValueError, match=r"objective 'x' reads unknown outputs \['predictons'\]"):
+        ObjectiveSpec("x", BYOL, "method", "f", "r", reads=frozenset({"predictons"}))
+    with pytest.raises(ValueError, match="objective 'x': kind must be one of"):
+        ObjectiveSpec("x", BYOL, "contrastive", "f", "r")

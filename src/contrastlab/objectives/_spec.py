@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from contrastlab.outputs import Outputs
+from contrastlab.outputs import FIELDS, Outputs
 
 #: How an objective's module is called (shown by ``contrastlab objectives``):
 #:  - "pairwise":       loss(z1, z2)                       two views' embeddings (N, D) each (multi-crop: averaged over pairs)
@@ -110,6 +110,13 @@ class ObjectiveSpec:
     min_modalities: int = 1  #: distinct modalities the views must cover (a multimodal autoencoder fuses >= 2)
     reads: frozenset[str] = frozenset()  #: outputs read beyond the kind's own
     model: Mapping[str, Any] = field(default_factory=dict)  #: defaults for model parts it needs
+
+    def __post_init__(self) -> None:
+        if self.kind not in READERS:
+            raise ValueError(f"objective {self.name!r}: kind must be one of {', '.join(map(repr, READERS))}, got {self.kind!r}")
+        unknown = sorted(set(self.reads) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"objective {self.name!r} reads unknown outputs {unknown}; outputs: {', '.join(FIELDS)}")
 
     @property
     def reader(self) -> Reader:
