@@ -67,10 +67,16 @@ def init(info: DistInfo, device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=info.rank, world_size=info.world_size)
 
 
-def shutdown() -> None:
-    """Leave the process group if this process joined one."""
+def shutdown(*, together: bool = False) -> None:
+    """Leave the process group if this process joined one; ``together``: after a barrier, so that no process
+    tears its group down while another still talks to it (gloo's threads can abort then). Only on a clean
+    finish: after an error the other processes may never reach the barrier."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if together:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def world() -> tuple[int, int]:

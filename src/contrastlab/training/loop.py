@@ -187,11 +187,14 @@ def train(
         torch.set_num_threads(cfg.threads)
     joined = info.enabled and not dist.is_initialized()
     distributed.init(info, device)
+    clean = False
     try:
-        return _Run(cfg, run_dir, info, device).run(resume=resume, dataset=dataset, views=views, encoders=encoders)
+        result = _Run(cfg, run_dir, info, device).run(resume=resume, dataset=dataset, views=views, encoders=encoders)
+        clean = True
+        return result
     finally:
         if joined:
-            distributed.shutdown()
+            distributed.shutdown(together=clean)
 
 
 class _Run:
