@@ -131,6 +131,61 @@ def resolve_output_space(normalize: bool | str, objective: str) -> str:
     return output_space(normalize)
 
 
+@dataclass
+class _Parts:
+    """The model parts an objective reads, resolved from the config and the objective's defaults."""
+
+    temperature: nn.Module | None
+    predictor: tuple[str, dict] | None
+    momentum: tuple[float, str] | None
+    queue_size: int | None
+    logit_bias: float | None
+
+
+def _model_parts(cfg: TrainConfig, spec: ObjectiveSpec) -> _Parts:
+    """What ``build_components`` adds to the towers for ``spec`` (see its docstring).
+
+    Raises:
+        ValueError: a part the objective needs switched off, or one it does not read configured; naming the key.
+    """
+    m, defaults, needs, name = cfg.model, spec.model, spec.needs, spec.name
+    temperature = None
+    init = m.learnable_temperature if m.learnable_temperature is not None else (
+        defaults.get("learnable_temperature") if "temperature" in needs else None)
+    if init is not None:
+        from contrastlab.objectives.temperature import LearnableTemperature
+
+        try:
+            temperature = LearnableTemperature(init=init)
+        except ValueError as err:
+            raise ValueError(f"model.learnable_temperature: {err}") from None
+    if "temperature" in needs and temperature is None:
+        raise ValueError(f"objective {name!r} reads a learned temperature: set model.learnable_temperature")
+    wants_predictor = "predictions" in needs
+    if m.predictor.name == "none" and wants_predictor:
+        raise ValueError(f"model.predictor.name: objective {name!r} reads predictions, but the predictor is 'none'")
+    if m.predictor.name in ("mlp", "linear") and not wants_predictor:
+        raise ValueError(f"model.predictor.name: objective {name!r} reads no predictions; use 'auto' or 'none'")
+    predictor = None
+    if wants_predictor:
+        kind = "mlp" if m.predictor.name == "auto" else m.predictor.name
+        hidden = m.predictor.hidden or max(1, round(defaults.get("predictor_hidden_factor", 4) * m.dim))
+        predictor = (kind, {"hidden": hidden, "batch_norm": m.predictor.batch_norm} if kind == "mlp" else {})
+    momentum = _resolve("model.momentum", m.momentum, defaults.get("momentum", 0.99), "targets" in needs, name, "momentum targets")
+    schedule = _resolve("model.momentum_schedule", m.momentum_schedule, defaults.get("momentum_schedule", "cosine"),
+                        "targets" in needs, name, "momentum targets")
+    queue_size = m.queue_size if m.queue_size is not None else (defaults.get("queue_size") if "negatives" in needs else None)
+    if "negatives" in needs and queue_size is None:
+        raise ValueError(f"objective {name!r} reads queued negatives: set model.queue_size")
+    return _Parts(
+        temperature=temperature,
+        predictor=predictor,
+        momentum=None if momentum is None else (momentum, schedule),
+        queue_size=queue_size,
+        logit_bias=_resolve("model.logit_bias", m.logit_bias, defaults.get("logit_bias"), "logit_bias" in needs, name, "logit bias"),
+    )
+
+
 def _resolve(key: str, value, default, needed: bool, name: str, what: str):
     """A model part's setting: the config's value, else the objective's default when it needs the part."""
     if value is not None and not needed:
@@ -179,40 +234,12 @@ def build_components(
             f"objective {name!r} reconstructs real-valued inputs, but views {discrete} hold "
             f"{sample[discrete[0]].dtype} values (e.g. token ids); choose views without them"
         )
-    m, defaults = cfg.model, spec.model
+    m = cfg.model
     space = resolve_output_space(m.normalize, name)
     given = _given(encoders or {}, views, sample)
     head_options = {"hidden": m.head.hidden, "batch_norm": m.head.batch_norm} if m.head.name == "mlp" else {}
     vocabulary = getattr(dataset, "vocabulary", None)
-    temperature = None
-    init = m.learnable_temperature if m.learnable_temperature is not None else (
-        defaults.get("learnable_temperature") if "temperature" in needs else None)
-    if init is not None:
-        from contrastlab.objectives.temperature import LearnableTemperature
-
-        try:
-            temperature = LearnableTemperature(init=init)
-        except ValueError as err:
-            raise ValueError(f"model.learnable_temperature: {err}") from None
-    if "temperature" in needs and temperature is None:
-        raise ValueError(f"objective {name!r} reads a learned temperature: set model.learnable_temperature")
-    wants_predictor = "predictions" in needs
-    if m.predictor.name == "none" and wants_predictor:
-        raise ValueError(f"model.predictor.name: objective {name!r} reads predictions, but the predictor is 'none'")
-    if m.predictor.name in ("mlp", "linear") and not wants_predictor:
-        raise ValueError(f"model.predictor.name: objective {name!r} reads no predictions; use 'auto' or 'none'")
-    predictor = None
-    if wants_predictor:
-        kind = "mlp" if m.predictor.name == "auto" else m.predictor.name
-        hidden = m.predictor.hidden or max(1, round(defaults.get("predictor_hidden_factor", 4) * m.dim))
-        predictor = (kind, {"hidden": hidden, "batch_norm": m.predictor.batch_norm} if kind == "mlp" else {})
-    momentum = _resolve("model.momentum", m.momentum, defaults.get("momentum", 0.99), "targets" in needs, name, "momentum targets")
-    queue_size = m.queue_size if m.queue_size is not None else (defaults.get("queue_size") if "negatives" in needs else None)
-    if "negatives" in needs and queue_size is None:
-        raise ValueError(f"objective {name!r} reads queued negatives: set model.queue_size")
-    schedule = _resolve("model.momentum_schedule", m.momentum_schedule, defaults.get("momentum_schedule", "cosine"),
-                        "targets" in needs, name, "momentum targets")
-    bias = _resolve("model.logit_bias", m.logit_bias, defaults.get("logit_bias"), "logit_bias" in needs, name, "logit bias")
+    parts = _model_parts(cfg, spec)
     try:
         model = build_model(
             shapes,
@@ -229,21 +256,21 @@ def build_components(
             fusion_views=list(recon) if len(recon) > 1 else None,
             fusion_mode=m.fusion.mode,
             modality_dropout=m.fusion.modality_dropout,
-            temperature=temperature,
+            temperature=parts.temperature,
             given=given,
-            predictor=predictor,
-            momentum=None if momentum is None else (momentum, schedule),
-            logit_bias=bias,
+            predictor=parts.predictor,
+            momentum=parts.momentum,
+            logit_bias=parts.logit_bias,
             crops=bool(getattr(views, "global_views", ())),
         )
     except ValueError as err:
         raise ValueError(f"model: {err}") from None
     _check_foreign_towers(model, sample)
     dim = model.towers[model.view_towers[views.view_names[0]]].out_dim
-    if queue_size is not None:
+    if parts.queue_size is not None:
         from contrastlab.objectives.queue import NegativeQueue
 
-        model.queue = NegativeQueue(queue_size, dim)
+        model.queue = NegativeQueue(parts.queue_size, dim)
     options = with_defaults(spec.factory, cfg.objective.options, {"num_classes": dataset.num_classes, "dim": dim})
     if options.get("reduction", "mean") not in ("mean", "sum"):
         raise ValueError(f"objective.options.reduction: training needs one loss per step ('mean' or 'sum'), "
@@ -254,7 +281,8 @@ def build_components(
         objective = build_objective(name, **options)
     except ValueError as err:
         raise ValueError(f"objective.options: {err}") from None
-    for key, part, field in (("model.queue_size", queue_size, "negatives"), ("model.learnable_temperature", temperature, "temperature")):
+    for key, part, field in (("model.queue_size", parts.queue_size, "negatives"),
+                             ("model.learnable_temperature", parts.temperature, "temperature")):
         if part is not None and not (field in needs if spec.kind == "method" else accepts(objective.forward, field)):
             raise ValueError(f"{key}: objective {name!r} takes no {'extra negatives' if field == 'negatives' else field}")
     return Components(dataset=dataset, views=views, model=model, objective=objective, spec=spec, recon_views=recon)
