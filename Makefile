@@ -25,7 +25,7 @@ demo: $(STAMP) system-deps
 	$(VENV)/bin/contrastlab demo
 
 test: $(STAMP) system-deps
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist worksteal  # idle workers take queued tests: no long tail on one core
 
 bench: $(STAMP)
 	$(PY) -m pip install -q --no-deps lightly  # the peer; --no-deps keeps torchvision and another torch out
