@@ -22,22 +22,11 @@ from pathlib import Path
 
 import pytest
 
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:  # ``benchmarks`` is a top-level package of the repository, not of contrastlab
+    sys.path.insert(0, str(_ROOT))
 
-def _stub_module(name: str) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__path__ = []  # a package, so that submodules can be stubbed under it
-
-    def attribute(attr: str):
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-
-        def unavailable(*args, **kwargs):
-            raise RuntimeError(f"{name}.{attr} is a stub: torchvision is not usable here")
-
-        return unavailable
-
-    module.__getattr__ = attribute
-    return module
+from benchmarks._peers import _stub_module  # noqa: E402 - one torchvision stub for the benchmark and the tests
 
 
 @functools.cache
