@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     from contrastlab.training import config_from_dict
     from contrastlab.training.build import build_components
     from contrastlab.training.checkpoint import CheckpointManager
-    from contrastlab.training.loop import _Logs, _Run, _Window, step_inputs
+    from contrastlab.training.logging import Window
+    from contrastlab.training.loop import _Logs, _Run, step_inputs
     from contrastlab.training.optim import build_optimizer, lr_factor, set_lr
     from contrastlab.training.sampler import ShardedBatches, derive_seed
     from contrastlab.training.step import _gathered, align_uniform_stats, mean_norm
@@ -92,9 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         with torch.autocast(**autocast):
             pass
     per_step("torch.autocast(enabled=False) enter + exit (loop)", ctx)
-    w1, w2 = _Window(device), _Window(device)
+    w1, w2 = Window(device), Window(device)
     d = loss.detach()
-    per_step("_Window.add x 2 (window, since_ckpt): ~9 tensor ops each",
+    per_step("Window.add x 2 (window, since_ckpt): ~9 tensor ops each",
              lambda: (w1.add(d, 3, 0.1, 0.2), w2.add(d, 3, 0.0, 0.0)))
     logs = _Logs(Path(tempfile.mkdtemp()), enabled=True, resume_step=None, total=60, progress=False, tensorboard=False)
     clock = timeit.default_timer
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     row = {"step": 10, "epoch": 0, "loss": 1.0, "lr": 1e-3, "align": 0.1, "uniform": -3.0, "norm": 1.0,
            "items_per_s": 900.0, "view_fraction": 0.1, "elapsed_s": 3.0}
     per_log("logs.write (csv row + flush)", lambda: logs.write(10, row))
-    per_log("_Window(device) x 1 (zeros + full)", lambda: _Window(device))
+    per_log("Window(device) x 1 (zeros + full)", lambda: Window(device))
     # --- once per run
     tmp = Path(tempfile.mkdtemp())
     manager = CheckpointManager(tmp / "checkpoints", keep_last=2, keep_best=True)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     def setup_dir():
         r = _Run(cfg, tmp / f"run{next(fresh)}", distributed.detect(), device)
         r.encoders = None
-        r._setup_dir(False, comps)
+        r._setup_dir(False, None)
     setup_us = best_us(setup_dir, number=1, repeat=5)
     rows.append(("_setup_dir: config.yaml (yaml.safe_dump, atomic write: 2 fsyncs)", "once", setup_us,
                  setup_us / args.steps))

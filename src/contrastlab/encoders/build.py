@@ -198,16 +198,13 @@ def build_model(
 
 
 def _try_size(tower: Tower, view: str, shape: tuple[int, ...]) -> None:
-    """Refuse a crop size the shared tower cannot read, in one line."""
+    """Refuse a crop size the shared tower cannot read (or reads into other features), in one line."""
     import torch
 
-    was_training = tower.training
-    tower.eval()
+    from contrastlab.encoders.given import check_features
+
     try:
-        with torch.no_grad():
-            tower(torch.zeros(2, *shape))
-    except (RuntimeError, ValueError) as err:
+        check_features(tower.backbone, torch.zeros(2, *shape), who="its backbone", out_dim=tower.feature_dim)
+    except ValueError as err:
         raise ValueError(f"view {view!r} {shape} is a crop of another size, and its tower cannot read it "
-                         f"({str(err).splitlines()[0]}); use an encoder that pools over space (convnet with pool: avg, resnet18)") from None
-    finally:
-        tower.train(was_training)
+                         f"({err}); use an encoder that pools over space (convnet with pool: avg, resnet18)") from None

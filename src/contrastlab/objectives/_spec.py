@@ -28,7 +28,8 @@ from contrastlab.outputs import FIELDS, Outputs
 ObjectiveKind = Literal["pairwise", "multiview", "supervised", "reconstruction", "cca", "method"]
 
 
-def _extras(loss: nn.Module, out: Outputs) -> dict[str, Tensor]:
+def _extras(out: Outputs) -> dict[str, Tensor]:
+    """A learned temperature and queued negatives, for plain losses that take them as keywords."""
     extra = {}
     if out.temperature is not None:
         extra["temperature"] = out.temperature
@@ -37,21 +38,25 @@ def _extras(loss: nn.Module, out: Outputs) -> dict[str, Tensor]:
     return extra
 
 
-def _pairs(loss: nn.Module, out: Outputs) -> Tensor:
-    z, extra = out.embeddings, _extras(loss, out)
-    losses = [loss(z[a], z[b], **extra) for a, b in out.pairs()]
+def mean_of(losses: list[Tensor]) -> Tensor:
+    """The mean of a list of 0-dim losses (the one loss itself when there is one: no extra op)."""
     return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
+def _pairs(loss: nn.Module, out: Outputs) -> Tensor:
+    z, extra = out.embeddings, _extras(out)
+    return mean_of([loss(z[a], z[b], **extra) for a, b in out.pairs()])
+
+
 def _views(loss: nn.Module, out: Outputs) -> Tensor:
-    return loss([out.embeddings[v] for v in out.view_names], **_extras(loss, out))
+    return loss([out.embeddings[v] for v in out.view_names], **_extras(out))
 
 
 def _labelled(loss: nn.Module, out: Outputs) -> Tensor:
     if out.labels is None:
         raise ValueError("a supervised objective needs labels, and this batch has none")
     z = torch.stack([out.embeddings[v] for v in out.view_names], dim=1)
-    return loss(z, out.labels, **_extras(loss, out))
+    return loss(z, out.labels, **_extras(out))
 
 
 def _reconstructions(loss: nn.Module, out: Outputs) -> Tensor:

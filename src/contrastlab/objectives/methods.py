@@ -15,11 +15,10 @@ target (Caron et al. 2020; Grill et al. 2020 use two views).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from contrastlab.objectives._checks import check_positive
-from contrastlab.objectives._spec import ObjectiveSpec
+from contrastlab.objectives._spec import ObjectiveSpec, mean_of
 from contrastlab.objectives.decoupled import DCL, DCLW
 from contrastlab.objectives.info_nce import info_nce
 from contrastlab.objectives.predictive import negative_cosine
@@ -29,10 +28,6 @@ from contrastlab.objectives.temperature import check_temperature
 from contrastlab.outputs import Outputs
 
 __all__ = ["BYOL", "MoCo", "MoCoV3", "SPECS", "SigLIPMethod", "SimSiam"]
-
-
-def _mean(losses: list[Tensor]) -> Tensor:
-    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
 class BYOL(nn.Module):
@@ -50,7 +45,7 @@ class BYOL(nn.Module):
     """
 
     def forward(self, out: Outputs) -> Tensor:
-        return _mean([2.0 + 2.0 * negative_cosine(out.predictions[v], out.targets[g]) for v, g in out.ordered_pairs()])
+        return mean_of([2.0 + 2.0 * negative_cosine(out.predictions[v], out.targets[g]) for v, g in out.ordered_pairs()])
 
 
 class SimSiam(nn.Module):
@@ -74,7 +69,7 @@ class SimSiam(nn.Module):
 
     def forward(self, out: Outputs) -> Tensor:
         p, z = out.predictions, out.embeddings
-        return _mean([negative_cosine(p[v], z[g], stop_gradient=self.stop_gradient) for v, g in out.ordered_pairs()])
+        return mean_of([negative_cosine(p[v], z[g], stop_gradient=self.stop_gradient) for v, g in out.ordered_pairs()])
 
     def extra_repr(self) -> str:
         return f"stop_gradient={self.stop_gradient}"
@@ -134,7 +129,7 @@ class MoCoV3(nn.Module):
 
     def forward(self, out: Outputs) -> Tensor:
         p, k, t = out.predictions, out.targets, self.temperature
-        return _mean([2 * t * info_nce(p[v], k[g], temperature=t, normalize=self.normalize) for v, g in out.ordered_pairs()])
+        return mean_of([2 * t * info_nce(p[v], k[g], temperature=t, normalize=self.normalize) for v, g in out.ordered_pairs()])
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature:g}"
@@ -158,7 +153,7 @@ class SigLIPMethod(nn.Module):
 
     def forward(self, out: Outputs) -> Tensor:
         z, scale = out.embeddings, 1.0 / out.temperature
-        return _mean([siglip(z[a], z[b], logit_scale=scale, logit_bias=out.logit_bias, normalize=self.normalize)
+        return mean_of([siglip(z[a], z[b], logit_scale=scale, logit_bias=out.logit_bias, normalize=self.normalize)
                       for a, b in out.pairs()])
 
 

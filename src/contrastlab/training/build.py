@@ -168,9 +168,9 @@ def _model_parts(cfg: TrainConfig, spec: ObjectiveSpec) -> _Parts:
         raise ValueError(f"model.predictor.name: objective {name!r} reads no predictions; use 'auto' or 'none'")
     predictor = None
     if wants_predictor:
-        kind = "mlp" if m.predictor.name == "auto" else m.predictor.name
+        head = "mlp" if m.predictor.name == "auto" else m.predictor.name
         hidden = m.predictor.hidden or max(1, round(defaults.get("predictor_hidden_factor", 4) * m.dim))
-        predictor = (kind, {"hidden": hidden, "batch_norm": m.predictor.batch_norm} if kind == "mlp" else {})
+        predictor = (head, {"hidden": hidden, "batch_norm": m.predictor.batch_norm} if head == "mlp" else {})
     momentum = _resolve("model.momentum", m.momentum, defaults.get("momentum", 0.99), "targets" in needs, name, "momentum targets")
     schedule = _resolve("model.momentum_schedule", m.momentum_schedule, defaults.get("momentum_schedule", "cosine"),
                         "targets" in needs, name, "momentum targets")
@@ -283,7 +283,7 @@ def build_components(
         raise ValueError(f"objective.options: {err}") from None
     for key, part, field in (("model.queue_size", parts.queue_size, "negatives"),
                              ("model.learnable_temperature", parts.temperature, "temperature")):
-        if part is not None and not (field in needs if spec.kind == "method" else accepts(objective.forward, field)):
+        if part is not None and not (field in needs or accepts(objective.forward, field)):  # declared, or taken as field=
             raise ValueError(f"{key}: objective {name!r} takes no {'extra negatives' if field == 'negatives' else field}")
     return Components(dataset=dataset, views=views, model=model, objective=objective, spec=spec, recon_views=recon)
 

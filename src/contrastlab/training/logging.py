@@ -9,7 +9,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch
+
 from contrastlab.files import atomic_write_text
+from contrastlab.training.distributed import all_reduce_mean
 
 #: The columns of ``metrics.csv``, in order. ``norm`` is the mean L2 norm of the embeddings the objective
 #: saw (1 on the sphere; it grows without bound when an unconstrained loss can fall by scaling up);
@@ -140,3 +143,38 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class Window:
+    """Sums over one logging (or checkpoint) interval, kept on the device so steps never wait for the host."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.losses = torch.zeros((), dtype=torch.float64, device=device)
+        self.bad = torch.full((), -1, dtype=torch.long, device=device)  # the first step with a non-finite loss
+        self.t_views, self.t_total, self.steps = 0.0, 0.0, 0
+
+    def add(self, loss: torch.Tensor, step: int, t_views: float, t_total: float) -> None:
+        self.losses += loss.to(torch.float64)
+        self.bad = torch.where((self.bad < 0) & ~torch.isfinite(loss), step, self.bad)
+        self.t_views += t_views
+        self.t_total += t_total
+        self.steps += 1
+
+    def first_bad(self, reduce: bool) -> int | None:
+        bad = self.bad.clone()
+        if reduce:  # every process must stop together
+            bad = torch.where(bad < 0, torch.iinfo(torch.long).max, bad)
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MIN)
+            bad = torch.where(bad == torch.iinfo(torch.long).max, -1, bad)
+        value = int(bad)
+        return None if value < 0 else value
+
+    def loss(self, reduce: bool) -> float:
+        mean = self.losses / max(1, self.steps)
+        return all_reduce_mean(mean) if reduce else float(mean)
+
+    def items_per_s(self, batch_size: int) -> float:
+        return self.steps * batch_size / self.t_total if self.t_total > 0 else float("nan")
+
+    def view_fraction(self) -> float:
+        return self.t_views / self.t_total if self.t_total > 0 else float("nan")

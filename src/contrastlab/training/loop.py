@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from contrastlab.data.base import Dataset
 from contrastlab.errors import UserError, one_line
 from contrastlab.files import atomic_write_text
+from contrastlab.plugins import loaded as loaded_plugins
 from contrastlab.training import distributed
 from contrastlab.training.build import Components, build_components, check_given
 from contrastlab.training.checkpoint import (
@@ -30,7 +31,7 @@ from contrastlab.training.checkpoint import (
     unflatten_optimizer,
 )
 from contrastlab.training.config import TrainConfig, config_to_dict
-from contrastlab.training.logging import MetricsLog, Progress, TensorBoard, read_metrics
+from contrastlab.training.logging import MetricsLog, Progress, TensorBoard, Window, read_metrics
 from contrastlab.training.optim import build_optimizer, lr_factor, set_lr
 from contrastlab.training.sampler import ShardedBatches, derive_seed
 from contrastlab.training.step import align_uniform_stats, mean_norm, run_temperature
@@ -47,15 +48,6 @@ def _recorded_given(run_dir: Path) -> dict[str, str]:
     raw = parse_yaml(path.read_text(encoding="utf-8"), source=str(path)) if path.is_file() else None
     given = ((raw or {}).get("model") or {}).get("given") if isinstance(raw, dict) else None
     return {str(k): str(v) for k, v in given.items()} if isinstance(given, dict) else {}
-
-
-def _loaded_plugins() -> list[dict]:
-    """The plugin files loaded in this process (recorded with the run so eval and resume ask for them)."""
-    try:
-        from contrastlab.plugins import loaded
-    except ImportError:
-        return []
-    return loaded()
 
 
 class NonFiniteLoss(UserError):
@@ -205,7 +197,7 @@ class _Run:
         if self.info.enabled:
             dist.barrier()
 
-    def _setup_dir(self, resume: bool, comps: Components) -> None:
+    def _setup_dir(self, resume: bool, encoders: Mapping[str, torch.nn.Module] | None) -> None:
         if resume:
             return
         if self.info.is_main:
@@ -214,8 +206,8 @@ class _Run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             raw = config_to_dict(self.cfg)
             raw["out"] = str(self.run_dir)
-            raw["model"]["given"] = {k: f"{type(e).__module__}.{type(e).__qualname__}" for k, e in (self.encoders or {}).items()}
-            raw["plugins"] = _loaded_plugins()
+            raw["model"]["given"] = {k: f"{type(e).__module__}.{type(e).__qualname__}" for k, e in (encoders or {}).items()}
+            raw["plugins"] = loaded_plugins()  # recorded so that eval and resume ask for them
             atomic_write_text(self.run_dir / CONFIG_FILE, yaml.safe_dump(raw, sort_keys=False))
         self._barrier()
 
@@ -227,7 +219,6 @@ class _Run:
 
     def run(self, *, resume: bool, dataset: Dataset | None, views: ViewGenerator | None, encoders=None) -> TrainResult:
         cfg, info, device = self.cfg, self.info, self.device
-        self.encoders = encoders
         if resume:
             check_given(_recorded_given(self.run_dir), encoders, self.run_dir)
         comps = self._build(dataset, views, encoders)  # a config that does not build never touches the run directory
@@ -236,7 +227,7 @@ class _Run:
         # (the command line tries the step on every rank before the group is formed).
         if not resume and not info.enabled and (self.run_dir / CONFIG_FILE).is_file():
             trial_step(comps, cfg.batch_size, device=device, precision=cfg.precision)
-        self._setup_dir(resume, comps)
+        self._setup_dir(resume, encoders)
         module = comps.loss_module().to(device)
         if info.enabled and device.type == "cuda" and cfg.model.sync_batchnorm:
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
@@ -324,7 +315,7 @@ class _Run:
         autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
         module.train()
         t_start = time.perf_counter()
-        window, since_ckpt = _Window(device), _Window(device)
+        window, since_ckpt = Window(device), Window(device)
         last_loss, last_ckpt = float("nan"), manager.path("last")
         if start >= total and (self.run_dir / METRICS_FILE).is_file():  # resuming a finished run: its last loss
             last_loss = next((row["loss"] for row in reversed(read_metrics(self.run_dir / METRICS_FILE))), last_loss)
@@ -372,18 +363,18 @@ class _Run:
                     "elapsed_s": elapsed0 + time.perf_counter() - t_start,
                 }  # fmt: skip
                 logs.write(done, row)
-                window = _Window(device)
+                window = Window(device)
             else:
                 logs.tick()
             if ckpt_now:
                 mean = since_ckpt.loss(self.info.enabled)
                 saved = self._save(manager, module, optimizer, view_rng, done, epoch, mean, elapsed0 + time.perf_counter() - t_start)
                 last_ckpt = saved or last_ckpt
-                since_ckpt = _Window(device)
+                since_ckpt = Window(device)
         self._barrier()
         return TrainResult(run_dir=self.run_dir, step=total, loss=last_loss, checkpoint=manager.path("last"))
 
-    def _check_finite(self, window: _Window, total: int, last_ckpt) -> None:
+    def _check_finite(self, window: Window, total: int, last_ckpt) -> None:
         bad = window.first_bad(self.info.enabled)
         if bad is None:
             return
@@ -392,41 +383,6 @@ class _Run:
             f"the loss became non-finite at step {bad} of {total}; the run stopped and {where} "
             "(try a lower optim.lr, optim.grad_clip, or a higher temperature)"
         )
-
-
-class _Window:
-    """Sums over one logging (or checkpoint) interval, kept on the device so steps never wait for the host."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.losses = torch.zeros((), dtype=torch.float64, device=device)
-        self.bad = torch.full((), -1, dtype=torch.long, device=device)  # the first step with a non-finite loss
-        self.t_views, self.t_total, self.steps = 0.0, 0.0, 0
-
-    def add(self, loss: torch.Tensor, step: int, t_views: float, t_total: float) -> None:
-        self.losses += loss.to(torch.float64)
-        self.bad = torch.where((self.bad < 0) & ~torch.isfinite(loss), step, self.bad)
-        self.t_views += t_views
-        self.t_total += t_total
-        self.steps += 1
-
-    def first_bad(self, reduce: bool) -> int | None:
-        bad = self.bad.clone()
-        if reduce:  # every process must stop together
-            bad = torch.where(bad < 0, torch.iinfo(torch.long).max, bad)
-            dist.all_reduce(bad, op=dist.ReduceOp.MIN)
-            bad = torch.where(bad == torch.iinfo(torch.long).max, -1, bad)
-        value = int(bad)
-        return None if value < 0 else value
-
-    def loss(self, reduce: bool) -> float:
-        mean = self.losses / max(1, self.steps)
-        return distributed.all_reduce_mean(mean) if reduce else float(mean)
-
-    def items_per_s(self, batch_size: int) -> float:
-        return self.steps * batch_size / self.t_total if self.t_total > 0 else float("nan")
-
-    def view_fraction(self) -> float:
-        return self.t_views / self.t_total if self.t_total > 0 else float("nan")
 
 
 class _Logs:

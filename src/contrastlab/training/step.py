@@ -165,11 +165,6 @@ class LossModule(nn.Module):
 
 def _to_full(out: Outputs) -> Outputs:
     """Half-precision tensors of autocast back to float32 for the loss."""
-    half = (torch.bfloat16, torch.float16)
-    if all(t.dtype not in half for d in (out.embeddings, out.predictions, out.targets, out.reconstructions) for t in d.values()) \
-            and (out.temperature is None or out.temperature.dtype not in half):
-        return out
-
     def conv(d):
         return {k: _full(v) for k, v in d.items()}
 
