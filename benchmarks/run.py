@@ -24,7 +24,7 @@ import torch
 
 from benchmarks._common import Config, environment, load_average
 
-SECTIONS: tuple[str, ...] = ("losses", "views", "training", "knn", "probe")
+SECTIONS: tuple[str, ...] = ("losses", "views", "training", "knn", "probe", "data_loading")
 DEFAULT_OUT = Path(__file__).resolve().parent
 
 

@@ -80,7 +80,7 @@ raise SystemExit(main(sys.argv[4:]))
 """
 
 #: Columns of metrics.csv that depend on the clock, not on the computation.
-TIMING = {"items_per_s", "view_fraction", "elapsed_s"}
+TIMING = {"items_per_s", "view_fraction", "data_wait", "elapsed_s"}
 
 
 def _launch(args: list[str], *, cwd: Path, kill_at: int = 0, when: str = "before") -> subprocess.Popen:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from contrastlab import cli
 from contrastlab.data.manifest import load_manifest
-from contrastlab.data.tensor_dataset import TensorDataset
+from contrastlab.data.base import Dataset
 from contrastlab.errors import UserError
 
 BASE = {
@@ -173,7 +173,7 @@ def _load(path) -> None:
     except (UserError, ValueError) as err:
         assert str(err).strip(), "an error must say what is wrong"
         return
-    assert isinstance(dataset, TensorDataset) and len(dataset) >= 1
+    assert isinstance(dataset, Dataset) and len(dataset) >= 1
 
 
 GOOD_HEADERS = [["image", "caption"], ["image", "caption", "label"], ["caption", "image", "split"], ["image", "audio"]]

@@ -45,3 +45,38 @@ def test_the_readme_method_commands_build():
         words = shlex.split(line)
         sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
         build_components(load_config(ROOT / words[2], sets))
+
+
+def _section(title: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"### {title}")
+    return text[start:text.index("\n### ", start + 1)]
+
+
+@pytest.mark.slow
+def test_the_your_own_data_commands_run(tmp_path):
+    """Each command of "Your own data" runs as written on a small folder and manifest (2 steps of 8 items)."""
+    import shlex
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "photos").mkdir()
+    lines = ["image,caption"]
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"{i}.jpg")
+        lines.append(f"photos/{i}.jpg,a {('red', 'blue')[i % 2]} {('cat', 'dog', 'car')[i % 3]}")
+    (tmp_path / "pairs.csv").write_text("\n".join(lines) + "\n")
+    block = re.search(r"```sh\n(.*?)```", _section("Your own data"), flags=re.S).group(1)
+    commands = [line.split("  #")[0].strip() for line in block.splitlines() if line.startswith("contrastlab ")]
+    assert len(commands) >= 5
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "CONTRASTLAB_NO_PROGRESS": "1"}
+    for n, command in enumerate(commands):
+        words = shlex.split(command)
+        words[0:1] = [sys.executable, "-m", "contrastlab"]
+        if "train" in words:
+            words[words.index("train") + 1] = str(ROOT / words[words.index("train") + 1])
+            words += ["--out", f"run{n}", "--set", "steps=2", "--set", "epochs=null", "--set", "batch_size=8"]
+        done = subprocess.run(words, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, (command, done.stderr[-2000:])

@@ -25,6 +25,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "contrastlab.training.commands",
     "contrastlab.evaluation.commands",
     "contrastlab.recipes.commands",
+    "contrastlab.data.commands",
+    "contrastlab.catalog",
 )
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from contrastlab.data.manifest import load_manifest
-from contrastlab.data.user import load_image_folder, load_npz
+from contrastlab.data.arrays import load_npz
+from contrastlab.data.user import load_image_folder
 from contrastlab.errors import UserError
 
 
@@ -30,11 +31,12 @@ def test_image_folder_loads_classes_and_splits(tmp_path):
     train, test = load_image_folder(root=str(root)), load_image_folder(root=str(root), split="test")
     assert (len(train), len(test)) == (8, 2) and train.classes == ("cat", "dog")
     batch = train.get(torch.arange(8))
-    assert batch.inputs["image"].shape == (8, 3, 6, 8) and batch.inputs["image"].dtype == torch.float32
+    # read on demand, uint8 until the device
+    assert batch.inputs["image"].shape == (8, 3, 6, 8) and batch.inputs["image"].dtype == torch.uint8
     assert batch.labels.tolist().count(0) == 4
     # The red channel carries the file's value, so images and labels stay paired.
     for img, label in zip(batch.inputs["image"], batch.labels):
-        assert (float(img[0, 0, 0]) >= 0.5) == bool(label)
+        assert (float(img[0, 0, 0]) >= 127.5) == bool(label)
     grey = load_image_folder(root=str(root), channels=1, size=(4, 4))
     assert grey.modalities == {"image": (1, 4, 4)}
 
@@ -43,14 +45,16 @@ def test_image_folder_errors_name_the_problem(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_image_folder(root=str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no class sub-folders"):
+    with pytest.raises(UserError, match="no images .* found under '.*empty'"):  # a flat folder, but empty
         load_image_folder(root=str(tmp_path / "empty"))
+    with pytest.raises(UserError, match="no class sub-folders"):
+        load_image_folder(root=str(tmp_path / "empty"), labels="folders")
     (tmp_path / "noimg" / "a").mkdir(parents=True)
     with pytest.raises(UserError, match="no images"):
         load_image_folder(root=str(tmp_path / "noimg"))
     root = _folder(tmp_path / "mixed")
     _png(root / "dog" / "big.png", h=9, w=9)
-    with pytest.raises(UserError, match=r"big\.png' is 9x9 but .* is 8x6") as err:
+    with pytest.raises(UserError, match=r"big\.png' is 9x9 but .* is 8x6") as err:  # from the headers, up front
         load_image_folder(root=str(root), split="test", test_fraction=0.5)
     assert "\n" not in str(err.value)
     root = _folder(tmp_path / "broken")
@@ -71,10 +75,10 @@ def test_npz_images_signals_and_labels(tmp_path):
     ds = load_npz(path=str(f))
     assert ds.modalities == {"image": (3, 5, 5)} and ds.classes == ("a", "b") and len(ds) == 16
     first = load_npz(path=str(f), x="x_test", y="y_test", test_fraction=0.5).get(torch.arange(2))
-    assert first.inputs["image"].max() <= 1.0
+    assert first.inputs["image"].dtype == torch.uint8  # images stay uint8 until the device
     own = load_npz(path=str(f), split="test", x_test="x_test", y_test="y_test")
-    assert len(own) == 4 and torch.allclose(own.get(torch.arange(4)).inputs["image"],
-                                             torch.from_numpy(x[:4].transpose(0, 3, 1, 2) / 255.0).float())
+    assert len(own) == 4 and torch.equal(own.get(torch.arange(4)).inputs["image"],
+                                         torch.from_numpy(x[:4].transpose(0, 3, 1, 2).copy()))
     assert own.get(torch.arange(4)).labels.tolist() == [1, 0, 1, 0]
     np.savez(tmp_path / "s.npz", signals=np.zeros((10, 7)))
     sig = load_npz(path=str(tmp_path / "s.npz"), x="signals", y=None)
@@ -123,7 +127,7 @@ def test_manifest_csv_with_captions_and_jsonl_with_audio(tmp_path):
     assert len(ds) == 8 and ds.classes == ("even", "odd") and ds.modalities["text"] == (4,)
     batch = ds.get(torch.arange(8))
     for img, ids, label in zip(batch.inputs["image"], batch.inputs["text"], batch.labels):
-        i = int(round(float(img[0, 0, 0]) * 10))
+        i = int(round(float(img[0, 0, 0]) / 255 * 10))
         assert ds.vocabulary.decode(ids) == f"a picture number {i % 3}" and int(label) == i % 2
     assert batch.lengths["text"].tolist() == [4] * 8
 
@@ -182,7 +186,8 @@ def test_oversized_images_are_refused_naming_file_and_size(tmp_path, monkeypatch
         _claim_size(root / "dog" / f"{i}.png", 30000, 30000)
     for split in ("train", "test"):
         with pytest.raises(UserError, match=r"image '.*dog/\d\.png' claims 30000x30000 pixels") as err:
-            load_image_folder(root=str(root), split=split, test_fraction=0.5)
+            folder = load_image_folder(root=str(root), split=split, test_fraction=0.5)
+            folder.get(torch.arange(len(folder)))
         assert "\n" not in str(err.value) and "MAX_IMAGE_PIXELS" in str(err.value)
     assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS > 48
 

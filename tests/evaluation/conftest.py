@@ -108,3 +108,19 @@ def simclr_run(tmp_path):
 @pytest.fixture
 def two_tower_run(tmp_path):
     return make_run(tmp_path, ColourAndGrey())
+
+
+@pytest.fixture
+def run_of(tmp_path):
+    """A factory: ``run_of(datasets, example)`` is a :class:`FixtureRun` over any train/test data sets (in-memory,
+    read on demand or streams), its tiny untrained towers sized by ``example`` (N, C, H, W) float images."""
+
+    def make(datasets: dict, example: torch.Tensor, views=None) -> FixtureRun:
+        views = views if views is not None else TwoAugmentations()
+        run_dir = tmp_path / "run"
+        run_dir.mkdir(exist_ok=True)
+        towers = {v: views.view_modalities[v] for v in views.view_names}
+        return FixtureRun(run_dir=run_dir, model=TinyModel(towers, example), views=views, datasets=datasets,
+                          config={"data": {"name": "test"}, "steps": 1})
+
+    return make

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from contrastlab.errors import UserError
+from contrastlab.errors import UserError, one_line
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -32,31 +32,69 @@ def check_image_options(channels: int, size) -> tuple[int, tuple[int, int] | Non
     return channels, hw
 
 
-def read_image(path: Path, *, channels: int = 3, size: tuple[int, int] | None = None,
-               where: str = "") -> np.ndarray:
-    """One image as float32 (C, H, W) in [0, 1]; :class:`UserError` naming the file when unreadable or larger
-    than ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb)."""
+def _to_uint8(img, where: str):
+    """A Pillow image of any depth as an 8-bit one: 16-bit and 32-bit integers are scaled from their range,
+    floats must lie in [0, 1] (Pillow's own conversion clips these to 0..255, so a 16-bit PNG read as 2 values)."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.int64)
+        top = 65535 if img.mode.startswith("I;16") or arr.max(initial=0) <= 65535 else 2**32 - 1
+        if arr.min(initial=0) < 0:
+            raise UserError(f"{where} holds negative pixel values ({int(arr.min())})")
+        return Image.fromarray(np.round(arr * (255.0 / top)).astype(np.uint8), "L")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise UserError(f"{where} is a floating-point image with values in [{lo:g}, {hi:g}]; "
+                            f"float images must lie in [0, 1]")
+        return Image.fromarray(np.round(arr * 255.0).astype(np.uint8), "L")
+    return img
+
+
+def decode_image(source: Path | bytes, *, channels: int = 3, size: tuple[int, int] | None = None,
+                 where: str = "", name: str | None = None) -> np.ndarray:
+    """One image file (a path, or its bytes from an archive) as uint8 (C, H, W).
+
+    8-bit images are read as they are; 16-bit and 32-bit integer images are scaled from their full
+    range and float images from [0, 1] (anything else is refused). :class:`UserError` names the file
+    when it is missing, unreadable, truncated, or larger than ``PIL.Image.MAX_IMAGE_PIXELS`` (a
+    decompression bomb).
+    """
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
     prefix = f"{where}: " if where else ""
-    if not path.is_file():
-        raise UserError(f"{prefix}image file '{path}' not found")
+    label = name if name is not None else str(source) if isinstance(source, Path) else "<bytes>"
+    if isinstance(source, Path) and not source.is_file():
+        raise UserError(f"{prefix}image file '{source}' not found")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those images too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                img.load()
+                img = _to_uint8(img, f"{prefix}image '{label}'")
                 img = img.convert("RGB" if channels == 3 else "L")
                 if size is not None:
                     img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                arr = np.asarray(img, dtype=np.float32) / 255.0
+                arr = np.asarray(img, dtype=np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise UserError(f"{prefix}image '{path}' {_claimed_size(path, err)}, more than the "
+        claimed = _claimed_size(source, err) if isinstance(source, Path) else "is too large"
+        raise UserError(f"{prefix}image '{label}' {claimed}, more than the "
                         f"{Image.MAX_IMAGE_PIXELS} pixels Pillow reads safely (PIL.Image.MAX_IMAGE_PIXELS); "
                         f"the file may be corrupt or a decompression bomb, or needs downscaling") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise UserError(f"{prefix}cannot read image '{path}': {' '.join(str(err).split())}") from None
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
+        raise UserError(f"{prefix}cannot read image '{label}': {one_line(err)}") from None
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+
+
+def read_image(path: Path, *, channels: int = 3, size: tuple[int, int] | None = None,
+               where: str = "") -> np.ndarray:
+    """One image as float32 (C, H, W) in [0, 1] (see :func:`decode_image`)."""
+    return decode_image(path, channels=channels, size=size, where=where).astype(np.float32) / 255.0
 
 
 def _claimed_size(path: Path, err: Exception) -> str:

@@ -8,6 +8,11 @@ A :class:`Batch` is a batch of *items*: row ``i`` of every field belongs to item
 * ``factors`` map a generative factor name to its values ``(N,)`` (Shapes world only).
 * ``lengths`` map a modality name to valid lengths ``(N,)`` for padded sequences.
 * ``index`` are the item indices in the data set ``(N,)``.
+* ``skipped`` counts unreadable items that were replaced by readable ones (``data.on_error: skip``).
+
+Images may arrive as uint8 (files read on demand stay uint8 until the device, a quarter of the bytes
+to decode, pin and copy); :func:`to_device` moves a batch and turns every uint8 input into float32 in
+[0, 1] there. In-memory data sets hand out float32 images directly (their fast path).
 """
 
 from __future__ import annotations
@@ -25,19 +30,42 @@ class Batch:
     factors: dict[str, Tensor] = field(default_factory=dict)
     lengths: dict[str, Tensor] = field(default_factory=dict)
     index: Tensor | None = None
+    skipped: int = 0
 
     def __len__(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
 
-    def to(self, device: torch.device | str) -> "Batch":
-        move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
-        return Batch(
-            inputs=move(self.inputs),
-            labels=None if self.labels is None else self.labels.to(device),
-            factors=move(self.factors),
-            lengths=move(self.lengths),
-            index=None if self.index is None else self.index.to(device),
-        )
+    def _map(self, fn) -> "Batch":
+        each = lambda d: {k: fn(v) for k, v in d.items()}  # noqa: E731
+        return Batch(inputs=each(self.inputs), labels=None if self.labels is None else fn(self.labels),
+                     factors=each(self.factors), lengths=each(self.lengths),
+                     index=None if self.index is None else fn(self.index), skipped=self.skipped)
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> "Batch":
+        """Every tensor moved to ``device`` (dtypes unchanged)."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "Batch":
+        """Every tensor in page-locked memory (``DataLoader(pin_memory=True)`` calls this in its pinning thread)."""
+        return self._map(lambda t: t.pin_memory())
+
+
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """``batch`` on ``device`` with uint8 inputs turned into float32 in [0, 1] there (images are decoded
+    to uint8 by loader workers and cross to the device at a quarter of the float size).
+
+    Generative factors stay on the host: they describe items (a synthetic world re-renders views from
+    them on the CPU), the model never reads them.
+
+    Example:
+        >>> b = to_device(Batch({"image": torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)}), "cpu")
+        >>> b.inputs["image"].dtype, float(b.inputs["image"].max())
+        (torch.float32, 1.0)
+    """
+    moved = batch.to(device, non_blocking=True)
+    moved.factors = batch.factors
+    moved.inputs = {k: v.float().div_(255.0) if v.dtype == torch.uint8 else v for k, v in moved.inputs.items()}
+    return moved
 
 
 from typing import Protocol, runtime_checkable  # noqa: E402
@@ -45,11 +73,11 @@ from typing import Protocol, runtime_checkable  # noqa: E402
 
 @runtime_checkable
 class Dataset(Protocol):
-    """An indexable set of items, all in memory (these data sets are small), fetched in batches.
+    """An indexable set of items, fetched in batches: held in memory, or read from files on demand.
 
     ``modalities`` maps each modality name to the per-item shape (``{"image": (3, 32, 32)}``);
     ``num_classes`` is ``None`` when there are no labels; ``factor_names`` is empty except for
-    synthetic data with generative factors.
+    synthetic data with generative factors. ``get`` may return uint8 images (see :func:`to_device`).
     """
 
     name: str

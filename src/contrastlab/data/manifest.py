@@ -7,27 +7,46 @@ with the fields
 * ``caption`` — caption text, and/or ``audio`` — path of a 16-bit PCM WAV file;
 * ``label`` — optional class name; ``split`` — optional ``train`` / ``test`` per line.
 
-Captions become token ids over a vocabulary of every word in the manifest (``"text"``, int64 (T,));
-audio becomes a log-mel spectrogram (``"audio"``, float32 (40, T), trimmed and resampled to 16 kHz,
-padded with the silence floor). Valid lengths are in ``Batch.lengths``. Without a ``split`` column
-a fixed split puts ``test_fraction`` of the lines in the test split.
+The manifest's lines are read when the data set is built, images and audio when a batch asks for them
+(by loader workers, :mod:`contrastlab.data.lazy`):
+
+* captions become token ids over a vocabulary of every word in the manifest, at load (the vocabulary
+  needs them all): ``"text"``, int64 (T,), T the longest caption;
+* images are decoded per item to uint8 (C, H, W) (``channels``, ``size``; without ``size`` every image
+  must have the size of the split's first readable image);
+* audio becomes a log-mel spectrogram per item (``"audio"``, float32 (40, T), trimmed of silence and
+  resampled to 16 kHz). T is fixed at load without decoding any audio: the frame count of the
+  split's longest WAV file, read from the files' headers (a few bytes each), capped at
+  ``max_seconds``. Trimming only shortens, so a spectrogram is padded on the right with the silence
+  floor; one longer than ``max_seconds`` is cropped to its first T frames.
+
+Valid lengths of text and audio are in ``Batch.lengths``. Without a ``split`` column a fixed split puts
+``test_fraction`` of the lines in the test split.
+
+With ``on_error="fail"`` (the default) every line is checked at load, whatever the split: each named
+file must exist and each WAV header must parse, so a broken manifest fails before training, naming
+the line. With ``on_error="skip"`` those lines stay and are replaced, when a batch asks for them, by
+the next readable item (and counted in ``Batch.skipped``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from contrastlab.data._images import check_image_options, read_images
+from contrastlab.data._images import check_image_options, decode_image
 from contrastlab.data._split import check_fraction, check_split, split_indices
 from contrastlab.data.audio import MelConfig, log_mel, parse_wav, resample, trim_silence
 from contrastlab.data.captions import Vocabulary
-from contrastlab.data.speech import pad_spectrograms
-from contrastlab.data.tensor_dataset import TensorDataset
+from contrastlab.data.lazy import OnDemand, check_on_error
 from contrastlab.errors import UserError
 
 FIELDS = ("image", "caption", "audio", "label", "split")
@@ -83,9 +102,145 @@ def read_audio(path: Path, config: MelConfig, where: str) -> np.ndarray:
     return log_mel(x, config)
 
 
+def wav_length(path: Path) -> tuple[int, int]:
+    """The number of samples per channel and the sample rate of a 16-bit PCM WAV file, from its header
+    alone (the chunks before the samples; a placeholder data size is bounded by the file's size, as
+    :func:`~contrastlab.data.audio.parse_wav` does).
+
+    Raises:
+        ValueError: When the file is not a RIFF/WAVE file with 16-bit PCM samples.
+    """
+    with path.open("rb") as f:
+        total = os.fstat(f.fileno()).st_size
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            raise ValueError("not a RIFF/WAVE file")
+        pos, channels, rate = 12, None, None
+        while pos + 8 <= total:
+            f.seek(pos)
+            tag, size = f.read(4), struct.unpack("<I", f.read(4))[0]
+            body = pos + 8
+            if tag == b"fmt ":
+                fmt = f.read(16)
+                if len(fmt) < 16:
+                    raise ValueError("WAV fmt chunk is truncated")
+                kind, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt)
+                if kind != 1 or bits != 16:
+                    raise ValueError(f"only 16-bit PCM WAV is supported, got format {kind} with {bits} bits")
+            elif tag == b"data":
+                if channels is None:
+                    raise ValueError("WAV data chunk before its fmt chunk")
+                return min(size, total - body) // (2 * max(channels, 1)), int(rate)
+            pos = body + size + (size & 1)
+    raise ValueError("WAV file has no data chunk")
+
+
+def frame_count(samples: int, rate: int, config: MelConfig) -> int:
+    """The frames of :func:`~contrastlab.data.audio.log_mel` for ``samples`` at ``rate`` Hz, resampled to
+    ``config.sample_rate`` (polyphase resampling gives :math:`\\lceil L\\, r'/r \\rceil` samples)."""
+    n = samples if rate == config.sample_rate else -(-samples * config.sample_rate // rate)
+    return 1 + (max(n, config.win_length) - config.win_length) // config.hop_length
+
+
+@dataclass
+class TokenRows:
+    """Texts as token ids, held one after another (int32) so that they pickle as two flat arrays.
+
+    Example:
+        >>> rows = TokenRows.encode(Vocabulary(["a", "dot"]), ["a dot", "dot"])
+        >>> ids, n = rows.row(1)
+        >>> ids.tolist(), n, rows.width
+        ([3, 0], 1, 2)
+    """
+
+    vocabulary: Vocabulary
+    tokens: np.ndarray  #: int32 (total tokens,)
+    offsets: np.ndarray  #: int64 (N + 1,): text i is tokens[offsets[i]:offsets[i + 1]]
+    width: int  #: T, the padded length
+
+    @classmethod
+    def encode(cls, vocabulary: Vocabulary, texts: Sequence[str], *, chunk: int = 8192) -> "TokenRows":
+        """Every text encoded; ``width`` is the longest."""
+        flat, lengths = [np.zeros(0, dtype=np.int32)], [np.zeros(0, dtype=np.int64)]
+        for start in range(0, len(texts), chunk):
+            ids, n = vocabulary.encode(texts[start:start + chunk])
+            flat.append(ids[torch.arange(ids.shape[1]) < n[:, None]].numpy().astype(np.int32))
+            lengths.append(n.numpy())
+        counts = np.concatenate(lengths)
+        return cls(vocabulary, np.concatenate(flat), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                   int(counts.max(initial=0)))
+
+    def select(self, keep: np.ndarray) -> "TokenRows":
+        """The texts at the sorted indices ``keep``, padded to the same ``width``."""
+        counts = np.diff(self.offsets)
+        chosen = np.zeros(len(counts), dtype=bool)
+        chosen[keep] = True
+        return TokenRows(self.vocabulary, self.tokens[np.repeat(chosen, counts)],
+                         np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64), self.width)
+
+    def row(self, i: int) -> tuple[np.ndarray, int]:
+        """Text ``i``'s ids right-padded with 0, int64 (width,), and its length."""
+        row = self.tokens[self.offsets[i]:self.offsets[i + 1]]
+        ids = np.zeros(self.width, dtype=np.int64)
+        ids[:len(row)] = row
+        return ids, len(row)
+
+
+class Manifest(OnDemand):
+    r"""The lines of one split of a manifest, their images and audio read on demand (see the module
+    docstring and :func:`load_manifest`).
+
+    Holds, per item, the file paths, the line number, the label and the caption's token ids
+    (:class:`TokenRows`, with the ``vocabulary``); nothing decoded.
+    """
+
+    def __init__(self, name: str, manifest: str, lines: np.ndarray, images: list[str], *,
+                 channels: int, size: tuple[int, int] | None, on_error: str,
+                 labels: np.ndarray | None = None, classes: tuple[str, ...] = (),
+                 text: TokenRows | None = None,
+                 audio: tuple[list[str], int] | None = None) -> None:
+        super().__init__(on_error=on_error)
+        self.name, self.manifest, self.lines, self.images = name, manifest, lines, images
+        self.channels, self.size = channels, size
+        self.labels, self.classes = labels, classes if labels is not None else ()
+        self.mel = MelConfig()
+        self.modalities = {"image": (channels, *(size or self.first_image_size(self._image, f"manifest '{manifest}'")))}
+        self.text, self.vocabulary = text, None if text is None else text.vocabulary
+        if text is not None:
+            self.modalities["text"] = (text.width,)
+        self.audio = None
+        if audio is not None:
+            self.audio, frames = audio
+            self.modalities["audio"] = (self.mel.n_mels, frames)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def describe(self, i: int) -> str:
+        return f"{Path(self.manifest).name} line {int(self.lines[i])}"
+
+    def _image(self, i: int) -> np.ndarray:
+        return decode_image(Path(self.images[i]), channels=self.channels, size=self.size, where=self.describe(i))
+
+    def read(self, i: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        inputs, lengths = {"image": self._image(i)}, {}
+        if self.text is not None:
+            inputs["text"], lengths["text"] = self.text.row(i)
+        if self.audio is not None:
+            spec = read_audio(Path(self.audio[i]), self.mel, self.describe(i))
+            n_mels, frames = self.modalities["audio"]
+            kept = min(spec.shape[1], frames)
+            padded = np.full((n_mels, frames), self.mel.floor, dtype=np.float32)
+            padded[:, :kept] = spec[:, :kept]
+            inputs["audio"], lengths["audio"] = padded, kept
+        return inputs, lengths
+
+
 def load_manifest(*, path: str, split: str = "train", seed: int = 0, channels: int = 3,
-                  size: int | tuple[int, int] | None = None, test_fraction: float = 0.2) -> TensorDataset:
-    r"""Image-caption or image-audio pairs from a CSV or JSONL manifest (see the module docstring).
+                  size: int | tuple[int, int] | None = None, test_fraction: float = 0.2,
+                  max_seconds: float | None = 10.0, on_error: str = "fail") -> Manifest:
+    r"""Image-caption or image-audio pairs from a CSV or JSONL manifest, read on demand (see the module
+    docstring).
 
     Args:
         path: The manifest file (``.csv`` or ``.jsonl``).
@@ -94,10 +249,14 @@ def load_manifest(*, path: str, split: str = "train", seed: int = 0, channels: i
         channels: 3 (RGB) or 1 (grey).
         size: Resize every image (int or (height, width)); by default all must share one size.
         test_fraction: Fraction of lines in the test split when there is no ``split`` column.
+        max_seconds: The longest audio kept (longer spectrograms are cropped); ``None``: no limit.
+        on_error: An unreadable line stops the run at load or when read (``"fail"``), or is replaced by the
+            next readable one and counted (``"skip"``).
 
     Returns:
-        A data set with ``"image"`` (C, H, W) and ``"text"`` (T,) and/or ``"audio"`` (40, T); labels
-        when a ``label`` column exists.
+        A data set with ``"image"`` uint8 (C, H, W) and ``"text"`` int64 (T,) and/or ``"audio"`` float32
+        (40, T); labels when a ``label`` column exists (classes: the sorted label names); its
+        ``vocabulary`` when there are captions.
 
     Raises:
         ValueError: For a bad option value.
@@ -110,12 +269,16 @@ def load_manifest(*, path: str, split: str = "train", seed: int = 0, channels: i
         ...     matplotlib.image.imsave(d / f"{i}.png", np.zeros((4, 4, 3)))
         >>> _ = (d / "m.csv").write_text("image,caption\n" + "".join(f"{i}.png,a red dot\n" for i in range(5)))
         >>> ds = load_manifest(path=str(d / "m.csv"))
-        >>> len(ds), ds.modalities
-        (4, {'image': (3, 4, 4), 'text': (3,)})
+        >>> len(ds), ds.modalities, ds.get(torch.tensor([0])).inputs["image"].dtype
+        (4, {'image': (3, 4, 4), 'text': (3,)}, torch.uint8)
     """
     check_split(split)
     channels, hw = check_image_options(channels, size)
     check_fraction(test_fraction)
+    check_on_error(on_error)
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
+                                    or not 0.0 < max_seconds < float("inf")):
+        raise ValueError(f"max_seconds must be a positive number of seconds or None, got {max_seconds!r}")
     file = Path(path).expanduser()
     rows = read_manifest(file)
     folder = file.parent
@@ -145,25 +308,36 @@ def load_manifest(*, path: str, split: str = "train", seed: int = 0, channels: i
         p = Path(value).expanduser()
         return p if p.is_absolute() else folder / p
 
-    for (_, row), w in zip(rows, where):  # every line, whatever the split: a broken manifest fails early
-        for field, kind in (("image", "image"), ("audio", "audio")):
-            if field in columns and not resolve(row[field]).is_file():
-                raise UserError(f"{w}: {kind} file '{resolve(row[field])}' not found")
+    images = [resolve(r["image"]) for _, r in rows]
+    sounds = [resolve(r["audio"]) for _, r in rows] if "audio" in columns else None
+    if on_error == "fail":  # every line, whatever the split: a broken manifest fails early
+        for i, w in enumerate(where):
+            for kind, paths in (("image", images), ("audio", sounds)):
+                if paths is not None and not paths[i].is_file():
+                    raise UserError(f"{w}: {kind} file '{paths[i]}' not found")
 
-    inputs = {"image": read_images([resolve(rows[i][1]["image"]) for i in keep], channels=channels, size=hw,
-                                   where=[where[i] for i in keep])}
-    lengths = {}
+    text = audio = None
     if "caption" in columns:
-        vocab = Vocabulary.from_texts(r["caption"] for _, r in rows)
-        longest = max(len(vocab.encode([r["caption"]])[0][0]) for _, r in rows)
-        inputs["text"], lengths["text"] = vocab.encode([rows[i][1]["caption"] for i in keep], length=longest)
-    if "audio" in columns:
-        config = MelConfig()
-        specs = [read_audio(resolve(rows[i][1]["audio"]), config, where[i]) for i in keep]
-        inputs["audio"], lengths["audio"] = pad_spectrograms(specs, floor=config.floor)
-    dataset = TensorDataset(f"manifest:{file.stem}", inputs,
-                            None if labels is None else torch.from_numpy(labels[keep].astype(np.int64)),
-                            lengths=lengths, classes=None if classes is None else tuple(str(c) for c in classes))
-    if "caption" in columns:
-        dataset.vocabulary = vocab
-    return dataset
+        captions = [r["caption"] for _, r in rows]
+        text = TokenRows.encode(Vocabulary.from_texts(captions), captions).select(keep)
+    if sounds is not None:
+        config, longest, in_split = MelConfig(), 1, set(keep.tolist())
+        for i, w in enumerate(where):  # headers only: cheap, and a broken file fails at load
+            try:
+                samples, rate = wav_length(sounds[i])
+            except (OSError, ValueError) as err:
+                if on_error == "fail":
+                    raise UserError(f"{w}: cannot read audio '{sounds[i]}': {err}") from None
+                continue
+            if samples == 0 and on_error == "fail":
+                raise UserError(f"{w}: audio file '{sounds[i]}' holds no samples")
+            if i in in_split and samples > 0:
+                longest = max(longest, frame_count(samples, rate, config))
+        if max_seconds is not None:
+            longest = min(longest, frame_count(int(round(max_seconds * config.sample_rate)), config.sample_rate,
+                                               config))
+        audio = ([str(sounds[i]) for i in keep], longest)
+    return Manifest(f"manifest:{file.stem}", str(file), np.asarray([rows[i][0] for i in keep], dtype=np.int64),
+                    [str(images[i]) for i in keep], channels=channels, size=hw, on_error=on_error,
+                    labels=None if labels is None else labels[keep].astype(np.int64),
+                    classes=() if classes is None else tuple(str(c) for c in classes), text=text, audio=audio)

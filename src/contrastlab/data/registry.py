@@ -14,7 +14,10 @@ from contrastlab.errors import check_flags, did_you_mean
 from contrastlab.data.bundled import load_digits, load_mnist, load_mnist1d
 from contrastlab.data.manifest import load_manifest
 from contrastlab.data.shapes import ShapesDataset
-from contrastlab.data.user import load_image_folder, load_npz
+from contrastlab.data.shards import load_shards
+from contrastlab.data.arrays import load_npz
+from contrastlab.data.hf import load_hf
+from contrastlab.data.user import load_image_folder
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "shapes": ShapesDataset,
@@ -24,6 +27,8 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "image_folder": load_image_folder,
     "npz": load_npz,
     "manifest": load_manifest,
+    "hf": load_hf,
+    "shards": load_shards,
 }
 
 

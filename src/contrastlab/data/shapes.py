@@ -272,7 +272,7 @@ class ShapesDataset:
         inputs["image"] = self.render(factors)
         if self.with_captions or self.with_speech:
             if batch.index is not None:
-                nuisance = {k: v[batch.index] for k, v in self.nuisance.items()}
+                nuisance = {k: v[batch.index.cpu()] for k, v in self.nuisance.items()}  # the index may be on a GPU
             else:  # items made by hand: the first phrasing and voice, middle speed and pitch
                 nuisance = {k: torch.full((n,), d, dtype=torch.int64) for k, d in
                             (("phrasing", 0), ("voice", 0), ("speed", 160), ("pitch", 50))}

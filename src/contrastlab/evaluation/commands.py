@@ -18,12 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", choices=("head", "backbone", "both"), default="both",
                    help="features after the projection head, from the backbone, or both (default: both)")
     p.add_argument("--max-items", type=int, default=None, metavar="N",
-                   help="evaluate at most N items per split (a seeded random subset)")
+                   help="evaluate at most N items per split (a seeded random subset; of a stream, its first N)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets, views and resampling (default: 0)")
     p.add_argument("--invariance-items", type=int, default=1000, metavar="N",
                    help="test items for the invariance report (default: 1000; each factor re-renders them)")
     p.add_argument("--no-baselines", action="store_true", help="skip the raw-input and random-encoder baselines")
     p.add_argument("--no-figures", action="store_true", help="write metrics.json only")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="loader worker processes reading the items (default: the run's data.num_workers, else "
+                        "none for in-memory data and up to 4 for files read on demand)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch and faiss (default: torch's default); 1 is fastest on a busy machine")
     add_plugin_option(p)
@@ -39,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from contrastlab.data.loading import MAX_WORKERS
     from contrastlab.evaluation.pipeline import STAGES, EvalOptions, evaluate_run_dir
 
     run_dir = Path(args.run_dir)
@@ -48,11 +53,14 @@ def _eval(args: argparse.Namespace) -> int:
         raise UserError(f"--max-items must be at least 2, got {args.max_items}")
     if not 0 <= args.seed < 2**31:
         raise UserError(f"--seed must be in [0, 2**31), got {args.seed}")
+    if args.workers is not None and not 0 <= args.workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be in [0, {MAX_WORKERS}], got {args.workers}")
     if args.threads is not None:
         _set_threads(args.threads)
     options = EvalOptions(stages=STAGES if args.stage == "both" else (args.stage,), max_items=args.max_items,
                           seed=args.seed, baselines=not args.no_baselines, figures=not args.no_figures,
-                          invariance_items=args.invariance_items)
+                          invariance_items=args.invariance_items, num_workers=args.workers,
+                          progress=not args.no_progress)
     metrics = evaluate_run_dir(run_dir, options=options)
     print(_summary(metrics))
     print(f"wrote {run_dir / 'eval' / 'metrics.json'} and {len(metrics['figures'])} figure(s) "
@@ -88,10 +96,16 @@ def _summary(metrics: dict) -> str:
         geo = enc.get("geometry", {})
         if "alignment" in geo:
             parts.append(f"align {geo['alignment']:.3f}  uniform {geo['uniformity']:.3f}")
+        if "effective_rank" in geo:
+            parts.append(f"rank {geo['effective_rank']:.1f}")
         inv = enc.get("invariance", {})
         if inv:
             parts.append("  ".join(f"{f}:{r['label'][:4]}" for f, r in inv.items()))
         lines.append("  ".join(parts))
+    reasons: dict[str, list[str]] = {}
+    for measure, reason in metrics.get("skipped", {}).items():
+        reasons.setdefault(reason, []).append(measure)
+    lines += [f"skipped {', '.join(measures)}: {reason}" for reason, measures in reasons.items()]
     return "\n".join(lines)
 
 

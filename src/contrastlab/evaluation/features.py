@@ -9,14 +9,19 @@ features are their concatenation.
 from __future__ import annotations
 
 import copy
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from contrastlab.data.base import Batch, Dataset
+from contrastlab.data.base import Batch, Dataset, to_device
+from contrastlab.data.loading import LoaderOptions, ordered_batches
 from contrastlab.views.base import ViewGenerator
 
 
@@ -201,14 +206,51 @@ def raw_featurizer(batch: Batch) -> dict[str, Tensor]:
 
 @dataclass
 class Collected:
-    """Everything one pass over a split gathers."""
+    """Everything one pass over a split gathers.
+
+    Features and labels cover every item read; images only a seeded random sample of them (``image_rows``),
+    kept as the source gave them (uint8 for files read on demand): a split's images are never all held.
+    """
 
     #: Featurizer name -> tower name -> (N, D) features.
     features: dict[str, dict[str, Tensor]]
     #: (N,) class labels, or ``None``.
     labels: Tensor | None
-    #: (N, C, H, W) images for figures, or ``None`` when the items have no image.
+    #: (M, C, H, W) images of the rows ``image_rows`` (M ≤ the ``keep_images`` of :func:`collect`), or ``None``
+    #: when the items have no image or none were kept.
     images: Tensor | None
+    #: (M,) sorted rows of ``features`` that ``images`` show (the figure sample), or ``None`` for none kept.
+    image_rows: Tensor | None = None
+
+    def __len__(self) -> int:
+        """The number of items read (rows of the features)."""
+        for towers in self.features.values():
+            for f in towers.values():
+                return int(f.shape[0])
+        return 0 if self.labels is None else int(self.labels.shape[0])
+
+    def figure_sample(self) -> "Collected":
+        """The rows of the figure sample only, images as floats in [0, 1]: what the figures draw.
+
+        Features, labels and images then index the same M items (a neighbour grid looks up an item's
+        image by its row). Without a sample (``image_rows is None``) this is the collection itself.
+
+        Example:
+            >>> c = Collected({"raw": {"raw": torch.arange(4.0)[:, None]}}, None,
+            ...               torch.full((2, 1, 2, 2), 255, dtype=torch.uint8), image_rows=torch.tensor([1, 3]))
+            >>> s = c.figure_sample()
+            >>> s.features["raw"]["raw"].flatten().tolist(), float(s.images.max()), len(s)
+            ([1.0, 3.0], 1.0, 2)
+        """
+        if self.image_rows is None:
+            return self
+        rows = self.image_rows
+        images = self.images
+        if images is not None:
+            images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        return Collected(features={n: {t: f[rows] for t, f in towers.items()} for n, towers in self.features.items()},
+                         labels=None if self.labels is None else self.labels[rows], images=images,
+                         image_rows=torch.arange(len(rows)))
 
 
 def image_input(batch: Batch) -> Tensor | None:
@@ -218,27 +260,100 @@ def image_input(batch: Batch) -> Tensor | None:
         batch: N items.
 
     Returns:
-        The first floating (N, C, H, W) input with C in {1, 3}, or ``None``.
+        The first (N, C, H, W) input with C in {1, 3}, floating or uint8, or ``None``.
+
+    Example:
+        >>> image_input(Batch({"signal": torch.zeros(2, 8), "image": torch.zeros(2, 3, 4, 4, dtype=torch.uint8)})).shape
+        torch.Size([2, 3, 4, 4])
     """
     for x in batch.inputs.values():
-        if x.ndim == 4 and x.shape[1] in (1, 3) and x.is_floating_point():
+        if x.ndim == 4 and x.shape[1] in (1, 3) and (x.is_floating_point() or x.dtype == torch.uint8):
             return x
     return None
 
 
-def collect(dataset: Dataset, indices: Tensor, featurizers: Mapping[str, Featurizer], *,
-            batch_size: int = 256, keep_images: bool = False) -> Collected:
-    """One pass over the items ``indices`` (N,) of ``dataset``: every featurizer's features, labels, images.
+def _row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
+    """Pseudo-random uint64 keys of rows: splitmix64 (Steele et al. 2014) of the seed and the row, so a row's
+    key does not depend on how the pass was cut into batches."""
+    z = (rows.astype(np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15) \
+        + np.full(rows.shape, seed & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)  # the (row + 1)-th state
+    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        z = (z ^ (z >> np.uint64(shift))) * np.uint64(factor)
+    return z ^ (z >> np.uint64(31))
+
+
+class _Sample:
+    """A seeded uniform random sample of at most ``size`` rows of a pass read batch by batch: the rows with the
+    smallest keys (:func:`_row_keys`), each with its image copied out of its batch (so the batch can be freed)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.seen = size, seed, 0
+        self.rows = np.empty(0, dtype=np.int64)
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.images: dict[int, Tensor | None] = {}
+
+    def add(self, images: Tensor | None, n: int) -> None:
+        rows = np.arange(self.seen, self.seen + n, dtype=np.int64)
+        all_rows = np.concatenate([self.rows, rows])
+        all_keys = np.concatenate([self.keys, _row_keys(rows, self.seed)])
+        keep = np.argsort(all_keys, kind="stable")[:self.size]
+        self.rows, self.keys = all_rows[keep], all_keys[keep]
+        kept = {}
+        for row in self.rows.tolist():
+            if row >= self.seen:  # a view would keep the whole batch alive
+                kept[row] = None if images is None else images[row - self.seen].clone()
+            else:
+                kept[row] = self.images[row]
+        self.images = kept
+        self.seen += n
+
+    def result(self) -> tuple[Tensor, Tensor | None]:
+        rows = sorted(self.rows.tolist())
+        chosen = [self.images[r] for r in rows]
+        stacked = torch.stack(chosen) if chosen and all(x is not None for x in chosen) else None
+        return torch.tensor(rows, dtype=torch.int64), stacked
+
+
+def _bar(total: int | None, desc: str, enabled: bool):
+    """A tqdm bar on stderr over items (only on a terminal; none when ``enabled`` is false or under
+    ``CONTRASTLAB_NO_PROGRESS``)."""
+    from tqdm.auto import tqdm
+
+    off = True if not enabled or os.environ.get("CONTRASTLAB_NO_PROGRESS") else None  # None: on a terminal only
+    return tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, mininterval=0.5, file=sys.stderr,
+                disable=off)
+
+
+def collect(dataset: Dataset, indices: Tensor | None, featurizers: Mapping[str, Featurizer], *,
+            batch_size: int = 256, keep_images: int = 0, seed: int = 0, loader: LoaderOptions = LoaderOptions(),
+            limit: int | None = None, device: torch.device | str = "cpu", progress: bool = False,
+            desc: str = "features") -> Collected:
+    """One pass over the items ``indices`` (N,) of ``dataset``: every featurizer's features, labels, a few images.
+
+    Batches are read in order through :func:`~contrastlab.data.loading.ordered_batches` (loader workers
+    for sources read on demand, none for in-memory data by default) and turned into floats on ``device``
+    by :func:`~contrastlab.data.base.to_device` before any featurizer sees them. A stream is read in
+    shard order: its first ``limit`` items (all when ``None``), with ``indices=None``.
 
     Args:
-        dataset: the data set (``get(index) -> Batch``).
-        indices: (N,) int64 item indices.
+        dataset: the data set (``get(index) -> Batch``), or a stream (``streaming = True``).
+        indices: (N,) int64 item indices, or ``None`` for every item (a stream: must be ``None``).
         featurizers: name -> featurizer.
         batch_size: items per batch.
-        keep_images: keep the image input (for neighbour grids).
+        keep_images: keep the images of a seeded random sample of at most this many items (for figures;
+            0 keeps none), as the source gives them (uint8 for files).
+        seed: seeds that sample.
+        loader: the loader's workers and prefetching.
+        limit: read at most this many items of a stream.
+        device: where the featurizers run.
+        progress: show a progress bar over the items on stderr (only on a terminal).
+        desc: the bar's label.
 
     Returns:
         A :class:`Collected`.
+
+    Raises:
+        ValueError: for a negative or boolean ``keep_images``, or ``indices`` given for a stream.
 
     Example:
         >>> import torch
@@ -248,22 +363,36 @@ def collect(dataset: Dataset, indices: Tensor, featurizers: Mapping[str, Featuri
         >>> got.features["raw"]["raw"].flatten().tolist(), got.labels.tolist()
         ([0.0, 1.0, 2.0, 3.0, 4.0], [0, 1, 0, 1, 0])
     """
+    if isinstance(keep_images, bool) or not isinstance(keep_images, int) or keep_images < 0:
+        raise ValueError(f"keep_images must be a number of items >= 0, got {keep_images!r}")
+    if indices is not None:
+        total = len(indices)
+    elif hasattr(dataset, "__len__"):
+        total = len(dataset) if limit is None else min(limit, len(dataset))
+    else:
+        total = limit
     features: dict[str, dict[str, list[Tensor]]] = {name: {} for name in featurizers}
-    labels, images = [], []
-    for start in range(0, len(indices), batch_size):
-        batch = dataset.get(indices[start:start + batch_size])
-        for name, featurize in featurizers.items():
-            for tower, f in featurize(batch).items():
-                features[name].setdefault(tower, []).append(f.detach().float().cpu())
-        labels.append(batch.labels)
-        if keep_images:
-            images.append(image_input(batch))
-    have_labels = getattr(dataset, "num_classes", None) is not None and all(y is not None for y in labels)
-    have_images = keep_images and bool(images) and all(x is not None for x in images)
+    labels = []
+    sample = _Sample(keep_images, seed) if keep_images else None
+    with closing(ordered_batches(dataset, indices, batch_size=batch_size, options=loader, limit=limit)) as batches, \
+            _bar(total, desc, progress) as bar:
+        for raw in batches:
+            batch = to_device(raw, device)
+            for name, featurize in featurizers.items():
+                for tower, f in featurize(batch).items():
+                    features[name].setdefault(tower, []).append(f.detach().float().cpu())
+            labels.append(batch.labels)
+            if sample is not None:
+                sample.add(image_input(raw), len(raw))
+            bar.update(len(raw))
+    have_labels = getattr(dataset, "num_classes", None) is not None and bool(labels) \
+        and all(y is not None for y in labels)
+    rows, images = sample.result() if sample is not None and sample.seen else (None, None)
     return Collected(
         features={n: {t: torch.cat(parts) for t, parts in towers.items()} for n, towers in features.items()},
-        labels=torch.cat(labels) if have_labels and labels else None,
-        images=torch.cat(images).float() if have_images else None,
+        labels=torch.cat(labels).cpu() if have_labels else None,
+        images=images,
+        image_rows=rows,
     )
 
 

@@ -11,6 +11,10 @@ freshly initialised weights. For each of these *encoders* it reports
 * information: the InfoNCE mutual-information bound (head), canonical correlations between towers;
 * retrieval between towers (image → caption, L → ab, …): recall@1/5/10 and median rank;
 * the invariance report for data sets with generative factors (the Shapes world).
+
+Sources read on demand are read through loader workers and streams in shard order (a stream's subset is
+its first ``max_items`` items); images reach the featurizers as floats (:func:`~contrastlab.data.base.to_device`).
+Measures that need labels are skipped on unlabelled data, each named with its reason under ``skipped``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from contrastlab.data.base import Batch, Dataset
+from contrastlab.data.base import Batch, Dataset, to_device
+from contrastlab.data.loading import MAX_WORKERS, LoaderOptions, is_stream, ordered_batches
 from contrastlab.evaluation.clustering import cluster_scores
 from contrastlab.evaluation.features import (
     Collected, Encoder, Featurizer, collect, concat_towers, encode_pairs, random_init_copy, raw_featurizer,
@@ -63,7 +68,8 @@ class EvalOptions:
 
     Attributes:
         stages: the model's stages to read features from (``"head"``, ``"backbone"``).
-        max_items: at most this many items per split (a seeded random subset); ``None`` for all.
+        max_items: at most this many items per split (a seeded random subset; of a stream, its first
+            ``max_items`` items in shard order); ``None`` for all.
         seed: seeds the subsets, the training views of the positive pairs and the resampling.
         baselines: also evaluate raw inputs and a randomly initialised copy of the model.
         figures: write figures (see :mod:`contrastlab.evaluation.run_figures`).
@@ -73,6 +79,11 @@ class EvalOptions:
         pair_items: test items whose positive pairs give alignment, uniformity and the MI bound.
         analysis_items: test items used by clustering, retrieval and CCA (cost grows with N²).
         batch_size: items per forward pass.
+        figure_items: the figures (neighbour grids, hypersphere, t-SNE) draw a seeded random sample of at
+            most this many items of each split; only their images are kept.
+        num_workers: loader workers reading the items; ``None``: the run's ``data.num_workers``, else the
+            data set's default (none for in-memory data).
+        progress: show a progress bar over the feature extraction on stderr (only on a terminal).
     """
 
     stages: tuple[str, ...] = STAGES
@@ -85,16 +96,22 @@ class EvalOptions:
     pair_items: int = 2000
     analysis_items: int = 5000
     batch_size: int = 256
+    figure_items: int = 1000
+    num_workers: int | None = None
+    progress: bool = False
 
     def __post_init__(self):
         if not self.stages or any(s not in STAGES for s in self.stages):
             raise ValueError(f"stages must be a non-empty subset of {STAGES}; got {self.stages!r}")
-        for name in ("invariance_items", "pair_items", "analysis_items", "batch_size"):
+        for name in ("invariance_items", "pair_items", "analysis_items", "batch_size", "figure_items"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
         if self.max_items is not None and (not isinstance(self.max_items, int) or self.max_items < 2):
             raise ValueError(f"max_items must be an integer >= 2 or None; got {self.max_items!r}")
+        if self.num_workers is not None and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int)
+                                             or not 0 <= self.num_workers <= MAX_WORKERS):
+            raise ValueError(f"num_workers must be in [0, {MAX_WORKERS}] or None; got {self.num_workers!r}")
 
 
 def _subset(n: int, limit: int | None, seed: int) -> Tensor:
@@ -102,6 +119,67 @@ def _subset(n: int, limit: int | None, seed: int) -> Tensor:
     if limit is None or limit >= n:
         return torch.arange(n)
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The items of a split that are evaluated: ``indices`` of a map-style data set, or a stream's first
+    ``limit`` items (all when ``None``) in shard order."""
+
+    indices: Tensor | None
+    limit: int | None = None
+    seed: int = 0
+
+    @classmethod
+    def of(cls, dataset, max_items: int | None, seed: int) -> "_Selection":
+        if is_stream(dataset):
+            return cls(None, max_items, seed)
+        return cls(_subset(len(dataset), max_items, seed), None, seed)
+
+    def describe(self, dataset, count: int) -> str:
+        """How the ``count`` items were chosen, for ``metrics.json``."""
+        if self.indices is None:
+            first = self.limit is not None and count >= self.limit
+            return f"{'first' if first else 'all'} {count} in stream order"
+        n = len(dataset)
+        return f"all {count}" if count == n else f"a random {count} of {n} (seed {self.seed})"
+
+    def first(self, dataset, n: int, loader: LoaderOptions, batch_size: int) -> Batch:
+        """The first ``n`` selected items as one batch, as the source gives them (uint8 images from files)."""
+        if self.indices is not None:
+            parts = ordered_batches(dataset, self.indices[:n], batch_size=batch_size, options=loader)
+        else:
+            limit = n if self.limit is None else min(n, self.limit)
+            parts = ordered_batches(dataset, None, batch_size=batch_size, options=loader, limit=limit)
+        return cat_batches(list(parts))
+
+
+def cat_batches(batches: list[Batch]) -> Batch:
+    """One batch of the items of ``batches``, in order (labels and indices only when every batch has them).
+
+    Args:
+        batches: batches of N_i items with the same inputs, factors and lengths.
+
+    Returns:
+        A :class:`Batch` of sum N_i items.
+
+    Raises:
+        ValueError: for no batches.
+
+    Example:
+        >>> b = cat_batches([Batch({"x": torch.zeros(2, 3)}, labels=torch.tensor([0, 1])),
+        ...                  Batch({"x": torch.ones(1, 3)}, labels=torch.tensor([1]))])
+        >>> b.inputs["x"].shape, b.labels.tolist()
+        (torch.Size([3, 3]), [0, 1, 1])
+    """
+    if not batches:
+        raise ValueError("no batches to concatenate")
+    first = batches[0]
+    join = lambda get, keys: {k: torch.cat([get(b)[k] for b in batches]) for k in keys}  # noqa: E731
+    whole = lambda get: None if any(get(b) is None for b in batches) else torch.cat([get(b) for b in batches])  # noqa: E731
+    return Batch(inputs=join(lambda b: b.inputs, first.inputs), labels=whole(lambda b: b.labels),
+                 factors=join(lambda b: b.factors, first.factors), lengths=join(lambda b: b.lengths, first.lengths),
+                 index=whole(lambda b: b.index), skipped=sum(b.skipped for b in batches))
 
 
 def slice_batch(batch: Batch, rows: slice | Tensor) -> Batch:
@@ -127,7 +205,8 @@ def slice_batch(batch: Batch, rows: slice | Tensor) -> Batch:
 
 def _chunked(featurize: Featurizer, size: int):
     def encode(batch: Batch) -> Tensor:
-        parts = [concat_towers(featurize(slice_batch(batch, slice(s, s + size)))) for s in range(0, len(batch), size)]
+        parts = [concat_towers(featurize(to_device(slice_batch(batch, slice(s, s + size)), "cpu")))
+                 for s in range(0, len(batch), size)]
         return torch.cat(parts)
     return encode
 
@@ -149,6 +228,8 @@ def _classification(train: Tensor, test: Tensor, y_train: Tensor, y_test: Tensor
 
 
 _INFORMATION = ("info_nce", "mi_lower_bound", "mi_k", "temperature")
+#: The measures that compare features with class labels.
+_LABEL_MEASURES = ("linear_probe", "knn", "clustering")
 _MIN_INVARIANCE_ITEMS = 7  # k + 2 with the report's 5 neighbours
 
 
@@ -157,8 +238,8 @@ def _positive_pairs(model: Encoder, views: ViewGenerator, batch: Batch, stage: s
     """Embeddings of every training view of the items (seeded): view name -> (N, D)."""
     generator = torch.Generator().manual_seed(options.seed + 2)
     size = options.batch_size
-    chunks = [encode_pairs(model, views, slice_batch(batch, slice(s, s + size)), generator, stage=stage)
-              for s in range(0, len(batch), size)]
+    chunks = [encode_pairs(model, views, to_device(slice_batch(batch, slice(s, s + size)), "cpu"), generator,
+                           stage=stage) for s in range(0, len(batch), size)]
     return {view: torch.cat([chunk[view] for chunk in chunks]) for view in chunks[0]}
 
 
@@ -204,15 +285,27 @@ def _tower_analysis(towers: dict[str, Tensor], limit: int, *, retrieval: bool) -
     return out
 
 
-def _encoder_metrics(train: Collected, test: Collected, name: str, options: EvalOptions) -> dict[str, Any]:
+def _skipped_measures(train: Collected, test: Collected, dataset, options: EvalOptions) -> dict[str, str]:
+    """The label-based measures that cannot run on these items, each with the reason."""
+    if train.labels is None or test.labels is None:
+        unlabelled = getattr(dataset, "num_classes", None) is None
+        return dict.fromkeys(_LABEL_MEASURES, "the data set has no labels" if unlabelled else "some items have no labels")
+    m = min(options.analysis_items, len(test))
+    if len(torch.unique(test.labels[:m])) < 2:
+        return {"clustering": f"fewer than 2 classes among the {m} test items it uses"}
+    return {}
+
+
+def _encoder_metrics(train: Collected, test: Collected, name: str, options: EvalOptions,
+                     skipped: dict[str, str]) -> dict[str, Any]:
     towers_tr, towers_te = train.features[name], test.features[name]
     x_tr, x_te = concat_towers(towers_tr), concat_towers(towers_te)
     out: dict[str, Any] = {"dim": int(x_te.shape[1]), "towers": {t: int(f.shape[1]) for t, f in towers_te.items()}}
-    if train.labels is not None and test.labels is not None:
+    if "linear_probe" not in skipped:
         out["classification"] = _classification(x_tr, x_te, train.labels, test.labels)
+    if "clustering" not in skipped:
         m = min(options.analysis_items, x_te.shape[0])
-        if len(torch.unique(test.labels[:m])) >= 2:
-            out["clustering"] = cluster_scores(x_te[:m], test.labels[:m], seed=options.seed)
+        out["clustering"] = cluster_scores(x_te[:m], test.labels[:m], seed=options.seed)
     geometry = {"norms": feature_norms(x_te)}
     try:
         geometry["effective_rank"] = effective_rank(x_te)
@@ -243,6 +336,20 @@ def _featurizers(run: LoadedRunLike, options: EvalOptions, example: Batch) -> tu
     return featurizers, kinds, models
 
 
+def _too_few(counts: dict[str, int]) -> None:
+    raise ValueError("need at least 2 items in each split; got "
+                     + ", ".join(f"{n} {split}" for split, n in counts.items()))
+
+
+def _workers(run: LoadedRunLike, options: EvalOptions) -> int | None:
+    """The loader workers: the option, else the run's ``data.num_workers``, else ``None`` (the data set's default)."""
+    if options.num_workers is not None:
+        return options.num_workers
+    data = run.config.get("data") if isinstance(run.config, dict) else None
+    workers = data.get("num_workers") if isinstance(data, dict) else None
+    return workers if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0 else None
+
+
 def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_dir: str | Path | None = None) -> dict:
     """Evaluate a loaded run; write ``metrics.json`` and the figures into ``out_dir`` when given.
 
@@ -252,8 +359,9 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
         out_dir: folder for ``metrics.json`` and the PNG figures; nothing is written when ``None``.
 
     Returns:
-        The metrics as a JSON-ready dict: ``run``, ``items``, ``encoders`` (encoder name →
-        measures), ``figures`` (figure name → file name), ``seconds``.
+        The metrics as a JSON-ready dict: ``run``, ``items`` (split → items evaluated), ``selection``
+        (split → how they were chosen), ``skipped`` (measure → why it did not run, e.g. no labels),
+        ``encoders`` (encoder name → measures), ``figures`` (figure name → file name), ``seconds``.
 
     Raises:
         ValueError: when a split is too small or an option is bad, or ``out_dir`` cannot take the results.
@@ -264,20 +372,32 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
                 raise ValueError(f"cannot write the evaluation: {path} is a {'folder' if path.is_dir() else 'file'}")
     started = time.perf_counter()
     train_ds, test_ds = run.dataset("train"), run.dataset("test")
-    idx_train = _subset(len(train_ds), options.max_items, options.seed)
-    idx_test = _subset(len(test_ds), options.max_items, options.seed + 1)
-    if len(idx_train) < 2 or len(idx_test) < 2:
-        raise ValueError(f"need at least 2 items in each split; got {len(idx_train)} train, {len(idx_test)} test")
-    featurizers, kinds, models = _featurizers(run, options, test_ds.get(idx_test[:2]))
-    train = collect(train_ds, idx_train, featurizers, batch_size=options.batch_size, keep_images=options.figures)
-    test = collect(test_ds, idx_test, featurizers, batch_size=options.batch_size, keep_images=options.figures)
+    loader = LoaderOptions(num_workers=_workers(run, options))
+    selected = {"train": _Selection.of(train_ds, options.max_items, options.seed),
+                "test": _Selection.of(test_ds, options.max_items, options.seed + 1)}
+    known = {split: len(sel.indices) for split, sel in selected.items() if sel.indices is not None}
+    if any(n < 2 for n in known.values()):  # a stream's count is known only once it is read
+        _too_few(known)
+    example = to_device(selected["test"].first(test_ds, 2, LoaderOptions(num_workers=0), options.batch_size), "cpu")
+    featurizers, kinds, models = _featurizers(run, options, example)
+    collected = {}
+    for split, ds in (("train", train_ds), ("test", test_ds)):
+        sel = selected[split]
+        collected[split] = collect(ds, sel.indices, featurizers, batch_size=options.batch_size, loader=loader,
+                                   limit=sel.limit, keep_images=options.figure_items if options.figures else 0,
+                                   seed=options.seed, progress=options.progress, desc=f"{split} features")
+    train, test = collected["train"], collected["test"]
+    counts = {split: len(c) for split, c in collected.items()}
+    if any(n < 2 for n in counts.values()):
+        _too_few(counts)
 
+    skipped = _skipped_measures(train, test, test_ds, options)
     encoders: dict[str, dict[str, Any]] = {}
     for name in featurizers:
         stage = name.removeprefix("random_") if name != "raw" else None
-        encoders[name] = {"kind": kinds[name], "stage": stage, **_encoder_metrics(train, test, name, options)}
+        encoders[name] = {"kind": kinds[name], "stage": stage, **_encoder_metrics(train, test, name, options, skipped)}
 
-    pair_batch = test_ds.get(idx_test[:options.pair_items])
+    pair_batch = selected["test"].first(test_ds, options.pair_items, loader, options.batch_size)
     for name, model in models.items():
         pairs = _positive_pairs(model, run.views, pair_batch, name.removeprefix("random_"), options)
         geometry = _pair_geometry(pairs, view_towers(model, run.views), head=name.endswith("head"),
@@ -286,10 +406,11 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
         encoders[name]["geometry"].update(geometry)
         if information:
             encoders[name]["information"] = information
+    del pair_batch
 
     if (options.invariance and hasattr(test_ds, "resample") and getattr(test_ds, "factor_names", ())
-            and len(idx_test) >= _MIN_INVARIANCE_ITEMS):
-        inv_batch = test_ds.get(idx_test[:options.invariance_items])
+            and counts["test"] >= _MIN_INVARIANCE_ITEMS):
+        inv_batch = selected["test"].first(test_ds, options.invariance_items, loader, options.batch_size)
         for name, featurize in featurizers.items():
             encoders[name]["invariance"] = invariance_report(
                 inv_batch, _chunked(featurize, options.batch_size), test_ds.resample, seed=options.seed)
@@ -297,7 +418,10 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
     metrics = {
         "run": {"run_dir": str(run.run_dir), "objective": run.objective, "dataset": getattr(train_ds, "name", "?"),
                 "step": getattr(run, "step", None), "config": run.config},
-        "items": {"train": int(len(idx_train)), "test": int(len(idx_test))},
+        "items": counts,
+        "selection": {split: selected[split].describe(ds, counts[split])
+                      for split, ds in (("train", train_ds), ("test", test_ds))},
+        "skipped": skipped,
         "encoders": encoders,
         "figures": {},
     }
@@ -307,8 +431,8 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
         if options.figures:
             from contrastlab.evaluation.run_figures import write_figures
 
-            metrics["figures"] = write_figures(run, metrics, train, test, out_dir, stages=options.stages,
-                                               seed=options.seed)
+            metrics["figures"] = write_figures(run, metrics, train.figure_sample(), test.figure_sample(), out_dir,
+                                               stages=options.stages, seed=options.seed)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     if out_dir is not None:
         write_json(metrics, Path(out_dir) / "metrics.json")

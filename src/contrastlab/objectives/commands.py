@@ -1,4 +1,7 @@
-"""``contrastlab objectives``: list every objective with its formula and reference."""
+"""``contrastlab objectives [NAME]``: every objective with its formula, reference and options.
+
+The same listing as ``contrastlab list objectives``; both are :mod:`contrastlab.catalog`.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,9 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("objectives", help="list every objective with its formula and reference")
-    p.set_defaults(func=_list)
+    from contrastlab.catalog import add_listing_arguments, run_listing
 
-
-def _list(args: argparse.Namespace) -> int:
-    from contrastlab.objectives.registry import OBJECTIVES
-
-    width = max((len(n) for n in OBJECTIVES), default=0)
-    for name, spec in sorted(OBJECTIVES.items()):
-        needs = f", {spec.min_modalities}+ modalities" if spec.min_modalities > 1 else ""
-        if spec.reads:  # a method: the step outputs it reads beyond the embeddings
-            needs += ": reads " + ", ".join(sorted(spec.reads - {"embeddings"}))
-        print(f"{name:<{width}}  [{spec.kind}{needs}]  {spec.formula}")
-        print(f"{'':<{width}}  {spec.reference}")
-    return 0
+    p = sub.add_parser("objectives", help="list every objective with its formula, reference and options "
+                                          "(the same as `contrastlab list objectives`)")
+    add_listing_arguments(p)
+    p.set_defaults(func=run_listing, kind="objectives")

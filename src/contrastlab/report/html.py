@@ -109,6 +109,10 @@ def _shape_problem(metrics: object) -> str | None:
     for split, count in metrics.get("items", {}).items():
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             return f"'items.{split}' must be a count of items, got {_short(count)}"
+    for key in ("selection", "skipped"):  # rendered as text: names to notes
+        value = metrics.get(key, {})
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            return f"'{key}' must map names to notes (strings), got {_short(value)}"
     for name, enc in metrics["encoders"].items():
         if not isinstance(enc, Mapping):
             return f"encoder '{name}' must be a mapping of measures, got {_short(enc)}"
@@ -195,6 +199,20 @@ def _unique_names(runs: list[EvaluatedRun]) -> None:
             run.name = f"{base} ({seen[base]})"
 
 
+def _selection(selection: Mapping[str, str]) -> str:
+    """How the evaluated items were chosen, e.g. " (test: first 500 in stream order)"."""
+    return f" ({escape('; '.join(f'{k}: {v}' for k, v in selection.items()))})" if selection else ""
+
+
+def _skipped(skipped: Mapping[str, str]) -> str:
+    """One note per reason measures were skipped: "skipped linear_probe, knn: the data set has no labels"."""
+    reasons: dict[str, list[str]] = {}
+    for measure, reason in skipped.items():
+        reasons.setdefault(reason, []).append(measure)
+    return "".join(f"<br><span class=note>skipped {escape(', '.join(names))}: {escape(reason)}</span>"
+                   for reason, names in reasons.items())
+
+
 def _img(data: bytes, alt: str) -> str:
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
 
@@ -218,9 +236,10 @@ def _scatter(runs: list[EvaluatedRun]) -> str:
     if not names:
         return ""
     fig = alignment_uniformity_scatter(names, align, unif, acc, title="Alignment and uniformity on held-out pairs")
+    colour = ("coloured by linear-probe test accuracy (Wang &amp; Isola, Fig. 7)" if any(a is not None for a in acc)
+              else "drawn grey: without labels there is no probe accuracy to colour them by")
     return ("<h2>Alignment and uniformity</h2><p class=note>Each point is an encoder on held-out positive pairs, "
-            "coloured by linear-probe test accuracy (Wang &amp; Isola, Fig. 7): lower left is aligned and uniform."
-            "</p>" + f'<div class="figrow" style="grid-template-columns: minmax(0, 640px)">'
+            f"{colour}: lower left is aligned and uniform.</p>" + f'<div class="figrow" style="grid-template-columns: minmax(0, 640px)">'
             f'{_figure(png_bytes(fig), "alignment-uniformity scatter", "Alignment against uniformity.")}</div>')
 
 
@@ -273,7 +292,8 @@ def build_report(run_dirs: list[str | Path], *, title: str | None = None, preamb
         body.append(f"<li><b>{escape(run.name)}</b>: objective <code>{escape(str(info.get('objective')))}</code>, "
                     f"data <code>{escape(str(info.get('dataset')))}</code>, "
                     f"{escape(str(items.get('train', '?')))} train / {escape(str(items.get('test', '?')))} test "
-                    f"items evaluated, <code>{escape(str(info.get('run_dir')))}</code></li>")
+                    f"items evaluated{_selection(run.metrics.get('selection', {}))}, "
+                    f"<code>{escape(str(info.get('run_dir')))}</code>{_skipped(run.metrics.get('skipped', {}))}</li>")
     body.append("</ul>")
     body.append("<h2>Metrics</h2><p class=note>Features of the frozen encoder after the head and from the backbone, "
                 "next to two baselines: the raw inputs and the same architecture randomly initialised. "

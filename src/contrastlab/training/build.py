@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from contrastlab.data.base import Dataset
+from contrastlab.data.loading import sample_batch
 from contrastlab.encoders.build import accepts, build_model, with_defaults
 from contrastlab.encoders.model import MultiViewModel, output_space
 from contrastlab.objectives._spec import ObjectiveSpec
@@ -57,10 +58,13 @@ def make_dataset(cfg: TrainConfig, split: str) -> Dataset:
     Raises:
         ValueError: an unknown data set, split or option, prefixed with ``data``.
     """
-    from contrastlab.data.registry import build_dataset
+    from contrastlab.data.registry import build_dataset, dataset_options
 
+    options = dict(cfg.data.options)
     try:
-        return build_dataset(cfg.data.name, split=split, seed=cfg.seed, **cfg.data.options)
+        if "on_error" in dataset_options(cfg.data.name):  # data read from files; in memory nothing is unreadable
+            options.setdefault("on_error", cfg.data.on_error)
+        return build_dataset(cfg.data.name, split=split, seed=cfg.seed, **options)
     except ValueError as err:
         raise ValueError(f"data: {err}") from None
 
@@ -83,7 +87,7 @@ def sample_views(views: ViewGenerator, dataset: Dataset) -> dict[str, torch.Tens
     """The deterministic views of a few items: their shapes and dtypes size the model."""
     if len(dataset) < 1:
         raise ValueError(f"data set {dataset.name!r} is empty")
-    sample = views.eval_views(dataset.get(torch.arange(min(4, len(dataset)))))
+    sample = views.eval_views(sample_batch(dataset, 4))
     missing = [v for v in views.view_names if v not in sample]
     if missing:
         raise ValueError(f"view generator made no {missing} views (it names {list(views.view_names)})")

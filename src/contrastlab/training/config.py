@@ -27,6 +27,13 @@ class DataConfig:
     name: str  #: a data set registry name (e.g. "shapes", "digits")
     options: dict[str, Any] = field(default_factory=dict)
     split: str = "train"  #: the split trained on
+    #: an unreadable item (corrupt, truncated, unsupported file) stops the run ("fail") or is replaced by the
+    #: next readable one and counted ("skip"); passed to data sets that read files
+    on_error: Literal["fail", "skip"] = "fail"
+    #: loader worker processes (null: none for in-memory data, min(4, cores - 1) for data read from files)
+    num_workers: int | None = None
+    prefetch: int = 2  #: batches each worker prepares ahead
+    pin_memory: bool | None = None  #: page-locked batches for fast copies to a GPU (null: when training on CUDA)
 
 
 @dataclass
@@ -174,6 +181,12 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     from contrastlab.objectives.registry import get_objective
 
     _require(cfg.batch_size > 0, "batch_size", "> 0", cfg.batch_size)
+    from contrastlab.data.loading import MAX_WORKERS
+
+    d = cfg.data
+    _require(d.num_workers is None or 0 <= d.num_workers <= MAX_WORKERS, "data.num_workers", f"in [0, {MAX_WORKERS}]",
+             d.num_workers)
+    _require(1 <= d.prefetch <= 64, "data.prefetch", "in [1, 64]", d.prefetch)
     if (cfg.epochs is None) == (cfg.steps is None):
         raise ValueError(f"give exactly one of epochs and steps, got epochs={cfg.epochs!r} and steps={cfg.steps!r}")
     for key in ("epochs", "steps"):

@@ -17,8 +17,11 @@ from contrastlab.training.distributed import all_reduce_mean
 #: The columns of ``metrics.csv``, in order. ``norm`` is the mean L2 norm of the embeddings the objective
 #: saw (1 on the sphere; it grows without bound when an unconstrained loss can fall by scaling up);
 #: ``items_per_s`` counts items (each gives one image per view); ``view_fraction`` is the share of step
-#: time spent fetching items and producing their views.
-COLUMNS = ("step", "epoch", "loss", "lr", "align", "uniform", "norm", "items_per_s", "view_fraction", "elapsed_s")
+#: time spent fetching items and producing their views; ``data_wait`` the mean seconds per step the
+#: training process waited for its batch (loading that the workers did not hide); ``skipped`` the
+#: unreadable items replaced so far (``data.on_error: skip``).
+COLUMNS = ("step", "epoch", "loss", "lr", "align", "uniform", "norm", "items_per_s", "view_fraction", "data_wait",
+           "skipped", "elapsed_s")
 
 
 def _row_text(row: Mapping[str, float]) -> str:
@@ -134,6 +137,7 @@ class Progress:
                 loss=f"{row['loss']:.4f}",
                 lr=f"{row['lr']:.2e}",
                 img_s=f"{row['items_per_s']:.0f}",
+                wait=f"{1000 * row.get('data_wait', float('nan')):.0f}ms",
                 align=f"{row['align']:.3f}",
                 unif=f"{row['uniform']:.3f}",
                 norm=f"{row.get('norm', float('nan')):.3g}",
@@ -151,13 +155,14 @@ class Window:
     def __init__(self, device: torch.device) -> None:
         self.losses = torch.zeros((), dtype=torch.float64, device=device)
         self.bad = torch.full((), -1, dtype=torch.long, device=device)  # the first step with a non-finite loss
-        self.t_views, self.t_total, self.steps = 0.0, 0.0, 0
+        self.t_views, self.t_total, self.t_data, self.steps = 0.0, 0.0, 0.0, 0
 
-    def add(self, loss: torch.Tensor, step: int, t_views: float, t_total: float) -> None:
+    def add(self, loss: torch.Tensor, step: int, t_views: float, t_total: float, t_data: float = 0.0) -> None:
         self.losses += loss.to(torch.float64)
         self.bad = torch.where((self.bad < 0) & ~torch.isfinite(loss), step, self.bad)
         self.t_views += t_views
         self.t_total += t_total
+        self.t_data += t_data
         self.steps += 1
 
     def first_bad(self, reduce: bool) -> int | None:
@@ -175,6 +180,10 @@ class Window:
 
     def items_per_s(self, batch_size: int) -> float:
         return self.steps * batch_size / self.t_total if self.t_total > 0 else float("nan")
+
+    def data_wait(self) -> float:
+        """Mean seconds per step spent waiting for a batch."""
+        return self.t_data / self.steps if self.steps else float("nan")
 
     def view_fraction(self) -> float:
         return self.t_views / self.t_total if self.t_total > 0 else float("nan")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import shutil
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from contrastlab.data.base import Dataset
+from contrastlab.data.base import Dataset, to_device
+from contrastlab.data.loading import Batches, LoaderOptions, sample_batch
 from contrastlab.errors import UserError, one_line
 from contrastlab.files import atomic_write_text
 from contrastlab.plugins import loaded as loaded_plugins
@@ -71,7 +73,7 @@ def choose_device(name: str, info: distributed.DistInfo) -> torch.device:
     return torch.device("cuda", info.local_rank % torch.cuda.device_count())
 
 
-def step_inputs(comps: Components, batch, idx: torch.Tensor, views: dict, device: torch.device) -> dict:
+def step_inputs(comps: Components, batch, views: dict, device: torch.device) -> dict:
     """The keyword arguments of one call of the loss module, on ``device``: a batch and its views."""
 
     def move(d):
@@ -83,7 +85,7 @@ def step_inputs(comps: Components, batch, idx: torch.Tensor, views: dict, device
         "lengths": move({v: batch.lengths[m] for v, m in gen.view_modalities.items() if m in batch.lengths}),
         "labels": None if batch.labels is None else batch.labels.to(device),
         "clean": move(gen.eval_views(batch)) if comps.recon_views else None,
-        "index": (batch.index if batch.index is not None else idx).to(device),
+        "index": None if batch.index is None else batch.index.to(device),
     }
 
 
@@ -100,15 +102,13 @@ def trial_step(comps: Components, batch_size: int, *, device: torch.device, prec
     """
     module = comps.loss_module()
     saved = copy.deepcopy(module.state_dict())
-    n = min(batch_size, len(comps.dataset))
-    where = f"a trial step on the first {n} items (before anything is written)"
+    where = f"a trial step on the first {batch_size} items (before anything is written)"
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     try:
         with torch.random.fork_rng(devices=[]):
             module.to(device)
-            idx = torch.arange(n)
-            batch = comps.dataset.get(idx)
-            inputs = step_inputs(comps, batch, idx, comps.views(batch, torch.Generator().manual_seed(0)), device)
+            batch = to_device(sample_batch(comps.dataset, batch_size), device)
+            inputs = step_inputs(comps, batch, comps.views(batch, torch.Generator().manual_seed(0)), device)
             with torch.autocast(**autocast):
                 loss, _ = module(**inputs)
             value = float(loss.detach())
@@ -192,6 +192,8 @@ def train(
 class _Run:
     def __init__(self, cfg: TrainConfig, run_dir: Path, info: distributed.DistInfo, device: torch.device) -> None:
         self.cfg, self.run_dir, self.info, self.device = cfg, run_dir, info, device
+        self.skipped0 = 0
+        self.lanes0 = self.lanes = None  # a stream's lanes per rank, as the checkpoint recorded them / as used
 
     def _barrier(self) -> None:
         if self.info.enabled:
@@ -285,6 +287,10 @@ class _Run:
                 if name > path.name:
                     discard(manager.directory / name)
         elapsed = ckpt.meta.get("elapsed_s", 0.0)
+        skipped = ckpt.meta.get("skipped", 0)
+        self.skipped0 = int(skipped) if isinstance(skipped, int) and skipped >= 0 else 0
+        lanes = ckpt.meta.get("lanes")
+        self.lanes0 = lanes if isinstance(lanes, int) and 0 < lanes <= 4096 else None
         return step, float(elapsed) if isinstance(elapsed, (int, float)) else 0.0
 
     def _rng_tensors(self, view_rng: torch.Generator) -> dict[str, torch.Tensor]:
@@ -298,12 +304,12 @@ class _Run:
                 out[f"rng.{name}.{rank}"] = every[rank].cpu()
         return out
 
-    def _save(self, manager, module, optimizer, view_rng, step, epoch, loss, elapsed) -> Path | None:
+    def _save(self, manager, module, optimizer, view_rng, step, epoch, loss, elapsed, skipped) -> Path | None:
         rng = self._rng_tensors(view_rng)  # every process takes part in the gather
         if not self.info.is_main:
             return None
         opt_tensors, opt_plain = flatten_optimizer(optimizer.state_dict())
-        meta = {"step": step, "epoch": epoch, "world_size": self.info.world_size, "loss": loss, "elapsed_s": elapsed,
+        meta = {"step": step, "epoch": epoch, "world_size": self.info.world_size, "loss": loss, "elapsed_s": elapsed, "skipped": skipped, "lanes": self.lanes,
                 "optimizer": opt_plain, "temperature": run_temperature(module.model, module.objective)}
         return manager.save(
             step, model=module.model.state_dict(), objective=module.objective.state_dict(), tensors={**opt_tensors, **rng}, meta=meta, loss=loss
@@ -316,16 +322,23 @@ class _Run:
         module.train()
         t_start = time.perf_counter()
         window, since_ckpt = Window(device), Window(device)
+        skipped = self.skipped0  # unreadable items replaced so far (data.on_error: skip), over the whole run
         last_loss, last_ckpt = float("nan"), manager.path("last")
         if start >= total and (self.run_dir / METRICS_FILE).is_file():  # resuming a finished run: its last loss
             last_loss = next((row["loss"] for row in reversed(read_metrics(self.run_dir / METRICS_FILE))), last_loss)
-        for step in range(start, total):
-            t0 = time.perf_counter()
-            idx = sampler.indices(step)
-            batch = dataset.get(idx)
+        d = cfg.data
+        batches = Batches(dataset, sampler, start, total, device=device, rank=self.info.rank,
+                          world_size=self.info.world_size, seed=derive_seed(cfg.seed, self.info.rank, 3),
+                          options=LoaderOptions(num_workers=d.num_workers, prefetch=d.prefetch, pin_memory=d.pin_memory),
+                          lanes=self.lanes0)
+        self.lanes = batches.lanes
+        t0 = time.perf_counter()
+        for step, batch in batches:
+            t_data = batches.wait
+            batch = to_device(batch, device)  # the views run on the training device
             views = views_gen(batch, view_rng)
             t_views = time.perf_counter() - t0
-            inputs = step_inputs(comps, batch, idx, views, device)
+            inputs = step_inputs(comps, batch, views, device)
             lr = cfg.optim.lr * lr_factor(
                 step, total_steps=total, warmup_steps=cfg.schedule.warmup_steps, schedule=cfg.schedule.name, min_ratio=cfg.schedule.min_lr_ratio
             )
@@ -340,8 +353,11 @@ class _Run:
             done = step + 1
             module.after_step(done, total)
             epoch = step // sampler.steps_per_epoch
-            window.add(loss.detach(), done, t_views, time.perf_counter() - t0)  # no host sync: summed on the device
+            t_step = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            window.add(loss.detach(), done, t_views, t_step, t_data)  # no host sync: summed on the device
             since_ckpt.add(loss.detach(), done, 0.0, 0.0)
+            skipped += batch.skipped
             every = cfg.checkpoint.every
             log_now, ckpt_now = done % cfg.log.every == 0 or done == total, (every and done % every == 0) or done == total
             if not (log_now or ckpt_now):
@@ -360,6 +376,7 @@ class _Run:
                     "step": done, "epoch": epoch, "loss": last_loss, "lr": lr, "align": align, "uniform": uniform,
                     "norm": mean_norm(z),
                     "items_per_s": window.items_per_s(cfg.batch_size), "view_fraction": window.view_fraction(),
+                    "data_wait": window.data_wait(), "skipped": skipped,
                     "elapsed_s": elapsed0 + time.perf_counter() - t_start,
                 }  # fmt: skip
                 logs.write(done, row)
@@ -368,10 +385,14 @@ class _Run:
                 logs.tick()
             if ckpt_now:
                 mean = since_ckpt.loss(self.info.enabled)
-                saved = self._save(manager, module, optimizer, view_rng, done, epoch, mean, elapsed0 + time.perf_counter() - t_start)
+                saved = self._save(manager, module, optimizer, view_rng, done, epoch, mean, elapsed0 + time.perf_counter() - t_start,
+                                   skipped)
                 last_ckpt = saved or last_ckpt
                 since_ckpt = Window(device)
         self._barrier()
+        if skipped and self.info.is_main:
+            print(f"contrastlab: {skipped} unreadable items were replaced by readable ones (data.on_error: skip); "
+                  f"metrics.csv counts them in its 'skipped' column", file=sys.stderr)
         return TrainResult(run_dir=self.run_dir, step=total, loss=last_loss, checkpoint=manager.path("last"))
 
     def _check_finite(self, window: Window, total: int, last_ckpt) -> None:

@@ -7,21 +7,11 @@ process would read (process ``r`` takes rows ``[r B / W, (r + 1) B / W)`` of it)
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from contrastlab.seeds import derive_seed  # noqa: F401 - re-exported: the loop and tests take it from here
 from contrastlab.training.distributed import local_batch_size
-
-
-def derive_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from integer keys (e.g. ``(seed, epoch)`` or ``(seed, rank)``).
-
-    Example:
-        >>> derive_seed(0, 1) != derive_seed(1, 0)
-        True
-    """
-    return int(np.random.SeedSequence([int(k) & 0xFFFFFFFFFFFFFFFF for k in keys]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class ShardedBatches:

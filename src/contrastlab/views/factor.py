@@ -73,9 +73,11 @@ class FactorResampleViews(ViewsBase):
         self.view_sources = {v: "image" for v in self.view_names}
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
-        out = {self.view_names[0]: batch.inputs["image"]}
+        image = batch.inputs["image"]
+        out = {self.view_names[0]: image}
+        # The world renders on the CPU from the factors (which to_device leaves there); the new views follow the images.
         for v in self.view_names[1:]:
-            out[v] = self.dataset.resample(batch, self.factors, generator).inputs["image"]
+            out[v] = self.dataset.resample(batch, self.factors, generator).inputs["image"].to(image.device)
         return out
 
     def eval_views(self, batch: Batch) -> dict[str, Tensor]:

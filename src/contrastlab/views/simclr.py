@@ -83,11 +83,13 @@ class SimCLRAugment:
         sigma = uniform(n, *self.blur_sigma, generator)
 
         dev = images.device  # parameters come from the (CPU) generator, then follow the images
-        jitter, gray, blur = jitter.to(dev), gray.to(dev), blur.to(dev)
+        # Which branches run is decided on the CPU copies: no wait for the device.
+        any_jitter, any_gray, blurred = bool(jitter.any()), bool(gray.any()), torch.nonzero(blur).flatten()
+        jitter, gray = jitter.to(dev), gray.to(dev)
         factors, shift, sigma = [f.to(dev) for f in factors], shift.to(dev), sigma.to(dev)
         boxes = torch.where(flip[:, None], boxes[:, [2, 1, 0, 3]], boxes)
         x = A.crop_resize(images, boxes.to(device=dev, dtype=images.dtype), self.size)
-        if jitter.any():
+        if any_jitter:
             ops = [(A.adjust_brightness, factors[0], self.brightness),
                    (A.adjust_contrast, factors[1], self.contrast),
                    (A.adjust_saturation, factors[2], self.saturation if c == 3 else 0.0),
@@ -99,10 +101,10 @@ class SimCLRAugment:
                 neutral = 0.0 if op is A.adjust_hue else 1.0
                 value = torch.where(jitter, value, torch.full_like(value, neutral)).to(x.dtype)
                 x = op(x, value)
-        if c == 3 and gray.any():
+        if c == 3 and any_gray:
             x = A.grayscale(x, gray)
-        if blur.any():
-            idx = torch.nonzero(blur).flatten()
+        if len(blurred):
+            idx = blurred.to(dev)
             x = x.clone()
             x[idx] = A.gaussian_blur(x[idx], sigma[idx].to(x.dtype), self.blur_kernel)
         return x
