@@ -1,29 +1,34 @@
 r"""Section: training from image files through loader workers, against the same images held in memory.
 
-Every training run is a fresh ``python -m contrastlab train`` process (SimCLR views, the small conv net, NT-Xent
-tau = 0.2, batch 256, no checkpoints but the last, a ``metrics.csv`` row every 10 steps). The images are generated
-PNGs of smooth colour noise plus grain (bicubic upscaling of random colours on a 1/8-size grid, Gaussian grain
-sigma 6: about 2.3 KB at 32 x 32 and 8.8 KB at 64 x 64, like small photos stored as PNG), written by 2 processes
-into a temporary folder under ``$TMPDIR`` that is deleted at the end. Data sets hold 99% of the images
-(``test_fraction: 0.01``).
+Every training run is a fresh ``python -m contrastlab train`` process (SimCLR views, the small conv net, dim 64,
+NT-Xent tau = 0.2, batch 256, no checkpoint but the last, a ``metrics.csv`` row every 10 steps). The images are
+generated PNGs of smooth colour noise plus grain (random colours on a 1/8-size grid upscaled bicubically, Gaussian
+grain of sigma 6: about 2.3 KB at 32 x 32 and 8.8 KB at 64 x 64, like small photos stored as PNG), written by 2
+processes into a temporary folder that is deleted at the end. Data sets hold 99% of the images (``test_fraction:
+0.01``).
 
-1. **Peak memory, flat in the number of images** (64 x 64, 10,000 and 60,000 files, 2 workers). A sampling thread
-   reads ``VmRSS`` from ``/proc/<pid>/status`` for the trainer and every descendant (loader workers) every 50 ms and
-   keeps the largest sum (``peak_rss``: what the issue limits; pages shared between the trainer and its forked
-   workers count once per process) and the trainer's own peak; ``Pss`` from ``/proc/<pid>/smaps_rollup`` (shared
-   pages divided among their users, so the sum is the tree's real footprint) is summed every 0.5 s. The old way
+1. **Peak memory, flat in the number of images** (64 x 64, 10,000 and 60,000 files, 2 workers; the conv net
+   average-pools, as flattening gives a 4,096-wide head at this size; ``threads: 1``). A thread reads ``VmRSS`` from
+   ``/proc/<pid>/status`` for the trainer and every descendant (loader workers) every 50 ms and keeps the largest
+   sum (``peak_rss``, what the issue limits: a forked worker's copied page tables make it count the pages it
+   shares with the trainer again) and the trainer's own peak; ``Pss`` from ``/proc/<pid>/smaps_rollup`` (shared
+   pages divided among their users: the tree's real footprint) is summed every 0.5 s. Also: the largest folder
+   with no workers, with two prototypes (``trim``: glibc ``malloc_trim`` before the workers fork; ``forkserver``:
+   workers started from a fresh process) and 1,000 of the images in memory (the trainer's own peak). The old way
    (every image decoded into one float32 tensor) is the arithmetic N x 3 x 64 x 64 x 4 bytes.
 2. **Items/s** (32 x 32, 10,000 files): (a) the folder with 2 workers, (b) the same images as an ``.npz`` of uint8
-   (N, 32, 32, 3) -- :func:`~contrastlab.data.arrays.load_npz` reads arrays under 64 MiB into memory, so this is
-   an in-memory data set without workers -- (c) the folder with 0 workers and (d) with 1 worker; each with the
-   default torch threads and with ``threads: 1``, repeated in turns. items/s and data_wait (mean seconds a step
+   (N, 32, 32, 3) -- :func:`~contrastlab.data.arrays.load_npz` reads arrays under 64 MiB into memory, so this is an
+   in-memory data set without workers -- (c) the folder with 0 workers, (d) with 1 worker and (e) with 2 workers
+   decoding through a prototype (:func:`_fast_get`); each with torch's default threads, with ``threads: 1`` and
+   with the default and ``OMP_WAIT_POLICY=PASSIVE``, repeated in turns. items/s and data_wait (mean seconds a step
    waited for its batch) come from ``metrics.csv`` without its first row (warm-up).
-3. **Where the time goes**, in this process: decoding a batch (:meth:`ImageFolder.get`, and Pillow alone), the
-   in-memory ``get``, the views, and each loader alone (no training) through :class:`~contrastlab.data.loading.
-   Batches`; a CPU-sharing model (trainer and workers share the cores: ``ratio = L / (L + T)`` with ``T`` the
-   in-memory trainer's items/s and ``L`` the 2-worker loader's items/s alone) says what ratio decoding allows.
-   Prototypes of fixes run as ``python -m benchmarks.data_loading PATCH CONFIG OUT``: the trainer with a patch
-   applied (nothing under ``src/`` is changed).
+3. **Where the time goes**, in this process, timed in turns: decoding a batch (:meth:`ImageFolder.get`, the
+   prototype, Pillow alone), the in-memory ``get``, the views; each loader alone (no training) through
+   :class:`~contrastlab.data.loading.Batches`, and the trainer's CPU time to receive a batch from a worker. The
+   cores of decoding needed to feed the in-memory speed bound the ratio a trainer using all cores could keep.
+
+Prototypes run as ``python -m benchmarks.data_loading PATCH[+PATCH] CONFIG OUT``: the trainer with patches applied
+(nothing under ``src/`` is changed).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks._common import GIB, MIB, ROOT, Config, load_average, markdown_table, skipped
+from benchmarks._common import GIB, MIB, ROOT, Config, load_average, markdown_table, skipped, time_interleaved
 
 TITLE = "Data loading: image files through loader workers against in-memory data (peak memory, items/s)"
 BATCH = 256
@@ -194,7 +199,7 @@ class TreeMemory:
 # --------------------------------------------------------------------------------------------- training runs
 
 
-def train_config(data: dict[str, Any], *, steps: int, threads: int | None, every: int = 10,
+def train_config(data: dict[str, Any], *, steps: int, threads: int | None, every: int = 10, batch: int = BATCH,
                  workers: int | None = None, pool: str = "flatten") -> dict[str, Any]:
     """A SimCLR recipe on ``data`` (``{"name": ..., "options": ...}``) with ``workers`` loader processes; ``pool``
     is the conv net's (``"avg"`` keeps its head small at 64 x 64, where flattening gives 4,096 features)."""
@@ -203,7 +208,7 @@ def train_config(data: dict[str, Any], *, steps: int, threads: int | None, every
         "views": {"name": "simclr"},
         "objective": {"name": "nt_xent", "options": {"temperature": 0.2}},
         "model": {"encoder": {"name": "convnet", "options": {"pool": pool}}, "dim": 64},
-        "batch_size": BATCH,
+        "batch_size": batch,
         "steps": steps,
         "device": "cpu",
         "threads": threads,
@@ -216,8 +221,8 @@ def steady(rows: list[dict[str, float]]) -> dict[str, float]:
     """items/s and mean data_wait per step over the ``metrics.csv`` rows after the first (warm-up)."""
     steps = [b["step"] - a for a, b in zip([0] + [r["step"] for r in rows[:-1]], rows)]
     kept = list(zip(steps, rows))[1:] or list(zip(steps, rows))
-    seconds = sum(s * BATCH / r["items_per_s"] for s, r in kept)
-    return {"items_per_s": round(sum(s for s, _ in kept) * BATCH / seconds, 1),
+    seconds = sum(s / r["items_per_s"] for s, r in kept)  # in units of batch-size seconds
+    return {"items_per_s": round(sum(s for s, _ in kept) / seconds, 1),
             "data_wait_ms": round(1e3 * sum(s * r["data_wait"] for s, r in kept) / sum(s for s, _ in kept), 2),
             "view_fraction": round(sum(s * r["view_fraction"] for s, r in kept) / sum(s for s, _ in kept), 3)}
 
@@ -341,43 +346,40 @@ def _driver(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------------- where the time goes
 
 
-def _per_call(fn: Callable[[], Any], *, repeats: int) -> float:
-    fn()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - t0) / repeats
-
-
-def loader_alone(dataset, *, workers: int, steps: int) -> dict[str, float]:
-    """Items/s of reading ``steps`` batches through :class:`Batches` with ``workers`` workers, nothing else
-    (worker start-up included), and the reading process's CPU time per batch."""
+def loader_alone(dataset, *, workers: int, steps: int, batch: int) -> dict[str, float]:
+    """Items/s of reading ``steps`` batches through :class:`Batches` with ``workers`` workers and nothing else,
+    timed from the first batch (worker start-up left out), and the reading process's CPU time per batch."""
     import torch
 
     from contrastlab.data.loading import Batches, LoaderOptions
     from contrastlab.training.sampler import ShardedBatches
 
-    sampler = ShardedBatches(len(dataset), BATCH, seed=0)
-    batches = Batches(dataset, sampler, 0, steps, options=LoaderOptions(num_workers=workers),
-                      device=torch.device("cpu"), seed=0)
+    sampler = ShardedBatches(len(dataset), batch, seed=0)
+    reader = Batches(dataset, sampler, 0, steps + 1, options=LoaderOptions(num_workers=workers),
+                     device=torch.device("cpu"), seed=0)
+    batches = iter(reader)
+    next(batches)
     t0, c0 = time.perf_counter(), time.process_time()
-    waits = [batches.wait for _ in batches]
+    waits = []
+    for _ in range(steps):
+        next(batches)
+        waits.append(reader.wait)
     seconds = time.perf_counter() - t0
-    return {"items_per_s": round(steps * BATCH / seconds, 1),
+    return {"items_per_s": round(steps * batch / seconds, 1),
             "main_cpu_ms_per_batch": round(1e3 * (time.process_time() - c0) / steps, 2),
-            "wait_ms": round(1e3 * statistics.mean(waits[1:] or waits), 2)}
+            "wait_ms": round(1e3 * statistics.mean(waits), 2)}
 
 
-def where_time_goes(folder, memory, *, repeats: int, loader_steps: int) -> dict[str, Any]:
-    """Per-batch costs in this process (one thread decodes; the views use torch's threads)."""
+def where_time_goes(folder, memory, *, batch: int, budget_s: float, loader_steps: int) -> dict[str, Any]:
+    """Per-batch costs in this process, timed in turns (decoding is one thread; the views use torch's threads)."""
     import torch
     from PIL import Image
 
     from contrastlab.data.base import to_device
     from contrastlab.views.simclr import SimCLRViews
 
-    index = torch.arange(BATCH)
-    paths = [os.path.join(folder.root, folder.files[i]) for i in range(BATCH)]
+    index = torch.arange(batch)
+    paths = [os.path.join(folder.root, folder.files[i]) for i in range(batch)]
 
     def pillow_alone():
         for p in paths:
@@ -388,58 +390,103 @@ def where_time_goes(folder, memory, *, repeats: int, loader_steps: int) -> dict[
     same = bool(torch.equal(fast(index).inputs["image"], folder.get(index).inputs["image"])
                 and torch.equal(memory.get(index).inputs["image"], folder.get(index).inputs["image"]))
     views = SimCLRViews(memory)
-    batch = memory.get(index)
+    sample = memory.get(index)
     rng = torch.Generator().manual_seed(0)
-    ms = {
-        "folder_get": _per_call(lambda: folder.get(index), repeats=repeats),
-        "folder_get_fast": _per_call(lambda: fast(index), repeats=repeats),
-        "pillow_alone": _per_call(pillow_alone, repeats=repeats),
-        "memory_get": _per_call(lambda: memory.get(index), repeats=repeats),
-        "to_device_and_views": _per_call(lambda: views(to_device(batch, "cpu"), rng), repeats=repeats),
-    }
-    loaders = {f"{kind}_w{w}": loader_alone(ds, workers=w, steps=loader_steps)
+    timed = time_interleaved({
+        "folder_get": lambda: folder.get(index),
+        "folder_get_fast": lambda: fast(index),
+        "pillow_alone": pillow_alone,
+        "memory_get": lambda: memory.get(index),
+        "to_device_and_views": lambda: views(to_device(sample, "cpu"), rng),
+    }, budget_s=budget_s, max_repeats=15)
+    ms = {k: v["seconds"] * 1e3 for k, v in timed.items()}
+    loaders = {f"{kind}_w{w}": loader_alone(ds, workers=w, steps=loader_steps, batch=batch)
                for kind, ds in (("folder", folder), ("memory", memory)) for w in (0, 1, 2)}
-    return {"ms_per_batch": {k: round(1e3 * v, 2) for k, v in ms.items()},
-            "us_per_image": {k: round(1e6 * ms[k] / BATCH, 1) for k in ("folder_get", "folder_get_fast", "pillow_alone")},
-            "same_images": same, "loader_alone": loaders, "threads": torch.get_num_threads(),
-            "load_after": load_average()}
+    ipc = loaders["memory_w1"]["main_cpu_ms_per_batch"] - loaders["memory_w0"]["main_cpu_ms_per_batch"]
+    return {"ms_per_batch": {k: round(v, 2) for k, v in ms.items()},
+            "us_per_image": {k: round(1e3 * ms[k] / batch, 1) for k in ("folder_get", "folder_get_fast", "pillow_alone")},
+            "receive_ms_per_batch": round(ipc, 2), "same_images": same, "loader_alone": loaders,
+            "threads": torch.get_num_threads(), "load_after": load_average()}
 
 
 # ----------------------------------------------------------------------------------------------- the section
 
+#: How the trainer's threads are set in the items/s runs: name -> (the ``threads`` config key, extra environment).
+THREAD_SETTINGS: dict[str, tuple[int | None, dict[str, str]]] = {
+    "default": (None, {}),  # torch's default: one thread per core
+    "threads 1": (1, {}),
+    "default, OMP_WAIT_POLICY=PASSIVE": (None, {"OMP_WAIT_POLICY": "PASSIVE"}),  # OpenMP threads sleep, not spin
+}
+
+#: The items/s cases (32 x 32): name -> (data set, loader workers, prototype patches).
+SPEED_CASES: dict[str, tuple[str, int | None, str | None]] = {
+    "a folder, 2 workers": ("folder", 2, None),
+    "b in memory (.npz)": ("memory", None, None),
+    "c folder, 0 workers": ("folder", 0, None),
+    "d folder, 1 worker": ("folder", 1, None),
+    "e folder, 2 workers, fast decode": ("folder", 2, "fast_decode"),
+}
+
+#: The peak-memory cases (64 x 64): (data set: "small" / "large" folder or "baseline" .npz, workers, patches).
+MEMORY_CASES: tuple[tuple[str, int | None, str | None], ...] = (
+    ("small", 2, None),
+    ("large", 2, None),
+    ("large", 0, None),
+    ("large", 2, "trim"),
+    ("large", 2, "forkserver"),
+    ("baseline", None, None),  # 1,000 of the images held in memory: the trainer's own peak, for comparison
+)
+
 
 def _sizes(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"memory_ns": (300, 600), "memory_steps": 3, "speed_n": 600, "speed_steps": 4, "every": 2,
-                "repeats": 1, "thread_options": (None,), "profile_repeats": 2, "loader_steps": 4}
-    return {"memory_ns": (10_000, 60_000), "memory_steps": 40, "speed_n": 10_000, "speed_steps": 60, "every": 10,
-            "repeats": 2, "thread_options": (None, 1), "profile_repeats": 8, "loader_steps": 30}
+        return {"memory_ns": (200, 400), "baseline_n": 200, "memory_steps": 4, "speed_n": 400, "speed_steps": 4,
+                "every": 2, "batch": 32, "repeats": 1, "settings": ("threads 1",),
+                "speed_cases": ("a folder, 2 workers", "b in memory (.npz)", "e folder, 2 workers, fast decode"),
+                "memory_cases": MEMORY_CASES[:2] + MEMORY_CASES[5:],
+                "profile_budget_s": 1.0, "loader_steps": 4}
+    return {"memory_ns": (10_000, 60_000), "baseline_n": 1_000, "memory_steps": 30, "speed_n": 10_000,
+            "speed_steps": 50, "every": 10, "batch": BATCH, "repeats": 2, "settings": tuple(THREAD_SETTINGS),
+            "speed_cases": tuple(SPEED_CASES), "memory_cases": MEMORY_CASES, "profile_budget_s": 20.0, "loader_steps": 40}
+
+
+def _folder(root: Path) -> dict[str, Any]:
+    return {"name": "image_folder", "options": {"root": str(root), "labels": "none", "test_fraction": TEST_FRACTION}}
+
+
+def _npz(path: Path) -> dict[str, Any]:
+    return {"name": "npz", "options": {"path": str(path), "y": None, "test_fraction": TEST_FRACTION}}
 
 
 def _memory_part(work: Path, s: dict[str, Any], log) -> dict[str, Any]:
     small, large = s["memory_ns"]
     t0 = time.perf_counter()
-    disk = generate_images(work / f"png64_{large}", large, 64, seed=1)
-    link_first(work / f"png64_{large}", work / f"png64_{small}", small)
+    disk = generate_images(work / "png64_large", large, 64, seed=1)
+    link_first(work / "png64_large", work / "png64_small", small)
+    write_npz(work / "png64_large", s["baseline_n"], work / "png64_baseline.npz")
     log(f"  wrote {large:,} PNGs of 64 x 64 ({disk / MIB:.0f} MiB) in {time.perf_counter() - t0:.0f} s; "
         f"load {load_average()}")
+    data = {"small": _folder(work / "png64_small"), "large": _folder(work / "png64_large"),
+            "baseline": _npz(work / "png64_baseline.npz")}
+    images = {"small": small, "large": large, "baseline": s["baseline_n"]}
     rows = []
-    for n, workers in ((small, 2), (large, 2), (large, 0)):
-        data = {"name": "image_folder", "options": {"root": str(work / f"png64_{n}"), "labels": "none",
-                                                    "test_fraction": TEST_FRACTION}}
-        cfg = train_config(data, steps=s["memory_steps"], threads=None, every=s["every"], workers=workers)
-        row = {"images": n, "workers": workers, **train_run(cfg, work, f"mem_{n}_w{workers}")}
-        row["float32_gib"] = round(n * 3 * 64 * 64 * 4 / GIB, 2)
-        rows.append(row)
-        log(f"  {n:,} images, {workers} workers: peak RSS {row['peak_rss_mib']:.0f} MiB (trainer "
-            f"{row['peak_main_mib']:.0f}, PSS {row['peak_pss_mib']:.0f}, {row['processes']} processes); "
-            f"{row['items_per_s']:.0f} items/s; load {row['load_after']}")
-    shutil.rmtree(work / f"png64_{small}")
-    shutil.rmtree(work / f"png64_{large}")
-    two = [r for r in rows if r["workers"] == 2]
-    return {"png_mib": round(disk / MIB, 1), "rows": rows,
-            "growth_mib": round(two[-1]["peak_rss_mib"] - two[0]["peak_rss_mib"], 1),
-            "goal_met": all(r["peak_rss_mib"] < GOAL_RSS_GIB * 1024 for r in two)}
+    for which, workers, patch in s["memory_cases"]:
+        cfg = train_config(data[which], steps=s["memory_steps"], threads=1, every=s["every"], batch=s["batch"],
+                           workers=workers, pool="avg")
+        r = train_run(cfg, work, f"mem_{which}_w{workers}_{patch}", patch=patch)
+        n = images[which]
+        rows.append({"source": "in memory (.npz)" if which == "baseline" else "folder", "images": n, "workers": workers,
+                     "patch": patch, **r, "float32_mib": round(n * 3 * 64 * 64 * 4 / MIB, 1)})
+        log(f"  {rows[-1]['source']}, {n:,} images, workers {workers}, patch {patch}: peak RSS {r['peak_rss_mib']:.0f} "
+            f"MiB (trainer {r['peak_main_mib']:.0f}, PSS {r['peak_pss_mib']:.0f}, {r['processes']} processes); "
+            f"{r['items_per_s']:.0f} items/s; load {r['load_after']}")
+    shutil.rmtree(work / "png64_small")
+    shutil.rmtree(work / "png64_large")
+    plain = [r for r in rows if r["source"] == "folder" and r["workers"] == 2 and r["patch"] is None]
+    return {"png_mib": round(disk / MIB, 1), "steps": s["memory_steps"], "threads": 1, "rows": rows,
+            "growth_rss_mib": round(plain[-1]["peak_rss_mib"] - plain[0]["peak_rss_mib"], 1),
+            "growth_pss_mib": round(plain[-1]["peak_pss_mib"] - plain[0]["peak_pss_mib"], 1),
+            "goal_met": all(r["peak_rss_mib"] < GOAL_RSS_GIB * 1024 for r in plain)}
 
 
 def _speed_part(work: Path, s: dict[str, Any], log) -> dict[str, Any]:
@@ -447,55 +494,50 @@ def _speed_part(work: Path, s: dict[str, Any], log) -> dict[str, Any]:
     from contrastlab.data.user import load_image_folder
 
     n = s["speed_n"]
-    folder_root, npz = work / f"png32_{n}", work / f"png32_{n}.npz"
-    generate_images(folder_root, n, 32, seed=2)
-    write_npz(folder_root, n, npz)
-    folder_data = {"name": "image_folder", "options": {"root": str(folder_root), "labels": "none",
-                                                       "test_fraction": TEST_FRACTION}}
-    npz_data = {"name": "npz", "options": {"path": str(npz), "y": None, "test_fraction": TEST_FRACTION}}
-    memory_ds = load_npz(path=str(npz), y=None, test_fraction=TEST_FRACTION)
-    folder_ds = load_image_folder(root=str(folder_root), labels="none", test_fraction=TEST_FRACTION)
-    cases = {  # name: (data, workers, patch)
-        "a_folder_w2": (folder_data, 2, None),
-        "b_memory": (npz_data, None, None),
-        "c_folder_w0": (folder_data, 0, None),
-        "d_folder_w1": (folder_data, 1, None),
-        "e_folder_w2_fast_decode": (folder_data, 2, "fast_decode"),
-        "f_folder_w1_fast_decode": (folder_data, 1, "fast_decode"),
-    }
-    runs: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    root, npz = work / "png32", work / "png32.npz"
+    generate_images(root, n, 32, seed=2)
+    write_npz(root, n, npz)
+    data = {"folder": _folder(root), "memory": _npz(npz)}
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for rep in range(s["repeats"]):
-        for threads in s["thread_options"]:
-            for case, (data, workers, patch) in cases.items():
-                cfg = train_config(data, steps=s["speed_steps"], threads=threads, every=s["every"], workers=workers)
-                r = train_run(cfg, work, f"{case}_t{threads}_{rep}", patch=patch)
-                runs.setdefault((case, threads), []).append(r)
-                log(f"  {case}, threads {threads or 'default'}, repetition {rep + 1}: {r['items_per_s']:.0f} items/s, "
-                    f"data_wait {r['data_wait_ms']:.1f} ms; load {r['load_after']}")
-    rows = []
-    for (case, threads), rs in runs.items():
-        rows.append({"case": case, "threads": threads, "workers": cases[case][1],
-                     "items_per_s": round(statistics.median(r["items_per_s"] for r in rs), 1),
-                     "samples": [r["items_per_s"] for r in rs],
-                     "data_wait_ms": round(statistics.median(r["data_wait_ms"] for r in rs), 2),
-                     "view_fraction": round(statistics.median(r["view_fraction"] for r in rs), 3),
-                     "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
-                     "load": [r["load_before"] for r in rs] + [rs[-1]["load_after"]]})
-    by = {(r["case"], r["threads"]): r for r in rows}
-    ratios = {f"{case}_t{t or 'default'}": round(by[(case, t)]["items_per_s"] / by[("b_memory", t)]["items_per_s"], 3)
-              for (case, t) in by if case != "b_memory"}
-    best_memory = max(r["items_per_s"] for r in rows if r["case"] == "b_memory")
-    best_folder = max(r["items_per_s"] for r in rows if r["case"] == "a_folder_w2")
-    log("  profiling ...")
-    profile = where_time_goes(folder_ds, memory_ds, repeats=s["profile_repeats"], loader_steps=s["loader_steps"])
-    trainer = best_memory
-    loader = profile["loader_alone"]["folder_w2"]["items_per_s"]
-    shutil.rmtree(folder_root)
+        for setting in s["settings"]:
+            threads, env = THREAD_SETTINGS[setting]
+            for case in s["speed_cases"]:
+                source, workers, patch = SPEED_CASES[case]
+                cfg = train_config(data[source], steps=s["speed_steps"], threads=threads, every=s["every"],
+                                   batch=s["batch"], workers=workers)
+                r = train_run(cfg, work, f"speed_{len(runs)}_{rep}", patch=patch, env=env)
+                runs.setdefault((case, setting), []).append(r)
+                log(f"  {case}, {setting}, repetition {rep + 1}: {r['items_per_s']:.0f} items/s, data_wait "
+                    f"{r['data_wait_ms']:.1f} ms/step; load {r['load_before']} → {r['load_after']}")
+    rows = [{"case": case, "setting": setting, "workers": SPEED_CASES[case][1],
+             "items_per_s": round(statistics.median(r["items_per_s"] for r in rs), 1),
+             "samples": [r["items_per_s"] for r in rs],
+             "data_wait_ms": round(statistics.median(r["data_wait_ms"] for r in rs), 2),
+             "view_fraction": round(statistics.median(r["view_fraction"] for r in rs), 3),
+             "peak_rss_mib": max(r["peak_rss_mib"] for r in rs), "peak_pss_mib": max(r["peak_pss_mib"] for r in rs),
+             "load": [r["load_before"] for r in rs] + [rs[-1]["load_after"]]} for (case, setting), rs in runs.items()]
+    by = {(r["case"], r["setting"]): r["items_per_s"] for r in rows}
+    memory_case = "b in memory (.npz)"
+    ratios = {f"{case} / b, {setting}": round(v / by[(memory_case, setting)], 3)
+              for (case, setting), v in by.items() if case != memory_case}
+    best = {case: max(v for (c, _), v in by.items() if c == case) for case in s["speed_cases"]}
+    best_ratio = best["a folder, 2 workers"] / best[memory_case]
+    log(f"  profiling ... (load {load_average()})")
+    memory_ds = load_npz(path=str(npz), y=None, test_fraction=TEST_FRACTION)
+    folder_ds = load_image_folder(root=str(root), labels="none", test_fraction=TEST_FRACTION)
+    profile = where_time_goes(folder_ds, memory_ds, batch=s["batch"], budget_s=s["profile_budget_s"],
+                              loader_steps=s["loader_steps"])
+    decode_s = profile["us_per_image"]["folder_get"] * 1e-6
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    shutil.rmtree(root)
     npz.unlink()
     return {"images": n, "train_items": len(folder_ds), "memory_in_memory": bool(memory_ds.in_memory),
-            "rows": rows, "ratios_to_memory_same_threads": ratios,
-            "best_ratio": round(best_folder / best_memory, 3), "goal_met": best_folder / best_memory >= GOAL_RATIO,
-            "profile": profile, "sharing_model_ratio": round(loader / (loader + trainer), 3)}
+            "steps": s["speed_steps"], "every": s["every"], "repeats": s["repeats"], "rows": rows,
+            "ratios": ratios, "best_items_per_s": best, "best_ratio": round(best_ratio, 3),
+            "goal_met": best_ratio >= GOAL_RATIO, "profile": profile,
+            "decode_cores": round(decode_s * best[memory_case], 3), "cores": cores,
+            "sharing_bound": round(1 / (1 + decode_s * best[memory_case] / cores), 3)}
 
 
 def run(config: Config, log=print) -> dict[str, Any]:
@@ -507,64 +549,67 @@ def run(config: Config, log=print) -> dict[str, Any]:
     if not Path("/proc/self/status").is_file():
         return skipped(TITLE, "needs /proc to sample the memory of a process tree")
     s = _sizes(config.quick)
-    need = 1.2 * max(s["memory_ns"]) * 9 * 1024
-    work = Path(tempfile.mkdtemp(prefix="contrastlab_dl_"))
+    work = Path(tempfile.mkdtemp(prefix="contrastlab_data_loading_"))
     try:
-        free = shutil.disk_usage(work).free
+        need, free = 12_000 * max(s["memory_ns"]), shutil.disk_usage(work).free  # ~9 KB a PNG, with room
         if free < need:
             return skipped(TITLE, f"needs about {need / GIB:.1f} GiB free under {work.parent}, has {free / GIB:.1f}")
         memory = _memory_part(work, s, log)
         speed = _speed_part(work, s, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"title": TITLE, "status": "ok", "batch": BATCH, "test_fraction": TEST_FRACTION,
-            "rss_method": "sum of VmRSS over /proc/<pid>/status of the trainer and its descendants, every 50 ms",
+    return {"title": TITLE, "status": "ok", "batch": s["batch"], "test_fraction": TEST_FRACTION,
+            "rss_method": "the sum of VmRSS (/proc/<pid>/status) over the trainer and its descendants, every 50 ms",
             "goal_rss_gib": GOAL_RSS_GIB, "goal_ratio": GOAL_RATIO, "memory": memory, "speed": speed,
             "goal_met": memory["goal_met"] and speed["goal_met"]}
 
 
 def markdown(result: dict[str, Any]) -> str:
     m, sp = result["memory"], result["speed"]
-    mem_rows = [[r["images"], r["workers"], r["peak_rss_mib"], r["peak_main_mib"], r["peak_pss_mib"], r["hwm_sum_mib"],
-                 r["processes"], r["items_per_s"], r["float32_gib"] * 1024, f"{r['load_before']} → {r['load_after']}"]
-                for r in m["rows"]]
-    speed_rows = [[r["case"], r["threads"] or "default", r["workers"] if r["workers"] is not None else "—",
-                   r["items_per_s"], ", ".join(f"{v:.0f}" for v in r["samples"]), r["data_wait_ms"],
-                   r["view_fraction"], r["peak_rss_mib"], " → ".join(str(v) for v in r["load"])] for r in sp["rows"]]
+    mem_rows = [[r["source"], r["images"], "—" if r["workers"] is None else r["workers"], r["patch"] or "—",
+                 r["peak_rss_mib"], r["peak_main_mib"], r["peak_pss_mib"], r["hwm_sum_mib"], r["processes"],
+                 r["items_per_s"], r["float32_mib"], f"{r['load_before']} → {r['load_after']}"] for r in m["rows"]]
+    speed_rows = [[r["case"], r["setting"], r["items_per_s"], ", ".join(f"{v:.0f}" for v in r["samples"]),
+                   r["data_wait_ms"], r["view_fraction"], r["peak_rss_mib"], r["peak_pss_mib"],
+                   " → ".join(str(v) for v in r["load"])] for r in sp["rows"]]
     p = sp["profile"]
     loaders = [[k, v["items_per_s"], v["wait_ms"], v["main_cpu_ms_per_batch"]] for k, v in p["loader_alone"].items()]
-    rss_met = "met" if m["goal_met"] else "not met"
-    ratio_met = "met" if sp["goal_met"] else "not met"
     return "\n".join([
-        f"Fresh `python -m contrastlab train` processes, SimCLR views, conv net, batch {result['batch']}; generated "
-        f"PNGs (smooth colour noise + grain), {1 - result['test_fraction']:.0%} of them in the training split. Memory: "
-        f"{result['rss_method']}; PSS summed every 0.5 s; 'HWM sum' adds each process's own peak (an upper bound).",
+        f"Fresh `python -m contrastlab train` processes (prototype patches: `python -m benchmarks.data_loading PATCH`), "
+        f"SimCLR views, conv net, dim 64, batch {result['batch']}; generated PNGs (smooth colour noise + grain), "
+        f"{1 - result['test_fraction']:.0%} of them in the training split. Peak RSS: {result['rss_method']} (a forked "
+        f"worker counts the pages it shares with the trainer again); PSS (shared pages divided among their users) "
+        f"summed every 0.5 s; HWM sum: each process's own peak, added.",
         "",
-        f"**Peak memory** (64 x 64, {m['png_mib']:.0f} MiB of PNGs for the largest set). Goal < "
-        f"{result['goal_rss_gib']} GiB with 2 workers, flat in the number of images: {rss_met}; growth from the "
-        f"smallest to the largest set {m['growth_mib']} MiB. 'float32 in memory' is what the old way held for the "
-        f"decoded images alone (N x 3 x 64 x 64 x 4 bytes).",
+        f"**Peak memory** (64 x 64, conv net with average pooling, {m['steps']} steps, threads {m['threads']}; "
+        f"{m['png_mib']:.0f} MiB of PNGs in the largest folder). Goal: peak RSS < {result['goal_rss_gib']} GiB with 2 "
+        f"workers: {'met' if m['goal_met'] else 'not met'}; from the smallest to the largest folder it grew "
+        f"{m['growth_rss_mib']} MiB (PSS {m['growth_pss_mib']} MiB). 'float32 (MiB)' is what the old way held for the "
+        f"decoded images alone (N x 3 x 64 x 64 x 4 bytes). Patches: trim = glibc `malloc_trim(0)` before the workers "
+        f"fork; forkserver = workers started from a fresh process.",
         "",
-        markdown_table(["images", "workers", "peak RSS tree (MiB)", "trainer (MiB)", "PSS tree (MiB)", "HWM sum (MiB)",
-                        "processes", "items/s", "float32 in memory (MiB)", "load before → after"], mem_rows),
+        markdown_table(["data", "images", "workers", "patch", "peak RSS tree (MiB)", "trainer (MiB)", "PSS tree (MiB)",
+                        "HWM sum (MiB)", "processes", "items/s", "float32 (MiB)", "load before → after"], mem_rows),
         "",
-        f"**Items/s** (32 x 32, {sp['images']:,} PNGs, {sp['train_items']:,} trained on; the in-memory case is the "
-        f"same images as an .npz of uint8, held in memory: {sp['memory_in_memory']}). Median over repetitions taken "
-        f"in turns; metrics.csv's first row left out. Best folder-with-2-workers / best in-memory: "
-        f"{sp['best_ratio']} (goal ≥ {result['goal_ratio']}: {ratio_met}); CPU-sharing model L / (L + T): "
-        f"{sp['sharing_model_ratio']}. 'fast_decode' is a prototype (this module's `_fast_get`), not the library.",
+        f"**Items/s** (32 x 32, {sp['images']:,} PNGs, {sp['train_items']:,} trained on, {sp['steps']} steps; the "
+        f"in-memory case is the same images as an .npz of uint8 (N, 32, 32, 3), read into memory: "
+        f"{sp['memory_in_memory']}). Medians of {sp['repeats']} repetitions taken in turns; metrics.csv's first row "
+        f"left out. Best folder with 2 workers / best in memory: {sp['best_ratio']} (goal ≥ {result['goal_ratio']}: "
+        f"{'met' if sp['goal_met'] else 'not met'}). 'fast decode' is a prototype (`_fast_get` here), not the library.",
         "",
-        markdown_table(["case", "threads", "workers", "items/s", "samples", "data_wait (ms/step)", "views share",
-                        "peak RSS (MiB)", "load"], speed_rows),
+        markdown_table(["case", "trainer threads", "items/s", "samples", "data_wait (ms/step)", "views share",
+                        "peak RSS (MiB)", "peak PSS (MiB)", "load"], speed_rows),
         "",
-        "Ratios to in-memory at the same threads: " + ", ".join(f"{k} {v}" for k, v in
-                                                               sp["ratios_to_memory_same_threads"].items()) + ".",
+        "Ratios to in memory with the same threads: " + "; ".join(f"{k}: {v}" for k, v in sp["ratios"].items()) + ".",
         "",
-        f"**Where the time goes** (this process, {p['threads']} torch threads; batch of {result['batch']}): "
+        f"**Where the time goes** (this process, {p['threads']} torch threads, batch of {result['batch']}): "
         + ", ".join(f"{k} {v} ms" for k, v in p["ms_per_batch"].items())
         + "; per image: " + ", ".join(f"{k} {v} µs" for k, v in p["us_per_image"].items())
-        + f"; fast and checked decoding and the .npz give the same pixels: {p['same_images']}. Loaders alone "
-        "(no training; worker start-up included):",
+        + f". Fast and checked decoding and the .npz give the same pixels: {p['same_images']}. Receiving a batch from a "
+        f"worker costs the trainer {p['receive_ms_per_batch']} ms of CPU (in-memory loader, 1 worker vs none). Feeding "
+        f"the best in-memory speed needs {sp['decode_cores']} cores of decoding: a trainer that used all "
+        f"{sp['cores']} cores would keep at most 1 / (1 + that / cores) = {sp['sharing_bound']} of its speed. Loaders "
+        f"alone (no training; timed from the first batch):",
         "",
         markdown_table(["loader", "items/s", "wait (ms/batch)", "reader CPU (ms/batch)"], loaders),
     ])

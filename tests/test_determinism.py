@@ -40,7 +40,7 @@ checkpoint: {every: 10}
 log: {every: 5, progress: false, tensorboard: false}
 """
 
-CLOCK = {"items_per_s", "view_fraction", "elapsed_s"}
+CLOCK = {"items_per_s", "view_fraction", "data_wait", "elapsed_s"}
 
 
 def _contrastlab(*args: str, cwd: Path) -> None:

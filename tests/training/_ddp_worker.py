@@ -90,6 +90,7 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
             safetensors.torch.save_file(state, os.path.join(out_dir, name))
             del wrapped
         train_loop(rank, world, port, out_dir)
+        read_epoch(rank, world, out_dir)
         dist.barrier()  # nobody tears the group down while another process still uses it
     finally:
         dist.destroy_process_group()
@@ -117,3 +118,24 @@ def train_loop(rank: int, world: int, port: int, out_dir: str) -> None:
     finally:
         for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
             os.environ.pop(key)
+
+
+def read_epoch(rank: int, world: int, out_dir: str) -> None:
+    """One epoch of an image folder as the loop reads it (loader workers, this rank's rows of each global batch);
+    rank 0 writes every rank's item indices to ``epoch.json``."""
+    import json
+
+    from contrastlab.data.loading import Batches, LoaderOptions
+    from contrastlab.data.user import load_image_folder
+    from contrastlab.training.sampler import ShardedBatches
+
+    ds = load_image_folder(root=os.path.join(out_dir, "imgs"), test_fraction=0.1)
+    sampler = ShardedBatches(len(ds), 8, seed=5, rank=rank, world_size=world)
+    batches = Batches(ds, sampler, 0, sampler.steps_per_epoch, options=LoaderOptions(num_workers=1),
+                      device=torch.device("cpu"), seed=rank, rank=rank, world_size=world)
+    mine = [int(i) for _, batch in batches for i in batch.index]
+    every = [None] * world
+    dist.all_gather_object(every, mine)
+    if rank == 0:
+        with open(os.path.join(out_dir, "epoch.json"), "w") as f:
+            json.dump({"items": len(ds), "read": every}, f)

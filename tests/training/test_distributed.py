@@ -17,7 +17,14 @@ def free_port() -> int:
 def test_two_gloo_processes_equal_one_process_with_the_whole_batch(tmp_path):
     """One step of each objective kind, then the whole loop (sharded sampling, gathered negatives,
     DDP, checkpoints) for 12 steps: two processes give what one process with the whole batch gives."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(36):
+        Image.fromarray(np.full((4, 4, 3), i, dtype=np.uint8)).save(tmp_path / "imgs" / f"{i:02d}.png")
     mp.spawn(_ddp_worker.worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    check_epoch(tmp_path)
     for case in _ddp_worker.CASES:
         torch.set_num_threads(1)
         expected = _ddp_worker.single(case)
@@ -35,6 +42,17 @@ def test_two_gloo_processes_equal_one_process_with_the_whole_batch(tmp_path):
                 moved = (value - before[name]).abs().max()
                 assert moved > 1e-4 or name.endswith("bias"), (case, name, moved)
     check_loop(tmp_path)
+
+
+def check_epoch(tmp_path):
+    """Under DDP, an image folder read through loader workers: the ranks read disjoint items and one epoch reads
+    every item once (32 training items, global batches of 8: nothing is dropped)."""
+    import json
+
+    got = json.loads((tmp_path / "epoch.json").read_text())
+    first, second = got["read"]
+    assert got["items"] == 32 and len(first) == len(second) == 16
+    assert not set(first) & set(second) and sorted(first + second) == list(range(32))
 
 
 def check_loop(tmp_path):
