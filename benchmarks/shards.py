@@ -69,9 +69,10 @@ def _read(ds, workers: int) -> dict[str, Any]:
 
 def run(config: Config, log=print) -> dict[str, Any]:
     try:
-        from contrastlab.data.shards import load_shards, pack
+        from contrastlab.data.pack import pack
+        from contrastlab.data.shards import load_shards
     except ImportError:
-        return skipped(TITLE, "contrastlab.data.shards is missing")
+        return skipped(TITLE, "contrastlab.data.shards or contrastlab.data.pack is missing")
     n = 2000 if config.quick else 60000
     tmp = Path(tempfile.mkdtemp(prefix="contrastlab-shards-"))
     try:

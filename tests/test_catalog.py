@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from contrastlab import catalog as cat
+from contrastlab._docstrings import parse_args_section
 from contrastlab.data.registry import DATASETS, dataset_options
 from contrastlab.encoders.registry import ENCODERS
 from contrastlab.objectives.registry import OBJECTIVES
@@ -136,9 +137,9 @@ def test_parse_args_section_is_robust():
         Returns:
             x: not an option.
         ''')
-    assert cat.parse_args_section(doc) == {"a": "first line, markup and Thing.", "b": "on the next line.",
+    assert parse_args_section(doc) == {"a": "first line, markup and Thing.", "b": "on the next line.",
                                            "c": "shared.", "d": "shared.", "options": "more."}
-    assert cat.parse_args_section("No sections here.") == {}
+    assert parse_args_section("No sections here.") == {}
 
 
 def test_options_training_fills_in_are_real_options():

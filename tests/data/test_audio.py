@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from contrastlab.data.audio import (MelConfig, hz_to_mel, log_mel, mel_filterbank, mel_to_hz, parse_wav,
-                                    power_spectrogram, resample, trim_silence)
+                                    power_spectrogram, resample, trim_silence, wav_length)
 
 
 def _wav(samples: np.ndarray, rate: int, channels: int = 1, data_size: int | None = None, bits: int = 16) -> bytes:
@@ -32,6 +32,43 @@ def test_parse_wav_mixes_stereo_and_rejects_what_it_cannot_read():
         parse_wav(b"not a wav file at all")
     with pytest.raises(ValueError, match="8 bits"):
         parse_wav(_wav(stereo, 8000, bits=8))
+
+
+_RIFF = b"RIFF" + struct.pack("<I", 100) + b"WAVE"
+_FMT = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)
+
+
+@pytest.mark.parametrize("data, match", [
+    (_RIFF + b"fmt ", "ends inside a chunk header"),
+    (_RIFF + b"fmt " + struct.pack("<I", 16) + _FMT[:6], "fmt chunk is truncated"),
+    (_RIFF + b"fmt " + struct.pack("<I", 16), "fmt chunk is truncated"),
+    (_RIFF + b"fmt " + struct.pack("<I", 14) + _FMT[:14] + b"data" + struct.pack("<I", 2) + b"\0\0",
+     "fmt chunk is 14 bytes"),
+    (_RIFF + b"fmt " + struct.pack("<I", 16) + struct.pack("<HHIIHH", 1, 0, 8000, 0, 0, 16)
+     + b"data" + struct.pack("<I", 2) + b"\0\0", "0 channels"),
+    (_RIFF + b"fmt " + struct.pack("<I", 16) + struct.pack("<HHIIHH", 1, 1, 0, 0, 2, 16)
+     + b"data" + struct.pack("<I", 2) + b"\0\0", "at 0 Hz"),
+    (_RIFF + b"fmt " + struct.pack("<I", 16) + _FMT + b"LIST" + struct.pack("<I", 1000) + b"abc", "no data chunk"),
+    (_RIFF + b"data" + struct.pack("<I", 2) + b"\0\0", "data chunk before its fmt chunk"),
+    (_RIFF[:10], "RIFF"),
+])
+def test_a_cut_or_odd_header_is_a_value_error_saying_what_is_wrong(tmp_path, data, match):
+    with pytest.raises(ValueError, match=match):
+        parse_wav(data)
+    (tmp_path / "a.wav").write_bytes(data)
+    with pytest.raises(ValueError, match=match):
+        wav_length(tmp_path / "a.wav")
+
+
+def test_a_data_chunk_running_past_the_end_gives_the_whole_frames_there(tmp_path):
+    stereo_fmt = struct.pack("<HHIIHH", 1, 2, 8000, 32000, 4, 16)
+    samples = struct.pack("<5h", 100, 300, -200, 200, 7)  # two stereo frames and half of a third
+    for fmt, body, expected in ((stereo_fmt, samples, [200 / 32768.0, 0.0]), (_FMT, b"\0", [])):
+        data = _RIFF + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 1000) + body
+        x, rate = parse_wav(data)
+        assert rate == 8000 and x.tolist() == expected
+        (tmp_path / "a.wav").write_bytes(data)
+        assert wav_length(tmp_path / "a.wav") == (len(expected), 8000)
 
 
 def test_power_spectrogram_matches_torch_stft():

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from contrastlab.cli import main
-from contrastlab.data.commands import check_source, render
-from contrastlab.data.shards import pack
+from contrastlab.data.check import check_source, render
+from contrastlab.data.pack import pack
 
 
 def make_folder(root, classes=("cat", "dog"), n=5, size=(6, 8)):

@@ -12,8 +12,8 @@ from PIL import Image
 
 from contrastlab.data import manifest as manifest_module
 from contrastlab.data._images import decode_image
-from contrastlab.data.audio import MelConfig, parse_wav
-from contrastlab.data.manifest import frame_count, load_manifest, read_audio, wav_length
+from contrastlab.data.audio import MelConfig, parse_wav, wav_length
+from contrastlab.data.manifest import frame_count, load_manifest, read_audio
 from contrastlab.errors import UserError
 
 

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from contrastlab.data.manifest import load_manifest
-from contrastlab.data.shards import INDEX, load_shards, pack, read_index
+from contrastlab.data.pack import pack
+from contrastlab.data.shards import INDEX, load_shards, read_index
 from contrastlab.data.user import load_image_folder
 from contrastlab.errors import UserError
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from contrastlab.data.base import Batch
-from contrastlab.evaluation.pipeline import EvalOptions, evaluate, slice_batch
+from contrastlab.evaluation.pipeline import EvalOptions, evaluate
+from contrastlab.evaluation.selection import slice_batch
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -5,7 +5,7 @@ import torch
 
 from contrastlab.data import build_dataset
 from contrastlab.encoders.build import build_model
-from contrastlab.recipes.analyses._probe import subset, tower_features
+from contrastlab.recipes.analyses._probe import tower_features
 from contrastlab.recipes.runner import run_recipe
 from contrastlab.views.registry import build_views
 
@@ -24,13 +24,6 @@ def test_tower_features_read_only_the_chosen_towers():
     assert both.shape == (5, 6) and torch.equal(both[:, 3:], model({"L": shown["L"]})["L"])
     with pytest.raises(ValueError, match="the model has no tower 'R'"):
         tower_features(model, views, ["R"], stage="head")
-
-
-def test_subset_is_the_evaluation_rule():
-    from contrastlab.evaluation.pipeline import _subset
-
-    for n, limit, seed in [(50, 10, 0), (50, 10, 1), (5, 10, 0), (7, None, 3)]:
-        assert torch.equal(subset(n, limit, seed), _subset(n, limit, seed))
 
 
 @pytest.mark.slow

@@ -61,7 +61,7 @@ def test_sigkill_with_loader_workers_then_resume_is_bit_identical(tmp_path, sour
     images(tmp_path / "imgs")
     config = CONFIG
     if source == "shards":
-        from contrastlab.data.shards import pack
+        from contrastlab.data.pack import pack
 
         pack(tmp_path / "imgs", tmp_path / "shards", shard_items=8, test_fraction=0.1, progress=False)
         config = config.replace("{name: image_folder, options: {root: imgs, test_fraction: 0.1}",

@@ -20,9 +20,12 @@ References:
 from __future__ import annotations
 
 import math
+import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -54,6 +57,60 @@ class MelConfig:
         return math.log(self.eps)
 
 
+@dataclass(frozen=True)
+class _WavLayout:
+    """Where the samples of a 16-bit PCM WAV file are: ``frames`` whole frames of ``channels`` samples
+    each, at ``rate`` Hz, starting at byte ``start``."""
+
+    channels: int
+    rate: int
+    start: int
+    frames: int
+
+
+def _wav_layout(read: Callable[[int, int], bytes], total: int) -> _WavLayout:
+    """Walk the RIFF chunks of a WAV file of ``total`` bytes up to its data chunk; ``read(pos, n)`` gives
+    at most ``n`` bytes from ``pos``.
+
+    Only the chunk headers and the fmt chunk are read. The data chunk's declared size is not trusted:
+    a WAV written to a pipe (``espeak-ng --stdout``) carries a placeholder size, so the samples run to
+    the end of the file when the size is too large (a partial last frame is dropped).
+
+    Raises:
+        ValueError: When the file is not a RIFF/WAVE file with 16-bit PCM samples, or its header is
+            cut short or inconsistent.
+    """
+    head = read(0, 12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise ValueError("not a RIFF/WAVE file")
+    pos, channels, rate = 12, None, None
+    while pos < total:
+        chunk = read(pos, 8)
+        if len(chunk) < 8:
+            raise ValueError(f"WAV file is truncated: it ends inside a chunk header at byte {pos}, before "
+                             "its data chunk")
+        tag, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        body = pos + 8
+        if tag == b"fmt ":
+            if size < 16:
+                raise ValueError(f"WAV fmt chunk is {size} bytes long, a PCM fmt chunk needs at least 16")
+            fmt = read(body, 16)
+            if len(fmt) < 16:
+                raise ValueError(f"WAV fmt chunk is truncated: the file ends {len(fmt)} bytes into it, "
+                                 "before its 16 bytes")
+            kind, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt)
+            if kind != 1 or bits != 16:
+                raise ValueError(f"only 16-bit PCM WAV is supported, got format {kind} with {bits} bits")
+            if channels == 0 or rate == 0:
+                raise ValueError(f"WAV fmt chunk gives {channels} channels at {rate} Hz; both must be positive")
+        elif tag == b"data":
+            if channels is None:
+                raise ValueError("WAV data chunk before its fmt chunk")
+            return _WavLayout(channels, rate, body, max(0, min(size, total - body)) // (2 * channels))
+        pos = body + size + (size & 1)
+    raise ValueError("WAV file has no data chunk")
+
+
 def parse_wav(data: bytes) -> tuple[np.ndarray, int]:
     """Decode 16-bit PCM WAV bytes to a mono float32 waveform in [-1, 1] and its sample rate.
 
@@ -61,7 +118,8 @@ def parse_wav(data: bytes) -> tuple[np.ndarray, int]:
     carries a placeholder size, so the samples run to the end of the bytes when the size is too large.
 
     Raises:
-        ValueError: When the bytes are not a RIFF/WAVE file with 16-bit PCM samples.
+        ValueError: When the bytes are not a RIFF/WAVE file with 16-bit PCM samples, or its header is
+            cut short or inconsistent.
 
     Example:
         >>> body = struct.pack("<4h", 0, 16384, -16384, 32767)
@@ -72,25 +130,29 @@ def parse_wav(data: bytes) -> tuple[np.ndarray, int]:
         >>> rate, x.tolist()
         (8000, [0.0, 0.5, -0.5, 0.999969482421875])
     """
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("not a RIFF/WAVE file")
-    pos, channels, rate, bits = 12, None, None, None
-    while pos + 8 <= len(data):
-        tag, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        body = pos + 8
-        if tag == b"fmt ":
-            fmt, channels, rate, _, _, bits = struct.unpack("<HHIIHH", data[body:body + 16])
-            if fmt != 1 or bits != 16:
-                raise ValueError(f"only 16-bit PCM WAV is supported, got format {fmt} with {bits} bits")
-        elif tag == b"data":
-            if channels is None:
-                raise ValueError("WAV data chunk before its fmt chunk")
-            end = min(body + size, len(data))
-            end -= (end - body) % (2 * channels)
-            samples = np.frombuffer(data[body:end], dtype="<i2").astype(np.float32) / 32768.0
-            return samples.reshape(-1, channels).mean(axis=1), int(rate)
-        pos = body + size + (size & 1)
-    raise ValueError("WAV file has no data chunk")
+    wav = _wav_layout(lambda pos, n: data[pos:pos + n], len(data))
+    end = wav.start + 2 * wav.channels * wav.frames
+    samples = np.frombuffer(data[wav.start:end], dtype="<i2").astype(np.float32) / 32768.0
+    return samples.reshape(-1, wav.channels).mean(axis=1), wav.rate
+
+
+def wav_length(path: str | Path) -> tuple[int, int]:
+    """The number of samples per channel and the sample rate of a 16-bit PCM WAV file, from its header
+    alone (the chunks before the samples; a placeholder data size is bounded by the file's size, as
+    :func:`parse_wav` does).
+
+    Raises:
+        ValueError: When the file is not a RIFF/WAVE file with 16-bit PCM samples, or its header is
+            cut short or inconsistent.
+        OSError: When the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        def read(pos: int, n: int) -> bytes:
+            f.seek(pos)
+            return f.read(n)
+
+        wav = _wav_layout(read, os.fstat(f.fileno()).st_size)
+    return wav.frames, wav.rate
 
 
 def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:

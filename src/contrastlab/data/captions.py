@@ -1,4 +1,5 @@
-r"""Text captions of Shapes items, and a word vocabulary that turns captions into padded token ids.
+r"""Text captions of Shapes items, a word vocabulary that turns captions into padded token ids, and
+:class:`TokenRows`, tokenised texts stored flat (how the file-backed sources hold their captions).
 
 A caption names the size, colour, shape and position of the item ("a small red circle at the top
 left"), and its background when backgrounds vary. Paraphrase variety comes from a per-item
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -159,3 +162,47 @@ def shapes_vocabulary(shape_names: Sequence[str], colour_names: Sequence[str],
     longest_position = max(len(words(p)) for row in POSITION_WORDS for p in row)
     longest = max(len(words(re.sub(r"\{\w+\}", " ", t))) + 3 + longest_position for t in TEMPLATES)
     return vocab, longest + (4 if background_names else 0)
+
+
+@dataclass
+class TokenRows:
+    """Texts as token ids, held one after another (int32) so that they pickle as two flat arrays.
+
+    Example:
+        >>> rows = TokenRows.encode(Vocabulary(["a", "dot"]), ["a dot", "dot"])
+        >>> ids, n = rows.row(1)
+        >>> ids.tolist(), n, rows.width
+        ([3, 0], 1, 2)
+    """
+
+    vocabulary: Vocabulary
+    tokens: np.ndarray  #: int32 (total tokens,)
+    offsets: np.ndarray  #: int64 (N + 1,): text i is tokens[offsets[i]:offsets[i + 1]]
+    width: int  #: T, the padded length
+
+    @classmethod
+    def encode(cls, vocabulary: Vocabulary, texts: Sequence[str], *, chunk: int = 8192) -> "TokenRows":
+        """Every text encoded; ``width`` is the longest."""
+        flat, lengths = [np.zeros(0, dtype=np.int32)], [np.zeros(0, dtype=np.int64)]
+        for start in range(0, len(texts), chunk):
+            ids, n = vocabulary.encode(texts[start:start + chunk])
+            flat.append(ids[torch.arange(ids.shape[1]) < n[:, None]].numpy().astype(np.int32))
+            lengths.append(n.numpy())
+        counts = np.concatenate(lengths)
+        return cls(vocabulary, np.concatenate(flat), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                   int(counts.max(initial=0)))
+
+    def select(self, keep: np.ndarray) -> "TokenRows":
+        """The texts at the sorted indices ``keep``, padded to the same ``width``."""
+        counts = np.diff(self.offsets)
+        chosen = np.zeros(len(counts), dtype=bool)
+        chosen[keep] = True
+        return TokenRows(self.vocabulary, self.tokens[np.repeat(chosen, counts)],
+                         np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64), self.width)
+
+    def row(self, i: int) -> tuple[np.ndarray, int]:
+        """Text ``i``'s ids right-padded with 0, int64 (width,), and its length."""
+        row = self.tokens[self.offsets[i]:self.offsets[i + 1]]
+        ids = np.zeros(self.width, dtype=np.int64)
+        ids[:len(row)] = row
+        return ids, len(row)

@@ -31,9 +31,8 @@ import numpy as np
 
 from contrastlab.data._images import check_image_options, decode_image
 from contrastlab.data._split import check_fraction, check_split, split_indices
-from contrastlab.data.captions import Vocabulary
+from contrastlab.data.captions import TokenRows, Vocabulary
 from contrastlab.data.lazy import OnDemand, check_on_error
-from contrastlab.data.manifest import TokenRows
 from contrastlab.errors import UserError, one_line
 
 INSTALL_HINT = "pip install 'contrastlab[hf]' (or: pip install datasets)"

@@ -33,19 +33,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import struct
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from contrastlab.data._images import check_image_options, decode_image
 from contrastlab.data._split import check_fraction, check_split, split_indices
-from contrastlab.data.audio import MelConfig, log_mel, parse_wav, resample, trim_silence
-from contrastlab.data.captions import Vocabulary
+from contrastlab.data.audio import MelConfig, log_mel, parse_wav, resample, trim_silence, wav_length
+from contrastlab.data.captions import TokenRows, Vocabulary
 from contrastlab.data.lazy import OnDemand, check_on_error
 from contrastlab.errors import UserError
 
@@ -102,39 +97,6 @@ def read_audio(path: Path, config: MelConfig, where: str) -> np.ndarray:
     return log_mel(x, config)
 
 
-def wav_length(path: Path) -> tuple[int, int]:
-    """The number of samples per channel and the sample rate of a 16-bit PCM WAV file, from its header
-    alone (the chunks before the samples; a placeholder data size is bounded by the file's size, as
-    :func:`~contrastlab.data.audio.parse_wav` does).
-
-    Raises:
-        ValueError: When the file is not a RIFF/WAVE file with 16-bit PCM samples.
-    """
-    with path.open("rb") as f:
-        total = os.fstat(f.fileno()).st_size
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            raise ValueError("not a RIFF/WAVE file")
-        pos, channels, rate = 12, None, None
-        while pos + 8 <= total:
-            f.seek(pos)
-            tag, size = f.read(4), struct.unpack("<I", f.read(4))[0]
-            body = pos + 8
-            if tag == b"fmt ":
-                fmt = f.read(16)
-                if len(fmt) < 16:
-                    raise ValueError("WAV fmt chunk is truncated")
-                kind, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt)
-                if kind != 1 or bits != 16:
-                    raise ValueError(f"only 16-bit PCM WAV is supported, got format {kind} with {bits} bits")
-            elif tag == b"data":
-                if channels is None:
-                    raise ValueError("WAV data chunk before its fmt chunk")
-                return min(size, total - body) // (2 * max(channels, 1)), int(rate)
-            pos = body + size + (size & 1)
-    raise ValueError("WAV file has no data chunk")
-
-
 def frame_count(samples: int, rate: int, config: MelConfig) -> int:
     """The frames of :func:`~contrastlab.data.audio.log_mel` for ``samples`` at ``rate`` Hz, resampled to
     ``config.sample_rate`` (polyphase resampling gives :math:`\\lceil L\\, r'/r \\rceil` samples)."""
@@ -142,56 +104,12 @@ def frame_count(samples: int, rate: int, config: MelConfig) -> int:
     return 1 + (max(n, config.win_length) - config.win_length) // config.hop_length
 
 
-@dataclass
-class TokenRows:
-    """Texts as token ids, held one after another (int32) so that they pickle as two flat arrays.
-
-    Example:
-        >>> rows = TokenRows.encode(Vocabulary(["a", "dot"]), ["a dot", "dot"])
-        >>> ids, n = rows.row(1)
-        >>> ids.tolist(), n, rows.width
-        ([3, 0], 1, 2)
-    """
-
-    vocabulary: Vocabulary
-    tokens: np.ndarray  #: int32 (total tokens,)
-    offsets: np.ndarray  #: int64 (N + 1,): text i is tokens[offsets[i]:offsets[i + 1]]
-    width: int  #: T, the padded length
-
-    @classmethod
-    def encode(cls, vocabulary: Vocabulary, texts: Sequence[str], *, chunk: int = 8192) -> "TokenRows":
-        """Every text encoded; ``width`` is the longest."""
-        flat, lengths = [np.zeros(0, dtype=np.int32)], [np.zeros(0, dtype=np.int64)]
-        for start in range(0, len(texts), chunk):
-            ids, n = vocabulary.encode(texts[start:start + chunk])
-            flat.append(ids[torch.arange(ids.shape[1]) < n[:, None]].numpy().astype(np.int32))
-            lengths.append(n.numpy())
-        counts = np.concatenate(lengths)
-        return cls(vocabulary, np.concatenate(flat), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                   int(counts.max(initial=0)))
-
-    def select(self, keep: np.ndarray) -> "TokenRows":
-        """The texts at the sorted indices ``keep``, padded to the same ``width``."""
-        counts = np.diff(self.offsets)
-        chosen = np.zeros(len(counts), dtype=bool)
-        chosen[keep] = True
-        return TokenRows(self.vocabulary, self.tokens[np.repeat(chosen, counts)],
-                         np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64), self.width)
-
-    def row(self, i: int) -> tuple[np.ndarray, int]:
-        """Text ``i``'s ids right-padded with 0, int64 (width,), and its length."""
-        row = self.tokens[self.offsets[i]:self.offsets[i + 1]]
-        ids = np.zeros(self.width, dtype=np.int64)
-        ids[:len(row)] = row
-        return ids, len(row)
-
-
 class Manifest(OnDemand):
     r"""The lines of one split of a manifest, their images and audio read on demand (see the module
     docstring and :func:`load_manifest`).
 
     Holds, per item, the file paths, the line number, the label and the caption's token ids
-    (:class:`TokenRows`, with the ``vocabulary``); nothing decoded.
+    (:class:`~contrastlab.data.captions.TokenRows`, with the ``vocabulary``); nothing decoded.
     """
 
     def __init__(self, name: str, manifest: str, lines: np.ndarray, images: list[str], *,
@@ -263,7 +181,7 @@ def load_manifest(*, path: str, split: str = "train", seed: int = 0, channels: i
         contrastlab.errors.UserError: For a missing field, file or malformed line, naming the line and path.
 
     Example:
-        >>> import tempfile, matplotlib.image
+        >>> import tempfile, matplotlib.image, torch
         >>> d = Path(tempfile.mkdtemp())
         >>> for i in range(5):
         ...     matplotlib.image.imsave(d / f"{i}.png", np.zeros((4, 4, 3)))

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from contrastlab.progress import progress_off
+
 from contrastlab.data.audio import MelConfig, log_mel, parse_wav, resample, trim_silence
 from contrastlab.errors import UserError
 
@@ -38,11 +40,6 @@ SPEED_RANGE = (140, 180)  # words per minute
 PITCH_RANGE = (40, 60)  # espeak-ng's 0-99 scale
 _FORMAT_VERSION = 1
 INSTALL_HINT = "install it with: apt-get install espeak-ng (macOS: brew install espeak-ng)"
-
-
-def _quiet() -> bool:
-    """``CONTRASTLAB_NO_PROGRESS`` set (as ``--no-progress`` does): no progress bar while synthesising."""
-    return bool(os.environ.get("CONTRASTLAB_NO_PROGRESS"))
 
 
 @dataclass(frozen=True)
@@ -156,7 +153,7 @@ class SpeechSynthesizer:
 
             todo = list(missing)
             with ThreadPoolExecutor(max_workers=min(self.workers, len(todo))) as pool, \
-                    tqdm(total=len(todo), desc="espeak-ng", unit="caption", disable=len(todo) < 100 or _quiet()) as bar:
+                    tqdm(total=len(todo), desc="espeak-ng", unit="caption", disable=len(todo) < 100 or progress_off()) as bar:
                 for u, spec in zip(todo, pool.map(make, todo)):
                     for i in missing[u]:
                         out[i] = spec

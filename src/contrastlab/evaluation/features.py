@@ -9,8 +9,6 @@ features are their concatenation.
 from __future__ import annotations
 
 import copy
-import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from contrastlab.progress import item_bar
 from contrastlab.data.base import Batch, Dataset, to_device
 from contrastlab.data.loading import LoaderOptions, ordered_batches
 from contrastlab.views.base import ViewGenerator
@@ -314,16 +313,6 @@ class _Sample:
         return torch.tensor(rows, dtype=torch.int64), stacked
 
 
-def _bar(total: int | None, desc: str, enabled: bool):
-    """A tqdm bar on stderr over items (only on a terminal; none when ``enabled`` is false or under
-    ``CONTRASTLAB_NO_PROGRESS``)."""
-    from tqdm.auto import tqdm
-
-    off = True if not enabled or os.environ.get("CONTRASTLAB_NO_PROGRESS") else None  # None: on a terminal only
-    return tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, mininterval=0.5, file=sys.stderr,
-                disable=off)
-
-
 def collect(dataset: Dataset, indices: Tensor | None, featurizers: Mapping[str, Featurizer], *,
             batch_size: int = 256, keep_images: int = 0, seed: int = 0, loader: LoaderOptions = LoaderOptions(),
             limit: int | None = None, device: torch.device | str = "cpu", progress: bool = False,
@@ -375,7 +364,7 @@ def collect(dataset: Dataset, indices: Tensor | None, featurizers: Mapping[str, 
     labels = []
     sample = _Sample(keep_images, seed) if keep_images else None
     with closing(ordered_batches(dataset, indices, batch_size=batch_size, options=loader, limit=limit)) as batches, \
-            _bar(total, desc, progress) as bar:
+            item_bar(total, desc, enabled=progress) as bar:
         for raw in batches:
             batch = to_device(raw, device)
             for name, featurize in featurizers.items():

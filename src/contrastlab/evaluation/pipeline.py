@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.data.base import Batch, Dataset, to_device
-from contrastlab.data.loading import MAX_WORKERS, LoaderOptions, is_stream, ordered_batches
+from contrastlab.data.loading import MAX_WORKERS, LoaderOptions
 from contrastlab.evaluation.clustering import cluster_scores
 from contrastlab.evaluation.features import (
     Collected, Encoder, Featurizer, collect, concat_towers, encode_pairs, random_init_copy, raw_featurizer,
@@ -43,6 +43,7 @@ from contrastlab.evaluation.invariance import invariance_report
 from contrastlab.evaluation.knn import knn_evaluate
 from contrastlab.evaluation.probe import linear_probe
 from contrastlab.evaluation.retrieval import retrieval_metrics
+from contrastlab.evaluation.selection import Selection, slice_batch
 from contrastlab.files import atomic_write_text
 from contrastlab.views.base import ViewGenerator
 
@@ -112,95 +113,6 @@ class EvalOptions:
         if self.num_workers is not None and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int)
                                              or not 0 <= self.num_workers <= MAX_WORKERS):
             raise ValueError(f"num_workers must be in [0, {MAX_WORKERS}] or None; got {self.num_workers!r}")
-
-
-def _subset(n: int, limit: int | None, seed: int) -> Tensor:
-    """All of ``range(n)``, or a sorted seeded random subset of ``limit`` of them."""
-    if limit is None or limit >= n:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-
-
-@dataclass(frozen=True)
-class _Selection:
-    """The items of a split that are evaluated: ``indices`` of a map-style data set, or a stream's first
-    ``limit`` items (all when ``None``) in shard order."""
-
-    indices: Tensor | None
-    limit: int | None = None
-    seed: int = 0
-
-    @classmethod
-    def of(cls, dataset, max_items: int | None, seed: int) -> "_Selection":
-        if is_stream(dataset):
-            return cls(None, max_items, seed)
-        return cls(_subset(len(dataset), max_items, seed), None, seed)
-
-    def describe(self, dataset, count: int) -> str:
-        """How the ``count`` items were chosen, for ``metrics.json``."""
-        if self.indices is None:
-            first = self.limit is not None and count >= self.limit
-            return f"{'first' if first else 'all'} {count} in stream order"
-        n = len(dataset)
-        return f"all {count}" if count == n else f"a random {count} of {n} (seed {self.seed})"
-
-    def first(self, dataset, n: int, loader: LoaderOptions, batch_size: int) -> Batch:
-        """The first ``n`` selected items as one batch, as the source gives them (uint8 images from files)."""
-        if self.indices is not None:
-            parts = ordered_batches(dataset, self.indices[:n], batch_size=batch_size, options=loader)
-        else:
-            limit = n if self.limit is None else min(n, self.limit)
-            parts = ordered_batches(dataset, None, batch_size=batch_size, options=loader, limit=limit)
-        return cat_batches(list(parts))
-
-
-def cat_batches(batches: list[Batch]) -> Batch:
-    """One batch of the items of ``batches``, in order (labels and indices only when every batch has them).
-
-    Args:
-        batches: batches of N_i items with the same inputs, factors and lengths.
-
-    Returns:
-        A :class:`Batch` of sum N_i items.
-
-    Raises:
-        ValueError: for no batches.
-
-    Example:
-        >>> b = cat_batches([Batch({"x": torch.zeros(2, 3)}, labels=torch.tensor([0, 1])),
-        ...                  Batch({"x": torch.ones(1, 3)}, labels=torch.tensor([1]))])
-        >>> b.inputs["x"].shape, b.labels.tolist()
-        (torch.Size([3, 3]), [0, 1, 1])
-    """
-    if not batches:
-        raise ValueError("no batches to concatenate")
-    first = batches[0]
-    join = lambda get, keys: {k: torch.cat([get(b)[k] for b in batches]) for k in keys}  # noqa: E731
-    whole = lambda get: None if any(get(b) is None for b in batches) else torch.cat([get(b) for b in batches])  # noqa: E731
-    return Batch(inputs=join(lambda b: b.inputs, first.inputs), labels=whole(lambda b: b.labels),
-                 factors=join(lambda b: b.factors, first.factors), lengths=join(lambda b: b.lengths, first.lengths),
-                 index=whole(lambda b: b.index), skipped=sum(b.skipped for b in batches))
-
-
-def slice_batch(batch: Batch, rows: slice | Tensor) -> Batch:
-    """The items ``rows`` of a batch, every field sliced alike.
-
-    Args:
-        batch: N items.
-        rows: a slice or an index tensor.
-
-    Returns:
-        A :class:`Batch` of the chosen items.
-
-    Example:
-        >>> b = Batch({"x": torch.arange(4)}, labels=torch.arange(4) * 10)
-        >>> slice_batch(b, slice(1, 3)).labels.tolist()
-        [10, 20]
-    """
-    pick = lambda d: {k: v[rows] for k, v in d.items()}  # noqa: E731
-    return Batch(inputs=pick(batch.inputs), labels=None if batch.labels is None else batch.labels[rows],
-                 factors=pick(batch.factors), lengths=pick(batch.lengths),
-                 index=None if batch.index is None else batch.index[rows])
 
 
 def _chunked(featurize: Featurizer, size: int):
@@ -373,8 +285,8 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
     started = time.perf_counter()
     train_ds, test_ds = run.dataset("train"), run.dataset("test")
     loader = LoaderOptions(num_workers=_workers(run, options))
-    selected = {"train": _Selection.of(train_ds, options.max_items, options.seed),
-                "test": _Selection.of(test_ds, options.max_items, options.seed + 1)}
+    selected = {"train": Selection.of(train_ds, options.max_items, options.seed),
+                "test": Selection.of(test_ds, options.max_items, options.seed + 1)}
     known = {split: len(sel.indices) for split, sel in selected.items() if sel.indices is not None}
     if any(n < 2 for n in known.values()):  # a stream's count is known only once it is read
         _too_few(known)

@@ -15,22 +15,11 @@ from torch import Tensor
 from contrastlab.data.base import Batch, Dataset
 from contrastlab.evaluation.knn import knn_evaluate
 from contrastlab.evaluation.probe import linear_probe
+from contrastlab.evaluation.selection import subset
 from contrastlab.views.patches import take_patches
 
 #: Maps a batch of items to (N, D) features.
 Features = Callable[[Batch], Tensor]
-
-
-def subset(n: int, limit: int | None, seed: int) -> Tensor:
-    """All of ``range(n)``, or ``limit`` of them drawn with ``seed`` and sorted (the evaluation's rule).
-
-    Example:
-        >>> subset(5, None, 0).tolist(), len(subset(100, 10, 0))
-        ([0, 1, 2, 3, 4], 10)
-    """
-    if limit is None or limit >= n:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
 
 
 @torch.no_grad()

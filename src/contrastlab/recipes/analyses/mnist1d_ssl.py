@@ -34,7 +34,8 @@ from contrastlab.plots._figure import PALETTE, new_figure, save_png
 from contrastlab.plots.scatter import alignment_uniformity_scatter
 from contrastlab.recipes.analyses._metrics import accuracy_row, get
 from contrastlab.recipes.analyses._points import merge_coincident
-from contrastlab.recipes.analyses._probe import features_of, subset
+from contrastlab.evaluation.selection import subset
+from contrastlab.recipes.analyses._probe import features_of
 from contrastlab.recipes.summary import Check, Summary, Table
 
 #: The notebook's split (train, test).
