@@ -99,12 +99,31 @@ def is_stream(dataset) -> bool:
     return bool(getattr(dataset, "streaming", False))
 
 
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers(dataset) -> int:
     """No workers for in-memory data; ``min(4, cores - 1)`` (at least 1) for data read on demand."""
     if getattr(dataset, "in_memory", True) and not is_stream(dataset):
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores - 1))
+    return max(1, min(4, cores() - 1))
+
+
+def trainer_threads(workers: int, current: int, available: int | None = None) -> int:
+    """Intra-op threads for a process training on the CPU beside ``workers`` loader workers: one core left per
+    worker (at least one thread). Measured on 2 cores (docs/PERFORMANCE.md, data loading): 2 trainer threads
+    beside 2 workers ran at 0.27x the in-memory speed — spinning OpenMP threads and decoding workers took
+    turns on the cores — and 1 thread at 0.98x.
+
+    Example:
+        >>> trainer_threads(2, 2, available=2), trainer_threads(0, 8, available=8), trainer_threads(4, 16, available=16)
+        (1, 8, 12)
+    """
+    if workers <= 0:
+        return current
+    return max(1, min(current, (cores() if available is None else available) - workers))
 
 
 @dataclass

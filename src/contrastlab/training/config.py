@@ -154,7 +154,8 @@ class TrainConfig:
     seed: int = 0  #: in [0, 2**63), so that torch and numpy both take it
     precision: Literal["fp32", "bf16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = None  #: torch.set_num_threads in each process
+    #: torch.set_num_threads in each process (null: torch's default, less one per loader worker when training on the CPU)
+    threads: int | None = None
     out: str | None = None  #: the run directory
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)

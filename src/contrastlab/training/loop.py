@@ -17,7 +17,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from contrastlab.data.base import Dataset, to_device
-from contrastlab.data.loading import Batches, LoaderOptions, sample_batch
+from contrastlab.data.loading import Batches, LoaderOptions, sample_batch, trainer_threads
 from contrastlab.errors import UserError, one_line
 from contrastlab.files import atomic_write_text
 from contrastlab.plugins import loaded as loaded_plugins
@@ -255,10 +255,12 @@ class _Run:
             self.run_dir, enabled=info.is_main, resume_step=start if resume else None, total=total,
             progress=cfg.log.progress, tensorboard=cfg.log.tensorboard,
         )  # fmt: skip
+        threads = torch.get_num_threads()
         try:
             return self._loop(comps, module, wrapped, optimizer, sampler, view_rng, manager, logs, start, total, elapsed0)
         finally:
             logs.close()
+            torch.set_num_threads(threads)
 
     def _restore(self, manager, module, optimizer, view_rng, total: int) -> tuple[int, float]:
         path = manager.path("last")
@@ -332,6 +334,9 @@ class _Run:
                           options=LoaderOptions(num_workers=d.num_workers, prefetch=d.prefetch, pin_memory=d.pin_memory),
                           lanes=self.lanes0)
         self.lanes = batches.lanes
+        workers = batches.options.workers(dataset)
+        if cfg.threads is None and device.type == "cpu":  # leave the loader workers their cores (restored by run)
+            torch.set_num_threads(trainer_threads(workers, torch.get_num_threads()))
         t0 = time.perf_counter()
         for step, batch in batches:
             t_data = batches.wait
