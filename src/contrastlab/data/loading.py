@@ -147,6 +147,23 @@ class LoaderOptions:
         return {"num_workers": w, "pin_memory": pin, **extra}
 
 
+def _trim_heap() -> None:
+    """Hand the heap's free pages back to the system before loader workers fork (glibc's ``malloc_trim``; nothing
+    elsewhere): pages a forked worker inherits are counted again in its resident memory. Measured on 60,000
+    64x64 PNGs with 2 workers (docs/PERFORMANCE.md): the peak summed RSS fell from 2.2 to 1.9 GiB, and PSS
+    from 1.33 to 1.14 GiB."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:  # no C library to ask: nothing to trim
+        pass
+
+
 def map_loader(dataset: Dataset, sampler, start: int, stop: int, *, options: LoaderOptions,
                device: torch.device, seed: int = 0) -> DataLoader:
     """A ``DataLoader`` yielding this process's :class:`Batch` of every step in ``[start, stop)``.
@@ -154,6 +171,8 @@ def map_loader(dataset: Dataset, sampler, start: int, stop: int, *, options: Loa
     The whole run is one pass of the loader (its batch sampler spans all remaining steps), so worker
     processes start once and live until the run ends. ``seed`` fixes the workers' base seed.
     """
+    if options.workers(dataset) > 0:
+        _trim_heap()
     return DataLoader(_Items(dataset), batch_sampler=_Steps(sampler, start, stop), collate_fn=_whole,
                       generator=torch.Generator().manual_seed(seed), **options.kwargs(dataset, device))
 
@@ -173,6 +192,8 @@ def stream_loader(stream, epoch: int, *, batch_size: int, seed: int, rank: int, 
         kwargs["num_workers"] = max(w for w in range(1, min(kwargs["num_workers"], lanes) + 1) if lanes % w == 0)
     part = stream.epoch(epoch, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, start=start,
                         lanes=lanes)
+    if kwargs["num_workers"] > 0:
+        _trim_heap()
     return DataLoader(part, batch_size=None, collate_fn=_whole, **kwargs)
 
 
