@@ -68,8 +68,6 @@ def decode_image(source: Path | bytes, *, channels: int = 3, size: tuple[int, in
 
     prefix = f"{where}: " if where else ""
     label = name if name is not None else str(source) if isinstance(source, Path) else "<bytes>"
-    if isinstance(source, Path) and not source.is_file():
-        raise UserError(f"{prefix}image file '{source}' not found")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those images too.
@@ -77,7 +75,9 @@ def decode_image(source: Path | bytes, *, channels: int = 3, size: tuple[int, in
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
                 img.load()
                 img = _to_uint8(img, f"{prefix}image '{label}'")
-                img = img.convert("RGB" if channels == 3 else "L")
+                mode = "RGB" if channels == 3 else "L"
+                if img.mode != mode:  # an image already in the mode is not copied
+                    img = img.convert(mode)
                 if size is not None:
                     img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 arr = np.asarray(img, dtype=np.uint8)
@@ -87,6 +87,8 @@ def decode_image(source: Path | bytes, *, channels: int = 3, size: tuple[int, in
                         f"{Image.MAX_IMAGE_PIXELS} pixels Pillow reads safely (PIL.Image.MAX_IMAGE_PIXELS); "
                         f"the file may be corrupt or a decompression bomb, or needs downscaling") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
+        if isinstance(source, Path) and not source.is_file():  # looked for only when reading failed
+            raise UserError(f"{prefix}image file '{source}' not found") from None
         raise UserError(f"{prefix}cannot read image '{label}': {one_line(err)}") from None
     return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
