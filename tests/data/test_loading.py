@@ -70,7 +70,7 @@ def test_images_stay_uint8_until_the_device_and_become_floats_there(tmp_path):
     assert torch.equal(moved.inputs["image"], raw.inputs["image"].float() / 255)
     assert torch.equal(sample_batch(ds, 3).inputs["image"], moved.inputs["image"])
     pinned = Batch({"x": torch.zeros(2, dtype=torch.uint8)}, skipped=2)
-    assert pinned._map(lambda t: t + 1).skipped == 2
+    assert pinned.apply(lambda t: t + 1).skipped == 2
 
 
 VIEW_CASES = {

@@ -17,7 +17,7 @@ to decode, pin and copy); :func:`to_device` moves a batch and turns every uint8 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -35,7 +35,8 @@ class Batch:
     def __len__(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
 
-    def _map(self, fn) -> "Batch":
+    def apply(self, fn) -> "Batch":
+        """A batch of ``fn`` applied to every tensor (inputs, labels, factors, lengths, index); ``skipped`` kept."""
         each = lambda d: {k: fn(v) for k, v in d.items()}  # noqa: E731
         return Batch(inputs=each(self.inputs), labels=None if self.labels is None else fn(self.labels),
                      factors=each(self.factors), lengths=each(self.lengths),
@@ -43,11 +44,11 @@ class Batch:
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> "Batch":
         """Every tensor moved to ``device`` (dtypes unchanged)."""
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+        return self.apply(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "Batch":
         """Every tensor in page-locked memory (``DataLoader(pin_memory=True)`` calls this in its pinning thread)."""
-        return self._map(lambda t: t.pin_memory())
+        return self.apply(lambda t: t.pin_memory())
 
 
 def to_device(batch: Batch, device: torch.device | str) -> Batch:
@@ -62,7 +63,7 @@ def to_device(batch: Batch, device: torch.device | str) -> Batch:
         >>> b.inputs["image"].dtype, float(b.inputs["image"].max())
         (torch.float32, 1.0)
     """
-    moved = batch.to(device, non_blocking=True)
+    moved = replace(batch, factors={}).to(device, non_blocking=True)
     moved.factors = batch.factors
     moved.inputs = {k: v.float().div_(255.0) if v.dtype == torch.uint8 else v for k, v in moved.inputs.items()}
     return moved

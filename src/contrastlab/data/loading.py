@@ -76,9 +76,6 @@ class _Items(torch.utils.data.Dataset):
             batch.index = index
         return batch
 
-    def __getitem__(self, i: int) -> Batch:  # DataLoader calls __getitems__; this keeps the class complete
-        return self.dataset.get(torch.tensor([i]))
-
 
 class _Steps(torch.utils.data.Sampler):
     """This process's indices of the global batch of every step in ``[start, stop)``."""
@@ -207,6 +204,7 @@ class Batches:
 
     def __init__(self, dataset, sampler, start: int, stop: int, *, options: LoaderOptions, device: torch.device,
                  seed: int, rank: int = 0, world_size: int = 1, lanes: int | None = None) -> None:
+        """``seed``: this process's seed for the loader's workers (a pure function of the run's seed and the rank)."""
         self.dataset, self.sampler, self.start, self.stop = dataset, sampler, start, stop
         self.options, self.device, self.seed, self.rank, self.world_size = options, device, seed, rank, world_size
         #: a stream's lanes per rank (None for map-style data): recorded in checkpoints, kept on resume
@@ -235,7 +233,7 @@ class Batches:
             source = self._stream()
         else:
             loader = map_loader(self.dataset, self.sampler, self.start, self.stop, options=self.options,
-                                device=self.device, seed=self.seed + self.rank)
+                                device=self.device, seed=self.seed)
             source = zip(range(self.start, self.stop), _reading(iter(loader)))
         while True:
             t0 = time.perf_counter()
@@ -283,14 +281,12 @@ def ordered_batches(dataset, indices: torch.Tensor | None, *, batch_size: int,
         if indices is not None:
             raise ValueError(f"data set {dataset.name!r} is a stream: it is read in order, not by index")
         kwargs = options.kwargs(dataset, torch.device("cpu"))
-        kwargs["num_workers"] = 0 if kwargs["num_workers"] == 0 else 1  # one lane keeps the shards' order
-        if kwargs["num_workers"] == 0:
-            kwargs.pop("prefetch_factor", None), kwargs.pop("persistent_workers", None)
+        kwargs["num_workers"] = min(kwargs["num_workers"], 1)  # one lane keeps the shards' order
         part = dataset.epoch(0, batch_size=batch_size, seed=0, shuffle=False, drop_last=False)
         seen = 0
         for batch in _reading(iter(DataLoader(part, batch_size=None, collate_fn=_whole, **kwargs))):
             if limit is not None and seen + len(batch) > limit:
-                batch = batch._map(lambda t: t[:limit - seen])
+                batch = batch.apply(lambda t: t[:limit - seen])
             seen += len(batch)
             yield batch
             if limit is not None and seen >= limit:

@@ -107,7 +107,4 @@ def slice_batch(batch: Batch, rows: slice | Tensor) -> Batch:
         >>> slice_batch(b, slice(1, 3)).labels.tolist()
         [10, 20]
     """
-    pick = lambda d: {k: v[rows] for k, v in d.items()}  # noqa: E731
-    return Batch(inputs=pick(batch.inputs), labels=None if batch.labels is None else batch.labels[rows],
-                 factors=pick(batch.factors), lengths=pick(batch.lengths),
-                 index=None if batch.index is None else batch.index[rows])
+    return batch.apply(lambda t: t[rows])

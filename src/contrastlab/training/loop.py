@@ -192,8 +192,8 @@ def train(
 class _Run:
     def __init__(self, cfg: TrainConfig, run_dir: Path, info: distributed.DistInfo, device: torch.device) -> None:
         self.cfg, self.run_dir, self.info, self.device = cfg, run_dir, info, device
-        self.skipped0 = 0
-        self.lanes0 = self.lanes = None  # a stream's lanes per rank, as the checkpoint recorded them / as used
+        self.skipped0 = 0  # unreadable items replaced before this process started (from the checkpoint)
+        self.lanes: int | None = None  # a stream's lanes per rank: recorded in checkpoints, kept on resume
 
     def _barrier(self) -> None:
         if self.info.enabled:
@@ -292,7 +292,7 @@ class _Run:
         skipped = ckpt.meta.get("skipped", 0)
         self.skipped0 = int(skipped) if isinstance(skipped, int) and skipped >= 0 else 0
         lanes = ckpt.meta.get("lanes")
-        self.lanes0 = lanes if isinstance(lanes, int) and 0 < lanes <= 4096 else None
+        self.lanes = lanes if isinstance(lanes, int) and 0 < lanes <= 4096 else None
         return step, float(elapsed) if isinstance(elapsed, (int, float)) else 0.0
 
     def _rng_tensors(self, view_rng: torch.Generator) -> dict[str, torch.Tensor]:
@@ -311,8 +311,8 @@ class _Run:
         if not self.info.is_main:
             return None
         opt_tensors, opt_plain = flatten_optimizer(optimizer.state_dict())
-        meta = {"step": step, "epoch": epoch, "world_size": self.info.world_size, "loss": loss, "elapsed_s": elapsed, "skipped": skipped, "lanes": self.lanes,
-                "optimizer": opt_plain, "temperature": run_temperature(module.model, module.objective)}
+        meta = {"step": step, "epoch": epoch, "world_size": self.info.world_size, "loss": loss, "elapsed_s": elapsed,
+                "skipped": skipped, "lanes": self.lanes, "optimizer": opt_plain, "temperature": run_temperature(module.model, module.objective)}
         return manager.save(
             step, model=module.model.state_dict(), objective=module.objective.state_dict(), tensors={**opt_tensors, **rng}, meta=meta, loss=loss
         )
@@ -324,7 +324,8 @@ class _Run:
         module.train()
         t_start = time.perf_counter()
         window, since_ckpt = Window(device), Window(device)
-        skipped = self.skipped0  # unreadable items replaced so far (data.on_error: skip), over the whole run
+        skipped_here = 0  # unreadable items this process replaced (data.on_error: skip)
+        skipped = self.skipped0  # ... and by every process over the whole run, as of the last log or checkpoint
         last_loss, last_ckpt = float("nan"), manager.path("last")
         if start >= total and (self.run_dir / METRICS_FILE).is_file():  # resuming a finished run: its last loss
             last_loss = next((row["loss"] for row in reversed(read_metrics(self.run_dir / METRICS_FILE))), last_loss)
@@ -332,7 +333,7 @@ class _Run:
         batches = Batches(dataset, sampler, start, total, device=device, rank=self.info.rank,
                           world_size=self.info.world_size, seed=derive_seed(cfg.seed, self.info.rank, 3),
                           options=LoaderOptions(num_workers=d.num_workers, prefetch=d.prefetch, pin_memory=d.pin_memory),
-                          lanes=self.lanes0)
+                          lanes=self.lanes)
         self.lanes = batches.lanes
         workers = batches.options.workers(dataset)
         if cfg.threads is None and device.type == "cpu":  # leave the loader workers their cores (restored by run)
@@ -362,7 +363,7 @@ class _Run:
             t0 = time.perf_counter()
             window.add(loss.detach(), done, t_views, t_step, t_data)  # no host sync: summed on the device
             since_ckpt.add(loss.detach(), done, 0.0, 0.0)
-            skipped += batch.skipped
+            skipped_here += batch.skipped
             every = cfg.checkpoint.every
             log_now, ckpt_now = done % cfg.log.every == 0 or done == total, (every and done % every == 0) or done == total
             if not (log_now or ckpt_now):
@@ -370,6 +371,7 @@ class _Run:
                 continue
             # The host learns the loss only here: a non-finite loss is named with the step it first appeared.
             self._check_finite(window if log_now else since_ckpt, total, last_ckpt)
+            skipped = self.skipped0 + self._sum(skipped_here)
             if log_now:
                 z = out.embeddings
                 names = list(z)
@@ -399,6 +401,12 @@ class _Run:
             print(f"contrastlab: {skipped} unreadable items were replaced by readable ones (data.on_error: skip); "
                   f"metrics.csv counts them in its 'skipped' column", file=sys.stderr)
         return TrainResult(run_dir=self.run_dir, step=total, loss=last_loss, checkpoint=manager.path("last"))
+
+    def _sum(self, count: int) -> int:
+        """A count summed over the processes (every process calls it at the same step)."""
+        if not self.info.enabled:
+            return count
+        return round(distributed.all_reduce_mean(float(count)) * self.info.world_size)
 
     def _check_finite(self, window: Window, total: int, last_ckpt) -> None:
         bad = window.first_bad(self.info.enabled)
