@@ -131,6 +131,9 @@ class _Npz:
     def pair(self, kind: str, a: str, b: str) -> str:
         return f"{kind} {a!r} and {b!r} in '{self.file}'"
 
+    def has(self, key: str) -> bool:
+        return key in self.archive.files
+
     def _check(self, key: str, kind: str) -> None:
         if key not in self.archive.files:
             hint = "; pass y: null for unlabelled inputs" if kind == "labels" else ""
@@ -184,6 +187,9 @@ class _Npy:
 
     def pair(self, kind: str, a: str, b: str) -> str:
         return f"{kind} '{self.path(a)}' and '{self.path(b)}'"
+
+    def has(self, key: str) -> bool:
+        return self.path(key).is_file()
 
     def _check(self, key: str, kind: str) -> Path:
         path = self.path(key)
@@ -269,25 +275,34 @@ class MappedArrays:
         layout: How an item lies in ``source``: ``"nchw"``, ``"nhwc"``, ``"nhw"`` (images) or ``"nl"`` (signals).
         rows: The rows of ``source`` in this data set (``None``: all), int64 (n,).
         labels: Class labels of the data set's items, int64 (n,), or ``None``.
-        classes: Class names, in label order.
+        classes: What each label stands for, in label order (names, or the source's integer label values).
+        named: Whether ``classes`` are names (string labels, or a ``class_names`` array); else
+            ``class_names`` is ``None``.
     """
 
     factor_names: tuple[str, ...] = ()
 
     def __init__(self, name: str, source: ArrayRef | np.ndarray, *, modality: str, layout: str,
                  rows: np.ndarray | None = None, labels: np.ndarray | None = None,
-                 classes: tuple[str, ...] = ()) -> None:
+                 classes: tuple[str, ...] = (), named: bool = True) -> None:
         self.name, self.modality, self.layout = name, modality, layout
         self.in_memory = isinstance(source, np.ndarray)
         if self.in_memory and rows is not None:  # hold only this split's rows
             source, rows = np.ascontiguousarray(source[rows]), None
         self._source, self._values, self.rows = source, source if self.in_memory else None, rows
         self.labels, self.classes = labels, classes if labels is not None else ()
+        self.named = named
         self.modalities: dict[str, tuple[int, ...]] = {modality: _item_shape(source.shape, layout)}
 
     @property
     def num_classes(self) -> int | None:
         return len(self.classes) if self.labels is not None else None
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """What label ``i`` is called (see :func:`load_npz`); ``None`` when unlabelled or for integer labels
+        without a ``class_names`` array."""
+        return tuple(self.classes) if self.labels is not None and self.named else None
 
     def __len__(self) -> int:
         return int(self._source.shape[0]) if self.rows is None else len(self.rows)
@@ -374,9 +389,58 @@ def _labels(y: np.ndarray, key: str, n: int, store) -> np.ndarray:
     return y
 
 
+def _read_names(store, key: str) -> np.ndarray:
+    """The class names stored under ``key``, checked to be a non-empty 1-D array of distinct, non-empty strings;
+    a one-line ``ValueError`` naming the file and member otherwise."""
+    what = store.label("class names", key)
+    try:
+        names = store.load(key, "class names")
+    except UserError as err:  # unreadable, or Python objects (pickle is never allowed)
+        raise ValueError(f"{one_line(err)}; store class names as a string array, e.g. np.array(['cat', 'dog'])") \
+            from None
+    if np.issubdtype(names.dtype, np.bytes_):
+        try:
+            names = np.char.decode(names, "utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{what} hold bytes that are not UTF-8 text") from None
+    if not np.issubdtype(names.dtype, np.str_):
+        raise ValueError(f"{what} must be strings, e.g. np.array(['cat', 'dog']), got dtype {names.dtype}")
+    if names.ndim != 1 or names.size == 0:
+        raise ValueError(f"{what} must be a 1-D array of one name per class, got shape {names.shape}")
+    empty = [i for i, n in enumerate(names.tolist()) if not n.strip()]
+    if empty:
+        raise ValueError(f"{what} hold an empty name (at index {empty[0]}); each class needs a name")
+    unique, counts = np.unique(names, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{what} name {str(unique[counts > 1][0])!r} more than once; each class needs its own name")
+    return names
+
+
+def _name_order(names: np.ndarray, values: np.ndarray, key: str, store) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Where each class goes, and the classes, once the ``class_names`` array ``names`` names the classes whose
+    sorted distinct label values are ``values``: class ``j`` (``values[j]``) becomes label ``order[j]``. Integer
+    labels ``0 .. K-1`` keep their place (label ``i`` is ``names[i]``); string labels must be the names
+    themselves, and take the names' order."""
+    what, k = store.label("class names", key), len(values)
+    if len(names) != k:
+        raise ValueError(f"{what} hold {len(names)} names but the labels hold {k} classes; give one name per class")
+    if np.issubdtype(values.dtype, np.str_):
+        missing = sorted(set(values.tolist()) - set(names.tolist()))
+        if missing:
+            raise ValueError(f"{what} do not name the label {missing[0]!r}; with string labels they must be the "
+                             f"label strings (in the order the labels should take)")
+        where = {n: i for i, n in enumerate(names.tolist())}
+        return np.asarray([where[v] for v in values.tolist()], dtype=np.int64), tuple(names.tolist())
+    if not np.array_equal(values.astype(np.float64), np.arange(k, dtype=np.float64)):
+        shown = ", ".join(f"{v:g}" for v in values[:5].astype(np.float64)) + (", ..." if k > 5 else "")
+        raise ValueError(f"{what} name labels 0..{k - 1}, but the labels are {shown}; label i must be called "
+                         f"class_names[i]")
+    return np.arange(k, dtype=np.int64), tuple(names.tolist())
+
+
 def load_npz(*, path: str, split: str = "train", seed: int = 0, x: str = "x", y: str | None = "y",
              x_test: str | None = None, y_test: str | None = None, modality: str | None = None,
-             test_fraction: float = 0.2) -> MappedArrays:
+             test_fraction: float = 0.2, class_names: str | None = "class_names") -> MappedArrays:
     r"""Arrays from an ``.npz`` file (inputs under key ``x``, optional labels under key ``y``) or a ``.npy``
     file of inputs, memory-mapped (see the module docstring).
 
@@ -389,6 +453,13 @@ def load_npz(*, path: str, split: str = "train", seed: int = 0, x: str = "x", y:
     float32. Labels (ints or strings) are mapped to ``0..K-1`` in sorted order. With ``x_test`` (and
     ``y_test``) the file's own test arrays form the test split; otherwise a fixed stratified split is used.
 
+    Class names (``class_names`` of the data set): string labels are their own names; integer labels
+    are named by an optional string array stored under the key ``class_names`` (``.npz``; a
+    ``class_names.npy`` file beside a ``.npy`` path), one name per class: label ``i`` is called
+    ``class_names[i]`` (e.g. ``np.savez(f, x=x, y=y, class_names=np.array(["cat", "dog"]))``). Beside
+    string labels such an array must list the same names, and sets the label order. Integer labels
+    without it have no names (``class_names`` is ``None``).
+
     Args:
         path: The ``.npz`` or ``.npy`` file.
         split: ``"train"`` or ``"test"``.
@@ -399,13 +470,15 @@ def load_npz(*, path: str, split: str = "train", seed: int = 0, x: str = "x", y:
         y_test: Key (or file) of the test split's labels.
         modality: ``"image"`` or ``"signal"``; by default 3-D and 4-D inputs are images.
         test_fraction: Fraction of the items (of each class) in the test split, without ``x_test``.
+        class_names: Key (or ``.npy`` file) of the class names, read when present; ``None``: none read.
 
     Returns:
         A data set with ``"image"`` (C, H, W) (uint8, or float32 in [0, 1]) or ``"signal"`` float32 (L,),
         and int64 labels (or none).
 
     Raises:
-        ValueError: For a bad option value.
+        ValueError: For a bad option value, or class names that are not one distinct string per class
+            (naming the file and key).
         contrastlab.errors.UserError: For a missing file or key, NaN/inf values or values beyond
             float32's range (naming the key), an empty array, a shape that is not an image or signal,
             train and test inputs of different item shapes, or labels that do not match the inputs.
@@ -415,8 +488,11 @@ def load_npz(*, path: str, split: str = "train", seed: int = 0, x: str = "x", y:
         >>> f = Path(tempfile.mkdtemp()) / "d.npz"
         >>> np.savez(f, x=np.random.rand(10, 16), y=np.arange(10) % 2)
         >>> ds = load_npz(path=str(f), split="test")
-        >>> len(ds), ds.modalities, ds.num_classes
-        (2, {'signal': (16,)}, 2)
+        >>> len(ds), ds.modalities, ds.num_classes, ds.class_names
+        (2, {'signal': (16,)}, 2, None)
+        >>> np.savez(f, x=np.random.rand(10, 16), y=np.arange(10) % 2, class_names=np.array(["even", "odd"]))
+        >>> load_npz(path=str(f)).class_names
+        ('even', 'odd')
     """
     check_split(split)
     check_fraction(test_fraction)
@@ -428,6 +504,8 @@ def load_npz(*, path: str, split: str = "train", seed: int = 0, x: str = "x", y:
         raise ValueError("y_test needs x_test")
     if npy and x != "x":
         raise ValueError(f"x names an array inside an .npz file; a .npy path is itself the inputs (got x={x!r})")
+    if class_names is not None and not isinstance(class_names, str):
+        raise ValueError(f"class_names must name an array (a string) or be None, got {class_names!r}")
     store = _Npy(file) if npy else _Npz(file)
     try:
         use_file_split = x_test is not None
@@ -455,17 +533,29 @@ def load_npz(*, path: str, split: str = "train", seed: int = 0, x: str = "x", y:
                     raise UserError(f"{store.pair('labels', y, y_test)} must both be strings or both "
                                     f"numbers, got dtypes {a.dtype} and {b.dtype}")
                 all_labels = np.concatenate([labels, other_labels])
+        names = None
+        if labels is not None and class_names is not None:
+            if store.has(class_names):
+                names = _read_names(store, class_names)
+            elif class_names != "class_names":  # named on purpose: it must be there
+                store._check(class_names, "class names")
     finally:
         store.close()
-    classes = None
+    classes, named, order = None, False, None
     if labels is not None:
         classes, codes = np.unique(all_labels, return_inverse=True)
-        labels = codes[:len(labels)].astype(np.int64)
+        labels = codes.reshape(-1)[:len(labels)].astype(np.int64)
+        named = bool(np.issubdtype(classes.dtype, np.str_))
+        if names is not None:
+            order, classes = _name_order(names, classes, class_names, store)
+            named = True
     rows = None
-    if not use_file_split:
+    if not use_file_split:  # split by the sorted classes: naming them does not move items between splits
         rows = split_indices(n, split, labels=labels, test_fraction=test_fraction)
         labels = None if labels is None else labels[rows]
+    if order is not None:
+        labels = order[labels]
     if isinstance(source, ArrayRef) and source.nbytes <= IN_MEMORY_BYTES:
         source = np.array(source.open())  # small: one read, then held in memory
     return MappedArrays(f"{'npy' if npy else 'npz'}:{file.stem}", source, modality=name, layout=layout, rows=rows,
-                        labels=labels, classes=() if classes is None else tuple(str(c) for c in classes))
+                        labels=labels, classes=() if classes is None else tuple(str(c) for c in classes), named=named)

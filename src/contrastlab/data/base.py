@@ -79,11 +79,17 @@ class Dataset(Protocol):
     ``modalities`` maps each modality name to the per-item shape (``{"image": (3, 32, 32)}``);
     ``num_classes`` is ``None`` when there are no labels; ``factor_names`` is empty except for
     synthetic data with generative factors. ``get`` may return uint8 images (see :func:`to_device`).
+
+    ``class_names`` says what the classes are called: ``None`` when there are no labels or the source
+    gives no names (integer labels alone); otherwise ``len(class_names) == num_classes`` and label ``i``
+    is called ``class_names[i]``. It is optional for a data set of one's own: one without the attribute
+    reads as ``None``. Use :func:`class_name` / :func:`label_names`, which fall back to the index.
     """
 
     name: str
     modalities: dict[str, tuple[int, ...]]
     num_classes: int | None
+    class_names: tuple[str, ...] | None
     factor_names: tuple[str, ...]
 
     def __len__(self) -> int: ...
@@ -91,3 +97,38 @@ class Dataset(Protocol):
     def get(self, index: Tensor) -> Batch:
         """The items at ``index`` (int64, shape (B,)) as one :class:`Batch`."""
         ...
+
+
+def label_names(dataset) -> list[str]:
+    """What each label of ``dataset`` is called, in label order: its ``class_names`` when it has them, else the
+    index as a string (``"0"``, ``"1"``, ...); empty for unlabelled data.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> label_names(SimpleNamespace(num_classes=2, class_names=("cat", "dog")))
+        ['cat', 'dog']
+        >>> label_names(SimpleNamespace(num_classes=3, class_names=None)), label_names(SimpleNamespace(num_classes=None))
+        (['0', '1', '2'], [])
+    """
+    n = getattr(dataset, "num_classes", None)
+    names = getattr(dataset, "class_names", None)
+    if n is None:
+        return []
+    if names is not None and len(names) == n:
+        return [str(c) for c in names]
+    return [str(i) for i in range(n)]
+
+
+def class_name(dataset, label: int) -> str:
+    """What label ``label`` of ``dataset`` is called: ``class_names[label]``, else ``str(label)`` (no names, or a
+    label outside them).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> ds = SimpleNamespace(num_classes=2, class_names=("cat", "dog"))
+        >>> class_name(ds, 1), class_name(SimpleNamespace(num_classes=2, class_names=None), 1)
+        ('dog', '1')
+    """
+    label = int(label)
+    names = getattr(dataset, "class_names", None)
+    return str(names[label]) if names is not None and 0 <= label < len(names) else str(label)

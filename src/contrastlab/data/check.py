@@ -205,7 +205,7 @@ def _check_arrays(file: Path, report: _Report) -> None:
             if bad:
                 report.problem(name, f"{bad} NaN or infinite value(s)")
         report.arrays.append(entry)
-        if x.ndim:
+        if x.ndim and name != "class_names":  # one name per class (load_npz), not items
             report.items = max(report.items, int(x.shape[0]))
         if x.ndim >= 3:
             report.sizes["x".join(map(str, x.shape[1:]))] += 1

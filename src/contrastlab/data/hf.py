@@ -10,8 +10,9 @@ r"""Hugging Face ``datasets``: a folder written by ``save_to_disk``, or parquet 
 Columns are named by options: ``image`` (an ``Image`` feature, encoded image bytes or image file
 paths), decoded per item to uint8 (C, H, W); ``text``, tokenised at load over a vocabulary of every
 text of the data set (the vocabulary needs them all), int64 (T,) padded, lengths in
-``Batch.lengths["text"]``; ``label``, class labels whose names come from a ``ClassLabel`` feature (else
-the sorted distinct values).
+``Batch.lengths["text"]``; ``label``, class labels whose names (``class_names``) come from a ``ClassLabel``
+feature, else are the sorted distinct strings of a string column; an integer column without a
+``ClassLabel`` names no classes (``class_names`` is ``None``; ``classes`` holds the sorted values).
 
 Splits: a ``DatasetDict`` holding both ``train`` and ``test`` gives them as they are; otherwise the
 ``train`` split (or the only one) is split with the fixed stratified split (``test_fraction``), and any
@@ -92,8 +93,9 @@ def _column(table, name: str, path: Path, option: str):
     return table.with_format("arrow")[name]
 
 
-def _labels(tables, parts, name: str, path: Path) -> tuple[list[np.ndarray], tuple[str, ...]]:
-    """Every table's labels as int64 codes and the class names (a ``ClassLabel``'s names, else the sorted values)."""
+def _labels(tables, parts, name: str, path: Path) -> tuple[list[np.ndarray], tuple[str, ...], bool]:
+    """Every table's labels as int64 codes, the classes (a ``ClassLabel``'s names, else the sorted values) and
+    whether those are names (a ``ClassLabel``, or strings) rather than label values (integers)."""
     datasets = _datasets()
     values = [_column(t, name, path, "label").to_numpy(zero_copy_only=False) for t in tables]
     feature = tables[0].features[name]
@@ -105,7 +107,7 @@ def _labels(tables, parts, name: str, path: Path) -> tuple[list[np.ndarray], tup
                 at = f"split {part!r} row" if part is not None else "row"
                 raise UserError(f"column {name!r} of '{path}' holds {v[bad[0]]} at {at} {bad[0]}, not one of its "
                                 f"{len(classes)} classes (-1 marks a missing label); pass label: null for unlabelled data")
-        return [v.astype(np.int64) for v in values], classes
+        return [v.astype(np.int64) for v in values], classes, True
     joined = np.concatenate(values)
     if joined.dtype == object and all(isinstance(v, str) for v in joined):
         joined = joined.astype(str)
@@ -116,7 +118,8 @@ def _labels(tables, parts, name: str, path: Path) -> tuple[list[np.ndarray], tup
                         f"{', '.join(kinds)}")
     classes, codes = np.unique(joined, return_inverse=True)
     ends = np.cumsum([len(v) for v in values])[:-1]
-    return [c.astype(np.int64) for c in np.split(codes.reshape(-1), ends)], tuple(str(c) for c in classes)
+    return ([c.astype(np.int64) for c in np.split(codes.reshape(-1), ends)], tuple(str(c) for c in classes),
+            bool(np.issubdtype(joined.dtype, np.str_)))
 
 
 class HFRows(OnDemand):
@@ -124,11 +127,11 @@ class HFRows(OnDemand):
 
     def __init__(self, name: str, path: str, part: str | None, rows: np.ndarray, *, image: str | None,
                  channels: int, size: tuple[int, int] | None, on_error: str, labels: np.ndarray | None = None,
-                 classes: tuple[str, ...] = (), text: TokenRows | None = None) -> None:
+                 classes: tuple[str, ...] = (), named: bool = True, text: TokenRows | None = None) -> None:
         super().__init__(on_error=on_error)
         self.name, self.path, self.part, self.rows = name, path, part, rows
         self.image, self.channels, self.size = image, channels, size
-        self.labels, self.classes = labels, classes if labels is not None else ()
+        self.labels, self.classes, self.named = labels, classes if labels is not None else (), named
         self.text, self.vocabulary = text, None if text is None else text.vocabulary
         self._table = None
         self.modalities: dict[str, tuple[int, ...]] = {}
@@ -202,7 +205,7 @@ def load_hf(*, path: str, split: str = "train", seed: int = 0, image: str | None
 
     Returns:
         A data set with ``"image"`` uint8 (C, H, W) and/or ``"text"`` int64 (T,) (its ``vocabulary``), and
-        int64 labels (or none).
+        int64 labels (or none) with their ``class_names`` (see the module docstring).
 
     Raises:
         ValueError: For a bad option value.
@@ -217,7 +220,7 @@ def load_hf(*, path: str, split: str = "train", seed: int = 0, image: str | None
         ...     rows = {"text": ["a red dot", "a blue dot"] * 5, "label": [0, 1] * 5}
         ...     datasets.Dataset.from_dict(rows).save_to_disk(d)
         ...     ds = load_hf(path=d, image=None, text="text")
-        ...     assert (len(ds), ds.modalities, ds.classes) == (8, {"text": (3,)}, ("0", "1"))
+        ...     assert (len(ds), ds.modalities, ds.classes, ds.class_names) == (8, {"text": (3,)}, ("0", "1"), None)
     """
     check_split(split)
     channels, hw = check_image_options(channels, size)
@@ -236,7 +239,7 @@ def load_hf(*, path: str, split: str = "train", seed: int = 0, image: str | None
         raise UserError(f"Hugging Face data set '{file}'{'' if part is None else f' split {part!r}'} has no rows")
     if image is not None:
         _column(tables[0], image, file, "image")
-    labels, classes = (None, ()) if label is None else _labels(tables, [part, other], label, file)
+    labels, classes, named = (None, (), False) if label is None else _labels(tables, [part, other], label, file)
     tokens = None
     if text is not None:
         texts = [t for table in tables for t in _column(table, text, file, "text").to_pylist()]
@@ -249,4 +252,4 @@ def load_hf(*, path: str, split: str = "train", seed: int = 0, image: str | None
         split_indices(n, split, labels=None if labels is None else labels[0], test_fraction=test_fraction)
     return HFRows(f"hf:{file.name}", str(file), part, rows, image=image, channels=channels, size=hw,
                     on_error=on_error, labels=None if labels is None else labels[0][rows], classes=classes,
-                    text=None if tokens is None else tokens.select(rows))
+                    named=named, text=None if tokens is None else tokens.select(rows))

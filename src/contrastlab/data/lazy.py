@@ -34,9 +34,11 @@ def check_on_error(value: str) -> str:
 class OnDemand:
     r"""Base of the data sets whose items are read from files when asked for (the ``Dataset`` protocol).
 
-    Subclasses set ``name``, ``modalities`` (per-item shapes), ``classes`` (class names; empty when
-    unlabelled) and ``labels`` (int64 array (N,) or ``None``), and implement :meth:`read` and
-    :meth:`describe`. Everything they hold must pickle cheaply: loader worker processes receive a copy.
+    Subclasses set ``name``, ``modalities`` (per-item shapes), ``classes`` (what each label stands for, in
+    label order; empty when unlabelled), ``labels`` (int64 array (N,) or ``None``) and, when ``classes`` are
+    only the source's label values rather than names (integer labels), ``named = False`` (``class_names``
+    is then ``None``); and implement :meth:`read` and :meth:`describe`. Everything they hold must pickle
+    cheaply: loader worker processes receive a copy.
 
     Args:
         on_error: ``"fail"`` or ``"skip"`` (see the module docstring).
@@ -48,6 +50,7 @@ class OnDemand:
     modalities: dict[str, tuple[int, ...]]
     classes: tuple[str, ...] = ()
     labels: np.ndarray | None = None
+    named: bool = True  #: whether ``classes`` are names (``class_names``) or only label values
 
     def __init__(self, *, on_error: str = "fail") -> None:
         self.on_error = check_on_error(on_error)
@@ -55,6 +58,11 @@ class OnDemand:
     @property
     def num_classes(self) -> int | None:
         return len(self.classes) if self.labels is not None else None
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """What label ``i`` is called (``class_names[i]``); ``None`` when unlabelled or the source names no classes."""
+        return tuple(self.classes) if self.labels is not None and self.named else None
 
     def __len__(self) -> int:
         raise NotImplementedError

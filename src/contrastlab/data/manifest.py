@@ -173,8 +173,8 @@ def load_manifest(*, path: str, split: str = "train", seed: int = 0, channels: i
 
     Returns:
         A data set with ``"image"`` uint8 (C, H, W) and ``"text"`` int64 (T,) and/or ``"audio"`` float32
-        (40, T); labels when a ``label`` column exists (classes: the sorted label names); its
-        ``vocabulary`` when there are captions.
+        (40, T); labels when a ``label`` column exists (``class_names``: the sorted label names, label ``i``
+        is ``class_names[i]``); its ``vocabulary`` when there are captions.
 
     Raises:
         ValueError: For a bad option value.

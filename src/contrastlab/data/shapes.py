@@ -3,8 +3,9 @@ r"""The Shapes world: small RGB images of one shape, with named generative facto
 Factors (``Batch.factors``): ``shape`` and ``colour`` (int64 codes into :attr:`ShapesDataset.shape_names`
 and :attr:`ShapesDataset.colour_names`), ``x``, ``y`` (centre, in units of the image side, 0 = left /
 top) and ``size`` (circumradius, same units), all float32; optionally ``rotation`` (radians) and
-``background`` (int64 code into :attr:`ShapesDataset.background_names`). Each factor is drawn
-independently and uniformly:
+``background`` (int64 code into :attr:`ShapesDataset.background_names`). The class label is the
+``shape`` code, so ``class_names`` (and ``classes``) are the shape names in code order. Each factor
+is drawn independently and uniformly:
 
 .. math::
     \text{shape} \sim \mathcal U\{1..K_s\},\ \text{colour} \sim \mathcal U\{1..K_c\},\
@@ -92,6 +93,8 @@ class ShapesDataset:
         >>> batch = ds.get(torch.arange(4))
         >>> batch.inputs["image"].shape, sorted(batch.factors)
         (torch.Size([4, 3, 32, 32]), ['colour', 'shape', 'size', 'x', 'y'])
+        >>> ds.class_names, torch.equal(batch.labels, batch.factors["shape"])
+        (('circle', 'square', 'triangle', 'star', 'cross'), True)
         >>> moved = ds.resample(batch, ["colour"], torch.Generator().manual_seed(0))
         >>> bool((moved.factors["colour"] != batch.factors["colour"]).all())
         True
@@ -133,8 +136,9 @@ class ShapesDataset:
             self.categorical["background"] = self.background_names
         #: Continuous factor -> its (low, high) range.
         self.continuous = {k: RANGES[k] for k in self.factor_names if k in RANGES}
-        self.classes = self.shape_names
+        self.classes = self.shape_names  # the label is the shape factor: label i is shape_names[i]
         self.num_classes: int | None = len(self.shape_names)
+        self.class_names: tuple[str, ...] | None = self.shape_names
         self._colour_rgb = torch.tensor([PALETTE[c] for c in self.colour_names])
         self._background_rgb = torch.tensor([BACKGROUNDS[c] for c in self.background_names] or [[0.0] * 3])
 

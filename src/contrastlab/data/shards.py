@@ -297,6 +297,12 @@ class Shards:
     def num_classes(self) -> int | None:
         return len(self.classes) if self.labelled else None
 
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """What label ``i`` is called: the ``classes`` list of ``shards.json`` (the source's class folder names or
+        manifest labels); ``None`` for an unlabelled pack."""
+        return tuple(str(c) for c in self.classes) if self.labelled else None
+
     def __len__(self) -> int:
         return self.num_items
 

@@ -18,7 +18,7 @@ class TensorDataset:
         inputs: Modality name to a tensor, shape (N, ...). Images are float32 (N, C, H, W) in [0, 1].
         labels: Optional int64 class labels, shape (N,), with values in ``[0, len(classes))``.
         lengths: Optional modality name to valid lengths, shape (N,), for padded sequences.
-        classes: Class names, in label order (required with labels).
+        classes: Class names, in label order (required with labels); also ``class_names``.
 
     Raises:
         ValueError: When the tensors disagree on N, or a label is outside ``[0, len(classes))``.
@@ -27,8 +27,8 @@ class TensorDataset:
         >>> ds = TensorDataset("toy", {"signal": torch.zeros(4, 8)}, torch.tensor([0, 1, 0, 1]),
         ...                    classes=("a", "b"))
         >>> batch = ds.get(torch.tensor([3, 0]))
-        >>> batch.inputs["signal"].shape, batch.labels.tolist(), ds.num_classes
-        (torch.Size([2, 8]), [1, 0], 2)
+        >>> batch.inputs["signal"].shape, batch.labels.tolist(), ds.num_classes, ds.class_names
+        (torch.Size([2, 8]), [1, 0], 2, ('a', 'b'))
     """
 
     factor_names: tuple[str, ...] = ()
@@ -58,6 +58,7 @@ class TensorDataset:
         self.classes: tuple[str, ...] = tuple(classes) if labels is not None else ()
         self.modalities: dict[str, tuple[int, ...]] = {k: tuple(v.shape[1:]) for k, v in inputs.items()}
         self.num_classes: int | None = len(self.classes) if labels is not None else None
+        self.class_names: tuple[str, ...] | None = tuple(str(c) for c in self.classes) if labels is not None else None
 
     def __len__(self) -> int:
         return int(next(iter(self._inputs.values())).shape[0])

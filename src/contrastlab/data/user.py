@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from contrastlab.data._images import IMAGE_SUFFIXES, check_image_options, decode_image
 from contrastlab.data.lazy import OnDemand, check_on_error
@@ -105,7 +104,8 @@ def load_image_folder(*, root: str, split: str = "train", seed: int = 0, channel
                       labels: str = "auto", on_error: str = "fail") -> ImageFolder:
     r"""Images under ``root``, read from their files on demand; labelled by class sub-folder, or unlabelled.
 
-    ``root/<class name>/<image file>`` gives labelled items (classes are the sorted sub-folder names);
+    ``root/<class name>/<image file>`` gives labelled items (label ``i`` is the ``i``-th of the sorted sub-folder
+    names, ``class_names[i]``);
     a flat folder of images (or ``labels="none"``: every image below ``root``) gives unlabelled items,
     the usual case for self-supervised learning.
 
@@ -129,14 +129,14 @@ def load_image_folder(*, root: str, split: str = "train", seed: int = 0, channel
             folders (ambiguous: pass ``labels``).
 
     Example:
-        >>> import tempfile, matplotlib.image
+        >>> import tempfile, matplotlib.image, torch
         >>> root = Path(tempfile.mkdtemp())
         >>> for c in ("cat", "dog"):
         ...     (root / c).mkdir()
         ...     for i in range(5):
         ...         matplotlib.image.imsave(root / c / f"{i}.png", np.full((4, 6), i / 4.0), cmap="gray")
         >>> ds = load_image_folder(root=str(root))
-        >>> len(ds), ds.modalities, ds.classes, ds.get(torch.tensor([0])).inputs["image"].dtype
+        >>> len(ds), ds.modalities, ds.class_names, ds.get(torch.tensor([0])).inputs["image"].dtype
         (8, {'image': (3, 4, 6)}, ('cat', 'dog'), torch.uint8)
     """
     check_split(split)
