@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     from contrastlab.training.loop import _Logs, _Run, step_inputs
     from contrastlab.training.optim import build_optimizer, lr_factor, set_lr
     from contrastlab.training.sampler import ShardedBatches, derive_seed
-    from contrastlab.training.step import _gathered, align_uniform_stats, mean_norm
+    from contrastlab.training.step import _gathered, mean_norm
+    from contrastlab.training.monitors import batch_geometry
     from contrastlab.training import distributed
 
     p = argparse.ArgumentParser(prog="python -m benchmarks._loop_overhead", description=__doc__.splitlines()[0])
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     run = _Run(cfg, Path(tempfile.mkdtemp()), distributed.detect(), device)
     per_log("_check_finite (clone + int: one host read)", lambda: run._check_finite(w1, 60, None))
     z = out.embeddings
-    per_log("align_uniform_stats (pdist of the batch)", lambda: align_uniform_stats(z[names[0]], z[names[-1]]))
+    per_log("batch_geometry (align + uniform, float64)", lambda: batch_geometry(z))
     per_log("mean_norm", lambda: mean_norm(out.embeddings))
     per_log("window.loss + items_per_s + view_fraction", lambda: (w1.loss(False), w1.items_per_s(256), w1.view_fraction()))
     row = {"step": 10, "epoch": 0, "loss": 1.0, "lr": 1e-3, "align": 0.1, "uniform": -3.0, "norm": 1.0,

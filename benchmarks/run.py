@@ -24,7 +24,7 @@ import torch
 
 from benchmarks._common import Config, environment, load_average
 
-SECTIONS: tuple[str, ...] = ("losses", "views", "training", "knn", "probe", "data_loading", "shards")
+SECTIONS: tuple[str, ...] = ("losses", "views", "training", "monitors", "knn", "probe", "data_loading", "shards")
 DEFAULT_OUT = Path(__file__).resolve().parent
 
 

@@ -16,6 +16,8 @@ field              what                                                         
 ``reconstructions`` view -> ``(N, ...)`` decoded inputs                           the model has decoders
 ``clean``          view -> ``(N, ...)`` un-augmented inputs to reconstruct        reconstruction objectives
 ``labels``         ``(N,)`` class labels                                          the data has labels
+``features``       view -> ``(N, F)`` backbone features (before the head), this   always (not for
+                   process's rows only: for monitors such as the online probe     autoencoders)
 =================  =============================================================  =========================
 
 Under data parallelism the training step gathers ``embeddings``, ``predictions``, ``targets``,
@@ -59,6 +61,7 @@ class Outputs:
     clean: dict[str, Tensor] = field(default_factory=dict)
     labels: Tensor | None = None
     index: Tensor | None = None
+    features: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.global_views:

@@ -3,7 +3,7 @@ import importlib
 
 import pytest
 
-MODULES = ["_schema", "config", "optim", "checkpoint", "distributed", "sampler", "step", "logging", "run"]
+MODULES = ["_schema", "config", "optim", "checkpoint", "distributed", "sampler", "step", "logging", "run", "monitors"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from contrastlab.encoders.build import build_model
-from contrastlab.training.step import LossModule, align_uniform_stats, reconstruction_views
+from contrastlab.training.monitors import batch_geometry
+from contrastlab.training.step import LossModule, reconstruction_views
 
 
 class Recorder(nn.Module):
@@ -147,10 +148,11 @@ def test_reader_and_view_count_are_checked():
         LossModule(model(("a", "b", "c")), Recorder(), reader="pairwise", view_names=["a", "b", "c"])
 
 
-def test_align_uniform_against_loops():
+def test_logged_align_uniform_against_loops():
     torch.manual_seed(0)
     z1, z2 = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
-    a, u = align_uniform_stats(z1, z2)
+    logged = batch_geometry({"view1": z1, "view2": z2})
+    a, u = logged["align"], logged["uniform"]
     n1 = [r / r.norm() for r in z1]
     n2 = [r / r.norm() for r in z2]
     align = sum(float((x - y).pow(2).sum()) for x, y in zip(n1, n2)) / 6

@@ -293,12 +293,14 @@ class MultiViewModel(nn.Module):
             z, recons = self.reconstruct(inputs, {v: lengths[v] for v in inputs if v in lengths})
             return Outputs(embeddings=z, view_names=tuple(inputs), modalities={v: modalities[v] for v in inputs},
                            reconstructions=recons, clean=dict(reconstruct))
-        raw = {v: z for v, (_, z) in self._run(views, lengths).items()}
+        run = self._run(views, lengths)
+        raw = {v: z for v, (_, z) in run.items()}
         out = Outputs(
             embeddings={v: self._finish(z) for v, z in raw.items()},
             view_names=tuple(views),
             modalities={v: modalities[v] for v in views},
             global_views=tuple(global_views),
+            features={v: h for v, (h, _) in run.items()},
         )
         if self.predictor is not None:
             out.predictions = {v: self._finish(self.predictor[self.view_towers[v]](z)) for v, z in raw.items()}

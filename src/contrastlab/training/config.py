@@ -141,6 +141,23 @@ class LogConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """What is measured while training besides the loss (see :mod:`contrastlab.training.monitors`)."""
+
+    #: steps between held-out measurements (kNN accuracy, the probe's held-out accuracy, RankMe, collapse), and the
+    #: last step; null: about 20 over the run, spaced so that they cost at most about 5 % of the training time (a
+    #: multiple of log.every), none for a run too short to afford them (fewer than 2 x items / 5 % items trained);
+    #: 0: no monitors at all (the online probe included)
+    every: int | None = None
+    items: int = 512  #: held-out items classified at each measurement, and as many training items in the kNN bank
+    knn_k: int = 20  #: neighbours of the kNN monitor
+    knn_temperature: float | None = 0.07  #: the weighted vote of Wu et al. (2018); null: a majority vote
+    #: an online linear probe trained on the detached features of every training batch; null: on when the data has labels
+    probe: bool | None = None
+    probe_lr: float = 1.0e-2  #: the probe's Adam learning rate
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig
     views: ViewsConfig
@@ -159,12 +176,15 @@ class TrainConfig:
     out: str | None = None  #: the run directory
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     #: plugin files the run was trained with (recorded by training; only checked, never loaded, from a config)
     plugins: list[dict[str, Any]] = field(default_factory=list)
 
 
 #: More threads than any machine we know of has cores; torch dies allocating the stacks of 100,000.
 MAX_THREADS = 1024
+#: The most held-out items a monitor holds in memory (and encodes at each measurement, twice: bank and queries).
+MAX_MONITOR_ITEMS = 10_000
 
 
 def _require(ok: bool, key: str, rule: str, value: Any) -> None:
@@ -207,6 +227,13 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     _require(cfg.checkpoint.every >= 0, "checkpoint.every", ">= 0", cfg.checkpoint.every)
     _require(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", ">= 1", cfg.checkpoint.keep_last)
     _require(cfg.log.every >= 1, "log.every", ">= 1", cfg.log.every)
+    mon = cfg.monitor
+    _require(mon.every is None or mon.every >= 0, "monitor.every", ">= 0 (0: no monitors) or null (automatic)", mon.every)
+    _require(2 <= mon.items <= MAX_MONITOR_ITEMS, "monitor.items", f"in [2, {MAX_MONITOR_ITEMS}]", mon.items)
+    _require(mon.knn_k >= 1, "monitor.knn_k", ">= 1", mon.knn_k)
+    _require(mon.knn_temperature is None or mon.knn_temperature > 0, "monitor.knn_temperature", "> 0 or null",
+             mon.knn_temperature)
+    _require(mon.probe_lr > 0, "monitor.probe_lr", "> 0", mon.probe_lr)
     m = cfg.model
     _require(m.dim > 0, "model.dim", "> 0", m.dim)
     _require(isinstance(m.normalize, bool) or m.normalize in ("auto", "sphere", "ball", "none"), "model.normalize",

@@ -14,31 +14,44 @@ import torch
 from contrastlab.files import atomic_write_text
 from contrastlab.training.distributed import all_reduce_mean
 
+#: The columns the training monitors fill (:mod:`contrastlab.training.monitors`): ``probe_train_acc`` on every
+#: row while the online probe runs (its accuracy on the training batches since the previous row), the others only
+#: on the rows of monitor steps: ``knn_acc`` (held-out kNN accuracy), ``probe_acc`` (the probe's held-out
+#: accuracy), ``rankme`` (RankMe of the held-out features), ``emb_std`` (SimSiam's per-dimension std of the
+#: l2-normalised embeddings, times sqrt(D): about 1 when spread, 0 when collapsed) and ``collapse`` (0 or 1).
+#: A cell a row does not fill is left empty.
+MONITOR_COLUMNS = ("probe_train_acc", "knn_acc", "probe_acc", "rankme", "emb_std", "collapse")
+
 #: The columns of ``metrics.csv``, in order. ``norm`` is the mean L2 norm of the embeddings the objective
 #: saw (1 on the sphere; it grows without bound when an unconstrained loss can fall by scaling up);
 #: ``items_per_s`` counts items (each gives one image per view); ``view_fraction`` is the share of step
 #: time spent fetching items and producing their views; ``data_wait`` the mean seconds per step the
 #: training process waited for its batch (loading that the workers did not hide); ``skipped`` the
-#: unreadable items replaced so far (``data.on_error: skip``).
+#: unreadable items replaced so far (``data.on_error: skip``); then the :data:`MONITOR_COLUMNS`;
+#: ``elapsed_s`` (wall-clock seconds of training, monitors included; ``items_per_s`` leaves them out) comes last.
 COLUMNS = ("step", "epoch", "loss", "lr", "align", "uniform", "norm", "items_per_s", "view_fraction", "data_wait",
-           "skipped", "elapsed_s")
+           "skipped", *MONITOR_COLUMNS, "elapsed_s")
 
 
 def _row_text(row: Mapping[str, float]) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([_fmt(row.get(c, float("nan"))) for c in COLUMNS])
+    cells = [_fmt(row.get(c, float("nan")), empty=c in MONITOR_COLUMNS) for c in COLUMNS]
+    csv.writer(buf, lineterminator="\n").writerow(cells)
     return buf.getvalue()
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float, *, empty: bool = False) -> str:
     if isinstance(value, int):
         return str(value)
-    return "nan" if value != value else f"{value:.6g}"
+    if value != value:
+        return "" if empty else "nan"
+    return f"{value:.6g}"
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """The rows of a ``metrics.csv`` as dicts of floats (``step`` and ``epoch`` as ints); a torn
-    last line (a run killed mid-write) is skipped.
+    last line (a run killed mid-write) is skipped. Empty cells of the :data:`MONITOR_COLUMNS` (rows that
+    are not monitor steps) read as ``nan``; an empty cell anywhere else marks a torn line.
 
     Example:
         >>> import tempfile, pathlib
@@ -55,7 +68,7 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
             if header is None or len(values) != len(header):
                 continue
             try:
-                row = {k: float(v) for k, v in zip(header, values)}
+                row = {k: float("nan") if v == "" and k in MONITOR_COLUMNS else float(v) for k, v in zip(header, values)}
             except ValueError:
                 continue
             row["step"], row["epoch"] = int(row["step"]), int(row["epoch"])
@@ -119,10 +132,15 @@ class TensorBoard:
 
 
 class Progress:
-    """A tqdm bar over the run's steps showing loss, learning rate, throughput, alignment, uniformity, norm."""
+    """A tqdm bar over the run's steps showing loss, learning rate, throughput, alignment, uniformity, norm and
+    the latest monitor values (``knn=``, ``probe=``, ``rank=``), which stay shown until the next measurement."""
+
+    #: Monitor columns shown on the bar, with their short names.
+    SHOWN = {"knn_acc": "knn", "probe_acc": "probe", "rankme": "rank"}
 
     def __init__(self, *, total: int, initial: int, enabled: bool) -> None:
         self.bar = None
+        self.latest: dict[str, str] = {}
         if enabled:
             from tqdm.auto import tqdm
 
@@ -133,6 +151,10 @@ class Progress:
             return
         self.bar.update(steps)
         if row is not None:
+            for column, short in self.SHOWN.items():
+                value = row.get(column, float("nan"))
+                if value == value:
+                    self.latest[short] = f"{value:.3g}" if column == "rankme" else f"{value:.2f}"
             self.bar.set_postfix(
                 loss=f"{row['loss']:.4f}",
                 lr=f"{row['lr']:.2e}",
@@ -141,8 +163,16 @@ class Progress:
                 align=f"{row['align']:.3f}",
                 unif=f"{row['uniform']:.3f}",
                 norm=f"{row.get('norm', float('nan')):.3g}",
+                **self.latest,
                 refresh=False,
             )
+
+    def note(self, text: str) -> None:
+        """Print one line to stderr above the bar (or plainly when there is no bar)."""
+        if self.bar is None:
+            print(text, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(text, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

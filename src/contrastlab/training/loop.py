@@ -22,7 +22,7 @@ from contrastlab.errors import UserError, one_line
 from contrastlab.files import atomic_write_text
 from contrastlab.plugins import loaded as loaded_plugins
 from contrastlab.training import distributed
-from contrastlab.training.build import Components, build_components, check_given
+from contrastlab.training.build import Components, build_components, check_given, make_dataset
 from contrastlab.training.checkpoint import (
     CheckpointManager,
     check_resumable,
@@ -34,9 +34,10 @@ from contrastlab.training.checkpoint import (
 )
 from contrastlab.training.config import TrainConfig, config_to_dict
 from contrastlab.training.logging import MetricsLog, Progress, TensorBoard, Window, read_metrics
+from contrastlab.training.monitors import Monitors, batch_geometry, check_monitor, monitor_due, monitor_every
 from contrastlab.training.optim import build_optimizer, lr_factor, set_lr
 from contrastlab.training.sampler import ShardedBatches, derive_seed
-from contrastlab.training.step import align_uniform_stats, mean_norm, run_temperature
+from contrastlab.training.step import mean_norm, run_temperature
 from contrastlab.views.base import ViewGenerator
 
 CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.csv"
@@ -224,6 +225,7 @@ class _Run:
         if resume:
             check_given(_recorded_given(self.run_dir), encoders, self.run_dir)
         comps = self._build(dataset, views, encoders)  # a config that does not build never touches the run directory
+        check_monitor(cfg.monitor, comps.dataset)
         # About to replace a run: try a step first. Not under a process group, where ranks could disagree
         # on whether the run directory holds a run and the step's gathers would wait for each other
         # (the command line tries the step on every rank before the group is formed).
@@ -248,21 +250,39 @@ class _Run:
         total = cfg.steps if cfg.steps is not None else cfg.epochs * sampler.steps_per_epoch
         view_rng = torch.Generator().manual_seed(derive_seed(cfg.seed, info.rank, 1))
         manager = CheckpointManager(self.run_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last, keep_best=cfg.checkpoint.keep_best)
+        self.monitor_every = monitor_every(cfg.monitor, total=total, batch_size=cfg.batch_size,
+                                           views=len(comps.views.view_names), log_every=cfg.log.every)
+        monitors = self._monitors(comps, module, total, given_data=dataset is not None)
         start, elapsed0 = 0, 0.0
         if resume:
-            start, elapsed0 = self._restore(manager, module, optimizer, view_rng, total)
+            start, elapsed0 = self._restore(manager, module, optimizer, view_rng, total, monitors)
         logs = _Logs(
             self.run_dir, enabled=info.is_main, resume_step=start if resume else None, total=total,
             progress=cfg.log.progress, tensorboard=cfg.log.tensorboard,
         )  # fmt: skip
         threads = torch.get_num_threads()
         try:
-            return self._loop(comps, module, wrapped, optimizer, sampler, view_rng, manager, logs, start, total, elapsed0)
+            return self._loop(comps, module, wrapped, optimizer, sampler, view_rng, manager, logs, start, total, elapsed0,
+                              monitors)
         finally:
             logs.close()
             torch.set_num_threads(threads)
 
-    def _restore(self, manager, module, optimizer, view_rng, total: int) -> tuple[int, float]:
+    def _monitors(self, comps: Components, module, total: int, *, given_data: bool) -> Monitors | None:
+        """The run's monitors, on the main process when ``monitor.every`` is not 0 (see :mod:`.monitors`)."""
+        cfg = self.cfg
+        if not (self.monitor_every and self.info.is_main):
+            return None
+        other = "test" if cfg.data.split == "train" else "train"
+        return Monitors.for_run(
+            cfg.monitor, every=self.monitor_every, total=total, model=module.model, views=comps.views,
+            train=comps.dataset, held_out=None if given_data else (lambda: make_dataset(cfg, other)),
+            device=self.device, seed=derive_seed(cfg.seed, 0, 4),
+            batch_size=max(1, cfg.batch_size // self.info.world_size),
+            stage="head" if comps.recon_views else None,  # an autoencoder's step keeps no backbone features
+        )  # fmt: skip
+
+    def _restore(self, manager, module, optimizer, view_rng, total: int, monitors: Monitors | None) -> tuple[int, float]:
         path = manager.path("last")
         if path is None or not path.is_dir():
             raise UserError(f"no checkpoint to resume from in {manager.directory}")
@@ -280,6 +300,8 @@ class _Run:
         except (KeyError, ValueError, TypeError) as err:
             raise UserError(f"checkpoint {path} holds an optimiser state that does not fit this run ({one_line(err)})") from None
         r = self.info.rank
+        if monitors is not None:
+            monitors.load_state(ckpt.tensors, ckpt.meta.get("monitor"), source=str(path))
         view_rng.set_state(ckpt.tensors[f"rng.views.{r}"])
         torch.set_rng_state(ckpt.tensors[f"rng.torch.{r}"])
         if self.device.type == "cuda" and f"rng.cuda.{r}" in ckpt.tensors:
@@ -306,18 +328,23 @@ class _Run:
                 out[f"rng.{name}.{rank}"] = every[rank].cpu()
         return out
 
-    def _save(self, manager, module, optimizer, view_rng, step, epoch, loss, elapsed, skipped) -> Path | None:
+    def _save(self, manager, module, optimizer, view_rng, step, epoch, loss, elapsed, skipped, monitors) -> Path | None:
         rng = self._rng_tensors(view_rng)  # every process takes part in the gather
         if not self.info.is_main:
             return None
         opt_tensors, opt_plain = flatten_optimizer(optimizer.state_dict())
         meta = {"step": step, "epoch": epoch, "world_size": self.info.world_size, "loss": loss, "elapsed_s": elapsed,
                 "skipped": skipped, "lanes": self.lanes, "optimizer": opt_plain, "temperature": run_temperature(module.model, module.objective)}
+        mon_tensors: dict[str, torch.Tensor] = {}
+        if monitors is not None:
+            mon_tensors, meta["monitor"] = monitors.state()
         return manager.save(
-            step, model=module.model.state_dict(), objective=module.objective.state_dict(), tensors={**opt_tensors, **rng}, meta=meta, loss=loss
+            step, model=module.model.state_dict(), objective=module.objective.state_dict(),
+            tensors={**opt_tensors, **rng, **mon_tensors}, meta=meta, loss=loss,
         )
 
-    def _loop(self, comps, module, wrapped, optimizer, sampler, view_rng, manager, logs, start, total, elapsed0) -> TrainResult:
+    def _loop(self, comps, module, wrapped, optimizer, sampler, view_rng, manager, logs, start, total, elapsed0,
+              monitors: Monitors | None) -> TrainResult:
         cfg, device = self.cfg, self.device
         views_gen, dataset = comps.views, comps.dataset
         autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
@@ -338,6 +365,9 @@ class _Run:
         workers = batches.options.workers(dataset)
         if cfg.threads is None and device.type == "cpu":  # leave the loader workers their cores (restored by run)
             torch.set_num_threads(trainer_threads(workers, torch.get_num_threads()))
+        if monitors is not None:
+            for note in monitors.take_notes():
+                logs.note(note)
         t0 = time.perf_counter()
         for step, batch in batches:
             t_data = batches.wait
@@ -358,6 +388,8 @@ class _Run:
             optimizer.step()
             done = step + 1
             module.after_step(done, total)
+            if monitors is not None:
+                monitors.after_step(out, batch.labels)
             epoch = step // sampler.steps_per_epoch
             t_step = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -365,7 +397,8 @@ class _Run:
             since_ckpt.add(loss.detach(), done, 0.0, 0.0)
             skipped_here += batch.skipped
             every = cfg.checkpoint.every
-            log_now, ckpt_now = done % cfg.log.every == 0 or done == total, (every and done % every == 0) or done == total
+            log_now = done % cfg.log.every == 0 or done == total or monitor_due(done, self.monitor_every, total)
+            ckpt_now = (every and done % every == 0) or done == total
             if not (log_now or ckpt_now):
                 logs.tick()
                 continue
@@ -373,19 +406,20 @@ class _Run:
             self._check_finite(window if log_now else since_ckpt, total, last_ckpt)
             skipped = self.skipped0 + self._sum(skipped_here)
             if log_now:
-                z = out.embeddings
-                names = list(z)
-                align, uniform = align_uniform_stats(z[names[0]], z[names[1 % len(names)]])
-                if len(names) == 1:
-                    align = float("nan")
                 last_loss = window.loss(self.info.enabled)
                 row = {
-                    "step": done, "epoch": epoch, "loss": last_loss, "lr": lr, "align": align, "uniform": uniform,
-                    "norm": mean_norm(z),
+                    "step": done, "epoch": epoch, "loss": last_loss, "lr": lr, **batch_geometry(out.embeddings),
+                    "norm": mean_norm(out.embeddings),
                     "items_per_s": window.items_per_s(cfg.batch_size), "view_fraction": window.view_fraction(),
                     "data_wait": window.data_wait(), "skipped": skipped,
-                    "elapsed_s": elapsed0 + time.perf_counter() - t_start,
                 }  # fmt: skip
+                if monitors is not None:  # main process only; nothing inside waits for the others
+                    t_monitor = time.perf_counter()
+                    row.update(monitors.row(done, out))
+                    for note in monitors.take_notes():
+                        logs.note(note)
+                    t0 += time.perf_counter() - t_monitor  # the next step's time is training time
+                row["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
                 logs.write(done, row)
                 window = Window(device)
             else:
@@ -393,7 +427,7 @@ class _Run:
             if ckpt_now:
                 mean = since_ckpt.loss(self.info.enabled)
                 saved = self._save(manager, module, optimizer, view_rng, done, epoch, mean, elapsed0 + time.perf_counter() - t_start,
-                                   skipped)
+                                   skipped, monitors)
                 last_ckpt = saved or last_ckpt
                 since_ckpt = Window(device)
         self._barrier()
@@ -443,6 +477,11 @@ class _Logs:
             self.tb.write(step, {k: v for k, v in row.items() if k not in ("step", "epoch")})
         self.bar.update(self.pending, row)
         self.pending = 0
+
+    def note(self, text: str) -> None:
+        """One line to stderr (above the progress bar), from the main process."""
+        if self.enabled:
+            self.bar.note(text)
 
     def close(self) -> None:
         if self.enabled:

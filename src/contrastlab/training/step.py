@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from contrastlab.encoders.heads import l2_normalize
 from contrastlab.encoders.model import MultiViewModel
 from contrastlab.objectives._spec import READERS, Reader
 from contrastlab.outputs import Outputs
@@ -212,41 +211,6 @@ def run_temperature(model: MultiViewModel, objective: nn.Module) -> float | None
 def _full(x: Tensor) -> Tensor:
     """Half-precision outputs of autocast back to float32 for the loss; other dtypes unchanged."""
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
-
-
-def align_uniform_stats(z1: Tensor, z2: Tensor, *, t: float = 2.0) -> tuple[float, float]:
-    r"""Alignment and uniformity of two views' embeddings (normalised here), for monitoring.
-
-    .. math::
-        \text{align} = \frac1N \sum_i \lVert \hat z^1_i - \hat z^2_i \rVert_2^2, \qquad
-        \text{uniform} = \log \frac{2}{N(N-1)} \sum_{i<j} e^{-t \lVert \hat z^1_i - \hat z^1_j \rVert_2^2}
-
-    Args:
-        z1: first view's embeddings ``(N, D)``.
-        z2: second view's embeddings ``(N, D)``.
-        t: the uniformity kernel's scale.
-
-    Returns:
-        ``(align, uniform)`` as floats (uniformity is ``nan`` for ``N < 2``).
-
-    References:
-        Wang & Isola, "Understanding contrastive representation learning through alignment and
-        uniformity on the hypersphere", ICML 2020.
-
-    Example:
-        >>> z = torch.eye(3)
-        >>> a, u = align_uniform_stats(z, z)
-        >>> a, round(u, 4)
-        (0.0, -4.0)
-    """
-    with torch.no_grad():
-        a, b = l2_normalize(z1.detach().float()), l2_normalize(z2.detach().float())
-        align = float((a - b).pow(2).sum(dim=1).mean())
-        if a.shape[0] < 2:
-            return align, float("nan")
-        sq = torch.pdist(a).pow(2)
-        uniform = float(torch.logsumexp(-t * sq, dim=0) - torch.log(torch.tensor(float(sq.numel()))))
-    return align, uniform
 
 
 def mean_norm(z: Mapping[str, Tensor]) -> float:
