@@ -60,6 +60,9 @@ class ColourAndGrey:
     view_names = ("rgb", "grey")
     view_modalities = {"rgb": "rgb", "grey": "grey"}
 
+    def __init__(self, sources: dict[str, str] | None = None):
+        self.view_sources = sources or {"rgb": "image", "grey": "image"}  # both made from the image, as in CMC
+
     def eval_views(self, batch: Batch):
         x = batch.inputs["image"]
         return {"rgb": x, "grey": x.mean(dim=1, keepdim=True).expand_as(x).contiguous()}
@@ -108,6 +111,12 @@ def simclr_run(tmp_path):
 @pytest.fixture
 def two_tower_run(tmp_path):
     return make_run(tmp_path, ColourAndGrey())
+
+
+@pytest.fixture
+def two_modality_run(tmp_path):
+    """Two towers that read different data (as an image tower and a caption tower do)."""
+    return make_run(tmp_path, ColourAndGrey({"rgb": "image", "grey": "sketch"}))
 
 
 @pytest.fixture

@@ -116,3 +116,91 @@ def test_errors_name_the_bad_value():
         nearest_neighbours(x, torch.randn(5, 4), k=1)
     with pytest.raises(ValueError, match="-1"):
         vote(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2), num_classes=2, temperature=-1)
+
+
+# ---- the blocked search against the full similarity matrix ------------------------------------------------------
+
+def exact_unit_rows(n, d, seed):
+    """Rows with four entries of ±1/2 (unit norm): every cosine is a multiple of 1/4, computed exactly, so ties
+    are real ties whatever the summation order."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, d), dtype=np.float32)
+    for i in range(n):
+        x[i, rng.choice(d, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    return x
+
+
+def full_matrix_reference(queries, keys, k, exclude_self=False):
+    """Neighbours from the whole (Q, N) matrix: descending similarity, then ascending index."""
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
+    x = keys / np.linalg.norm(keys, axis=1, keepdims=True).clip(1e-12)
+    sims = q.astype(np.float64) @ x.astype(np.float64).T
+    if exclude_self:
+        np.fill_diagonal(sims, -np.inf)
+    order = np.lexsort((np.broadcast_to(np.arange(x.shape[0]), sims.shape), -sims), axis=1)[:, :k]
+    return np.take_along_axis(sims, order, axis=1), order
+
+
+@pytest.mark.parametrize("n_keys, n_queries, k, query_chunk, key_chunk", [
+    (97, 31, 5, 7, 13),        # nothing a multiple of anything
+    (97, 31, 97, 10, 40),      # k = N: every key, in order
+    (97, 31, 96, None, None),  # k close to N, default blocks
+    (300, 64, 200, 64, 64),    # k larger than a key block
+    (1000, 3, 1, 2, 999),      # one key left over in the last block
+    (50, 50, 30, 1, 1),        # one query and one key per block
+])
+def test_blocked_search_equals_the_full_matrix(n_keys, n_queries, k, query_chunk, key_chunk):
+    keys, queries = exact_unit_rows(n_keys, 8, 0), exact_unit_rows(n_queries, 8, 1)
+    ref_sim, ref_idx = full_matrix_reference(queries, keys, k)
+    sim, idx = nearest_neighbours(queries, keys, k=k, backend="torch", query_chunk=query_chunk, key_chunk=key_chunk)
+    np.testing.assert_array_equal(idx.numpy(), ref_idx)  # ties included: smaller index first
+    np.testing.assert_array_equal(sim.double().numpy(), ref_sim)
+
+
+@pytest.mark.parametrize("n, k, query_chunk, key_chunk", [(61, 5, 8, 16), (61, 60, 7, 9), (200, 199, None, None),
+                                                           (130, 40, 64, 50)])
+def test_blocked_self_search_equals_the_full_matrix(n, k, query_chunk, key_chunk):
+    x = exact_unit_rows(n, 6, 2)
+    x[10:20] = x[0]  # duplicate rows: their similarities tie exactly, also with their own copies
+    ref_sim, ref_idx = full_matrix_reference(x, x, k, exclude_self=True)
+    sim, idx = nearest_neighbours(x, k=k, backend="torch", query_chunk=query_chunk, key_chunk=key_chunk)
+    np.testing.assert_array_equal(idx.numpy(), ref_idx)
+    np.testing.assert_array_equal(sim.double().numpy(), ref_sim)
+    assert not (idx == torch.arange(n)[:, None]).any()
+
+
+def test_ties_are_resolved_by_index_whatever_the_blocks_and_threads():
+    # 2,100 x 2,100 similarities: above the size at which the search runs query blocks on several threads
+    keys = np.repeat(exact_unit_rows(300, 5, 3), 7, axis=0)  # every key 7 times
+    keys[::50] = 0.0  # zero rows: similarity 0 to everything
+    queries = exact_unit_rows(2100, 5, 4)
+    ref_sim, ref_idx = full_matrix_reference(queries, keys, 20)
+    before = torch.get_num_threads()
+    try:
+        for threads, query_chunk, key_chunk in ((1, None, None), (2, 100, 333), (2, 2100, 64)):
+            torch.set_num_threads(threads)
+            sim, idx = nearest_neighbours(queries, keys, k=20, backend="torch", query_chunk=query_chunk,
+                                          key_chunk=key_chunk)
+            np.testing.assert_array_equal(idx.numpy(), ref_idx)
+            np.testing.assert_array_equal(sim.double().numpy(), ref_sim)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_blocked_search_on_random_features_matches_float64_up_to_rounding():
+    rng = np.random.default_rng(5)
+    keys, queries = rng.normal(size=(5000, 24)).astype(np.float32), rng.normal(size=(900, 24)).astype(np.float32)
+    for k in (5, 200):
+        ref_sim, ref_idx = full_matrix_reference(queries, keys, k)
+        sim, idx = nearest_neighbours(queries, keys, k=k, backend="torch")
+        np.testing.assert_allclose(sim.numpy(), ref_sim, atol=2e-6, rtol=0)
+        assert (idx.numpy() == ref_idx).mean() > 0.999  # float32 rounding may swap near-ties
+        assert np.all(np.diff(sim.numpy(), axis=1) <= 0)
+
+
+def test_chunk_options_are_checked():
+    x = torch.randn(10, 3)
+    with pytest.raises(ValueError, match="query_chunk"):
+        nearest_neighbours(x, k=2, query_chunk=0)
+    with pytest.raises(ValueError, match="key_chunk"):
+        nearest_neighbours(x, k=2, key_chunk=-3)

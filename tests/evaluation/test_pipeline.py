@@ -55,16 +55,40 @@ def test_the_invariance_report_can_be_switched_off(simclr_run):
 
 
 def test_two_towers_give_retrieval_and_canonical_correlations(two_tower_run):
+    """CMC-like towers read one image: one row with their features side by side (the paper's probe), and what
+    happens between them in its own section."""
     metrics = evaluate(two_tower_run, options=EvalOptions(baselines=False, figures=False, invariance_items=40))
     head = metrics["encoders"]["head"]
-    assert head["towers"] == {"rgb": 8, "grey": 8} and head["dim"] == 16
-    assert set(head["retrieval"]) == {"rgb->grey", "grey->rgb"}
-    assert head["retrieval"]["rgb->grey"]["candidates"] == 60
-    assert 0.0 <= head["retrieval"]["rgb->grey"]["R@10"] <= 1.0
-    assert len(head["cca"]["rgb|grey"]["top"]) == 8
+    assert head["towers"] == {"rgb": 8, "grey": 8} and head["dim"] == 16 and head["tower"] is None
+    cross = metrics["cross_modal"]["head"]
+    assert cross["towers"] == ["rgb", "grey"]
+    assert set(cross["retrieval"]) == {"rgb->grey", "grey->rgb"}
+    assert cross["retrieval"]["rgb->grey"]["candidates"] == 60
+    assert 0.0 <= cross["retrieval"]["rgb->grey"]["R@10"] <= 1.0
+    assert len(cross["cca"]["rgb|grey"]["top"]) == 8
     assert "alignment" in head["geometry"]  # heads of different towers share the objective's space
     backbone = metrics["encoders"]["backbone"]
-    assert "retrieval" not in backbone and "alignment" not in backbone["geometry"]  # their backbones do not
+    assert "alignment" not in backbone["geometry"]  # their backbones do not
+    assert "retrieval" not in metrics["cross_modal"]["backbone"]
+    pairs = {(c["a"], c["b"]) for c in metrics["comparison"]}
+    assert ("head", "backbone") in pairs
+
+
+def test_towers_of_different_data_are_separate_rows(two_modality_run):
+    """An image tower and a caption tower: each measured alone (the caption's words must not decide the image's
+    probe), alignment of the paired views and retrieval across them in the cross-modal section."""
+    metrics = evaluate(two_modality_run, options=EvalOptions(figures=False, invariance_items=40))
+    rows = metrics["encoders"]
+    assert {"head:rgb", "head:grey", "backbone:rgb", "backbone:grey", "random_head:rgb", "raw"} <= set(rows)
+    assert "head" not in rows
+    assert rows["head:rgb"]["tower"] == "rgb" and rows["head:rgb"]["dim"] == 8
+    assert rows["head:rgb"]["kind"] == "trained" and rows["random_head:rgb"]["kind"] == "baseline"
+    assert {"classification", "invariance"} <= set(rows["head:grey"])
+    cross = metrics["cross_modal"]["head"]
+    assert set(cross["retrieval"]) == {"rgb->grey", "grey->rgb"} and "alignment" in cross["geometry"]
+    pairs = {(c["a"], c["b"]) for c in metrics["comparison"]}
+    assert {("head:rgb", "head:grey"), ("head:rgb", "backbone:rgb"), ("head:rgb", "random_head:rgb")} <= pairs
+    assert metrics["verdict"]["headline"]
 
 
 def test_slice_batch_keeps_rows_together():

@@ -87,3 +87,20 @@ def test_one_class_and_shape_errors():
         linear_probe(np.zeros((4, 2)), [0, 1, 0, 1], np.zeros((4, 3)), [0, 1, 0, 1])
     with pytest.raises(ValueError, match=r"\(4,\)"):
         linear_probe(np.zeros((4, 2)), [0, 1, 0], np.zeros((4, 2)), [0, 1, 0, 1])
+
+
+def test_features_wider_than_the_items_fit_in_their_row_space(monkeypatch):
+    # D > 1.25 N: the fit runs on R of x^T = QR; the optimum, mapped back by Q, is the same
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(500, 2200)) + rng.normal(size=(1, 2200))
+    y = np.argmax(x[:, :3] + 0.5 * rng.normal(size=(500, 3)), axis=1)
+    reduced = LinearProbe(tol=1e-8).fit(x, y)
+    import contrastlab.evaluation.probe as module
+
+    monkeypatch.setattr(module, "_REDUCE_RATIO", float("inf"))
+    dense = LinearProbe(tol=1e-8).fit(x, y)
+    assert reduced.coef_.shape == dense.coef_.shape == (3, 2200)
+    np.testing.assert_allclose(reduced.coef_, dense.coef_, atol=1e-5)
+    np.testing.assert_allclose(reduced.intercept_, dense.intercept_, atol=1e-5)
+    x_new = rng.normal(size=(50, 2200))
+    np.testing.assert_allclose(reduced.predict_proba(x_new), dense.predict_proba(x_new), atol=2e-4)

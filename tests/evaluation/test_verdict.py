@@ -117,8 +117,8 @@ def test_a_probe_that_is_perfect_for_every_row_is_a_trivial_task_not_a_win():
 
 def test_unlabelled_paired_data_is_judged_by_cross_modal_retrieval():
     def retrieval(r1):
-        return {"image→caption": {"recall@1": r1, "candidates": 500},
-                "caption→image": {"recall@1": r1 - 0.02, "candidates": 500}}
+        return {"image->caption": {"R@1": r1, "candidates": 500},
+                "caption->image": {"R@1": r1 - 0.02, "candidates": 500}}
 
     m = metrics({"head:image": row("trained", tower="image"), "head:caption": row("trained", tower="caption"),
                  "random_head:image": row("baseline", tower="image"),
@@ -165,7 +165,7 @@ def test_junk_values_are_passed_over_not_raised_on():
     m = metrics({"head": {"kind": "trained", "dim": "wide", "classification": {"probe_test_accuracy": "0.9"},
                           "geometry": {"effective_rank": None, "uniformity": float("nan")}, "invariance": [1]},
                  "raw": "not a row", "random": {"kind": "baseline", "classification": 5}},
-                items=None, cross_modal={"head": {"retrieval": {"a→b": {"recall@1": True}}}}, skipped=[1])
+                items=None, cross_modal={"head": {"retrieval": {"a->b": {"R@1": True}}}}, skipped=[1])
     v = verdict(m)
     assert v["best"] is None and isinstance(v["headline"], str)
     json.dumps(v)

@@ -125,3 +125,42 @@ def test_tsne_plot_and_saving(tmp_path):
     assert "10 points" in tsne_plot(x, max_points=10).axes[0].get_title()
     with pytest.raises(ValueError, match="N >= 4"):
         tsne_plot(np.zeros((3, 2)))
+
+
+def test_neighbour_grid_captions_each_tile_with_its_class_name():
+    images = np.random.rand(5, 3, 16, 16)
+    labels = np.array([0, 1, 0, 2, 7])  # 7 has no name: shown as the number
+    fig = neighbour_grid(images, [0], [[2, 1, 4]], [[0.9, 0.5, 0.1]], labels=labels,
+                         class_names=["cat", "dog", "a very long class name"])
+    texts = {t.get_text(): t for t in fig.axes[0].texts}
+    assert [t.get_text() for t in fig.axes[0].texts if t.get_text() in ("cat", "dog", "7")] == ["cat", "cat", "dog", "7"]
+    colours = [t.get_color() for t in fig.axes[0].texts if t.get_text() in ("cat", "dog", "7")]
+    assert colours[1] == "#1b7f3b" and colours[2] == colours[3] == "#b3261e"  # same class green, others red
+    assert "0.90" in texts and "class" in fig.texts[0].get_text()  # similarities stay; the title says what colours mean
+    long = neighbour_grid(images, [3], [[0]], labels=labels, class_names=["cat", "dog", "a very long class name"])
+    assert "a very lon…" in [t.get_text() for t in long.axes[0].texts]
+    with pytest.raises(ValueError, match="one label per image"):
+        neighbour_grid(images, [0], [[1]], labels=[0, 1])
+
+
+def test_hypersphere_and_tsne_name_the_classes():
+    x, y = np.random.randn(40, 3), np.arange(40) % 3
+    names = ["cat", "dog", "<bird>"]
+    assert [ax.get_title() for ax in hypersphere_plot(x, y, class_names=names).axes[2:]] == names
+    assert [ax.get_title() for ax in hypersphere_plot(x, y).axes[2:]] == ["class 0", "class 1", "class 2"]
+    legend = tsne_plot(x, y, perplexity=5, class_names=names).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == names
+
+
+def test_a_collapsed_point_is_hollow_grey_and_labelled():
+    fig = alignment_uniformity_scatter(["head", "random_head"], [0.4, 0.0004], [-3.8, -0.003], [0.6, 0.3],
+                                       collapsed=[False, True])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["head", "random_head (collapsed)"]
+    hollow = ax.collections[1]
+    assert hollow.get_facecolor().size == 0 or hollow.get_facecolor()[0][3] == 0  # no fill
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "collapsed: features near one point, so a near-zero alignment is meaningless"]
+    assert len(fig.axes) == 2  # the colour bar is for the one accuracy left: the collapsed row is not on it
+    with pytest.raises(ValueError, match="same non-zero length"):
+        alignment_uniformity_scatter(["a"], [0.1], [-1.0], collapsed=[True, False])

@@ -57,7 +57,7 @@ def test_positives_only_collapses(recipe_dir):
     recall = {}
     for run in ("positives_only", "infonce"):
         metrics = json.loads((out / "runs" / run / "eval" / "metrics.json").read_text())
-        recall[run] = [d["R@10"] for d in metrics["encoders"]["head"]["retrieval"].values()]
+        recall[run] = [d["R@10"] for d in metrics["cross_modal"]["head"]["retrieval"].values()]
     assert max(recall["positives_only"]) < 0.5 * min(recall["infonce"]), recall
 
 

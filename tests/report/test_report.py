@@ -5,13 +5,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from contrastlab.errors import UserError
-from contrastlab.plots import png_bytes, training_curves
+from contrastlab.plots import neighbour_grid, png_bytes, training_curves
 from contrastlab.report import build_report, load_evaluated, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -33,6 +34,8 @@ def encoder(kind, stage, acc, align=None, invariance=True):
 
 
 def make_evaluated(root: Path, name: str, acc: float, lr: float) -> Path:
+    """A run folder with an evaluation in the format written before towers had rows (no verdict, no
+    cross_modal, no comparison)."""
     run = root / name
     (run / "eval").mkdir(parents=True)
     fig = training_curves({"step": np.arange(5.0), "loss": np.linspace(2, 1, 5) * acc})
@@ -54,6 +57,142 @@ def make_evaluated(root: Path, name: str, acc: float, lr: float) -> Path:
 @pytest.fixture
 def runs(tmp_path):
     return [make_evaluated(tmp_path, "run-a", 0.8, 0.001), make_evaluated(tmp_path, "run-b", 0.6, 0.01)]
+
+
+# -- evaluations in the current format: towers as rows, cross-modal measures, comparisons, class names
+
+@cache
+def grid_png() -> bytes:
+    rng = np.random.default_rng(0)
+    return png_bytes(neighbour_grid(rng.random((6, 3, 8, 8)), [0, 1], [[1, 2], [3, 4]], [[0.9, 0.8], [0.7, 0.6]],
+                                    labels=[0, 1, 0, 2, 1, 1], class_names=["cat", "dog", "emu"]))
+
+
+@cache
+def curves_png() -> bytes:
+    return png_bytes(training_curves({"step": np.arange(5.0), "loss": np.linspace(2, 1, 5)}))
+
+
+def row(kind, probe=None, *, tower=None, dim=16, rank=8.0, uniformity=-3.0, alignment=0.5, factors=True):
+    out = {"kind": kind, "stage": None, "tower": tower, "dim": dim, "towers": {tower or "image": dim},
+           "geometry": {"norms": {"mean": 1.0}, "effective_rank": rank}}
+    if alignment is not None:
+        out["geometry"].update(alignment=alignment, uniformity=uniformity, pairs=100)
+    if probe is not None:
+        out["classification"] = {"probe_train_accuracy": min(1.0, probe + 0.1), "probe_test_accuracy": probe,
+                                 "knn5_accuracy": probe - 0.05, "knn200_accuracy": probe - 0.02}
+    if factors:
+        out["invariance"] = {
+            "colour": {"factors": ["colour"], "score": 0.05, "purity": 0.13, "chance": 0.125, "label": "invariant"},
+            "location": {"factors": ["x", "y"], "score": 0.97, "purity": 0.6, "chance": 0.06, "label": "sensitive"}}
+        out["decodability"] = {"colour": {"kind": "accuracy", "score": 0.91, "chance": 0.125, "factors": ["colour"]},
+                               "location": {"kind": "r2", "score": 0.8, "chance": 0.0, "factors": ["x", "y"]}}
+    return out
+
+
+def retrieval(r1, n=200):
+    return {"image->caption": {"R@1": r1, "R@5": min(1, 3 * r1), "R@10": min(1, 4 * r1),
+                              "median_rank": 3, "candidates": n},
+            "caption->image": {"R@1": r1 - 0.02, "R@5": min(1, 3 * r1), "R@10": min(1, 4 * r1),
+                              "median_rank": 4, "candidates": n}}
+
+
+def clip_like() -> dict:
+    """Image and caption towers as separate rows, retrieval across them, class names, no factors."""
+    encoders = {}
+    for stage, probe in (("head", 0.62), ("backbone", 0.55)):
+        for tower, shift in (("image", 0.0), ("caption", -0.04)):
+            encoders[f"{stage}:{tower}"] = row("trained", probe + shift, tower=tower, factors=False)
+    encoders["raw:image"] = row("baseline", 0.30, tower="image", dim=192, rank=40.0, alignment=None, factors=False)
+    for tower in ("image", "caption"):
+        encoders[f"random_head:{tower}"] = row("baseline", 0.33, tower=tower, factors=False)
+    return {
+        "run": {"run_dir": "runs/clip", "source": "run", "objective": "clip", "dataset": "captioned-shapes",
+                "step": 200, "config": {"objective": {"name": "clip"}}, "class_names": ["cat", "dog", "<b>bird</b>"]},
+        "items": {"train": 400, "test": 200}, "selection": {"test": "all 200"},
+        "skipped": {"invariance": "the data has no generative factors to resample",
+                    "decodability": "the data has no generative factors"},
+        "encoders": encoders,
+        "cross_modal": {
+            "head": {"towers": ["image", "caption"], "retrieval": retrieval(0.41),
+                     "cca": {"image|caption": {"mean": 0.61, "top": [0.95, 0.9, 0.8]}},
+                     "geometry": {"alignment": 0.7, "uniformity": -3.0}},
+            "random_head": {"towers": ["image", "caption"], "retrieval": retrieval(0.03),
+                            "cca": {"image|caption": {"mean": 0.2, "top": [0.5, 0.3]}}},
+            "backbone": {"towers": ["image", "caption"], "cca": {"image|caption": {"mean": 0.4, "top": [0.8]}}}},
+        "comparison": [
+            {"a": "head:image", "b": "backbone:image", "cka": 0.71, "cka_biased": 0.75, "mutual_knn": 0.4,
+             "mutual_knn_chance": 0.05, "svcca": 0.6, "svcca_dims": [16, 16], "items": 200},
+            {"a": "head:image", "b": "head:caption", "cka": 0.52, "cka_biased": 0.55, "mutual_knn": 0.2,
+             "mutual_knn_chance": 0.05, "svcca": None, "svcca_dims": [16, 16], "items": 200}],
+        "figures": {"curves": "curves.png", "neighbours_head-image_test": "neighbours_head-image_test.png",
+                    "neighbours_head-image_train": "neighbours_head-image_train.png",
+                    "hypersphere_head-image": "hypersphere_head-image.png"},
+        "seconds": 2.0,
+    }
+
+
+def losing() -> dict:
+    """A trained encoder that loses to its raw inputs, with a collapsed random head; Shapes-like factors."""
+    return {
+        "run": {"run_dir": "runs/lose", "source": "run", "objective": "nt_xent", "dataset": "shapes", "step": 50,
+                "config": {"steps": 50}, "class_names": ["circle", "square", "triangle"]},
+        "items": {"train": 800, "test": 800},
+        "skipped": {"retrieval": "one tower only: there is nothing to retrieve across"},
+        "encoders": {"head": row("trained", 0.30, dim=128, rank=60.0, uniformity=-3.8, alignment=0.4),
+                     "backbone": row("trained", 0.33, dim=1024, rank=300.0, uniformity=-2.3, alignment=0.6),
+                     "raw": row("baseline", 0.40, dim=3072, rank=375.0, alignment=None),
+                     "random_head": row("baseline", 0.31, dim=128, rank=1.1, uniformity=-0.002, alignment=0.0001),
+                     "random_backbone": row("baseline", 0.35, dim=1024, rank=300.0, uniformity=-2.0, alignment=0.3)},
+        "cross_modal": {},
+        "comparison": [{"a": "head", "b": "backbone", "cka": 0.8, "cka_biased": 0.82, "mutual_knn": 0.3,
+                        "mutual_knn_chance": 0.01, "svcca": 0.7, "svcca_dims": [32, 32], "items": 800}],
+        "figures": {"curves": "curves.png", "neighbours_backbone_test": "neighbours_backbone_test.png",
+                    "neighbours_backbone_train": "neighbours_backbone_train.png",
+                    "neighbours_head_test": "neighbours_head_test.png", "invariance": "invariance.png"},
+        "seconds": 3.0,
+    }
+
+
+def unlabelled() -> dict:
+    """Features analysed from a file (``contrastlab analyze``): no labels, no factors, no images, no baselines."""
+    return {
+        "run": {"run_dir": None, "source": "features", "objective": None, "dataset": "feats.npz", "step": None,
+                "config": None},
+        "items": {"train": 300, "test": 100},
+        "skipped": {"linear_probe": "the data set has no labels", "knn": "the data set has no labels",
+                    "clustering": "the data set has no labels",
+                    "invariance": "features alone cannot be re-rendered with one factor changed",
+                    "decodability": "the data has no generative factors",
+                    "retrieval": "one tower only: there is nothing to retrieve across",
+                    "comparison": "one encoder only: nothing to compare it with",
+                    "pairs": "no positive pairs (a second view of each item) to measure alignment and uniformity on",
+                    "baselines": "no baseline features were given"},
+        "encoders": {"features": row("trained", None, dim=32, rank=20.0, alignment=None, factors=False)},
+        "cross_modal": {}, "comparison": [], "figures": {}, "seconds": 0.5,
+    }
+
+
+def write_evaluation(folder: Path, metrics: dict) -> Path:
+    """``metrics.json`` and every PNG it names into ``folder``; returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, file in metrics["figures"].items():
+        (folder / file).write_bytes(grid_png() if name.startswith("neighbours") else curves_png())
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def make_run(root: Path, name: str, metrics: dict) -> Path:
+    write_evaluation(root / name / "eval", metrics)
+    return root / name
+
+
+def section(html: str, id_: str) -> str:
+    return re.search(rf'<section[^>]* id="{id_}">(.*?)</section>', html, re.S).group(1)
+
+
+def text(fragment: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", fragment))
 
 
 def test_page_is_self_contained(runs, tmp_path):
@@ -81,13 +220,138 @@ def test_runs_side_by_side(runs):
     assert "<tr><td class=\"key\">steps</td>" in config  # the same in both
     assert html.count('<table class="invariance">') == 2
     assert 'class="invariant">invariant<' in html and 'class="sensitive">sensitive<' in html
+    verdicts = section(html, "verdict")  # one box per run, computed for these older files
+    assert verdicts.count('class="verdict-box') == 2 and "<h3>run-a</h3>" in verdicts and "<h3>run-b</h3>" in verdicts
+    assert "Yes: the trained backbone beats its baselines" in verdicts
+    summary = re.search(r'<table class="rows">(.*?)</table>', html, re.S).group(1)
+    assert summary.count('<tr class="baseline">') == 2 and summary.count("<td class=\"key\">run-b</td>") == 3
 
 
-def test_duplicate_run_names_are_told_apart(tmp_path):
-    a = make_evaluated(tmp_path / "x", "run", 0.5, 0.1)
-    b = make_evaluated(tmp_path / "y", "run", 0.5, 0.1)
-    html = build_report([a, b])
-    assert "run (2)" in html
+def test_the_answer_comes_first(tmp_path):
+    html = build_report([make_run(tmp_path, "lose", losing())])
+    body = html[html.index("<main>"):]
+    order = re.findall(r'<section[^>]* id="([\w-]+)"', body)
+    assert order == ["verdict", "neighbours", "summary", "invariance", "cross-modal", "comparison",
+                     "alignment-uniformity", "figures", "metrics", "configuration"]
+    assert re.match(r'<main>\s*<section class="verdict" id="verdict">', body)
+    verdict = text(section(html, "verdict"))
+    assert "No: the best trained row, the backbone, does not beat its baselines" in verdict
+    assert "circle, square, triangle" in verdict  # the classes, by name
+    warnings = re.findall(r'<p class="warning"><span class="mark" aria-hidden="true">⚠</span> ([^<]*)</p>', html)
+    assert len(warnings) == 3  # head and backbone lose to the raw inputs; the random head collapsed
+    assert any("The random head looks collapsed (effective rank 1.1 of 128 dimensions" in w for w in warnings)
+    # the best trained row's grids lead, test then train; the head's grid waits in "More figures"
+    grids = section(html, "neighbours")
+    assert grids.index("neighbours_backbone_test (lose)") < grids.index("neighbours_backbone_train (lose)")
+    assert "neighbours_head_test" not in grids and "neighbours_head_test" in section(html, "figures")
+    summary = section(html, "summary")
+    assert re.search(r'<tr class="loses"><td class="key">head</td>', summary)
+    assert "⚠ loses to raw (-0.100 on linear-probe test accuracy)" in summary
+    assert re.search(r'<tr class="best loses"><td class="key">backbone</td>', summary)
+    assert re.search(r'<tr class="collapsed baseline"><td class="key">random_head</td>', summary)
+    invariance = section(html, "invariance")
+    assert "<th>decodable (chance)</th>" in invariance and "0.9100 <small>acc</small> (0.1250)" in invariance
+    assert "0.8000 <small>R²</small> (0.0000)" in invariance and "invariance (lose)" in invariance
+    assert "one tower only: there is nothing to retrieve across" in section(html, "cross-modal")
+    assert "<td>0.8000</td>" in section(html, "comparison")
+    assert "Hollow grey points are collapsed rows" in section(html, "alignment-uniformity")
+    assert html.count('alt="invariance (lose)"') == 1  # each figure once
+
+
+def test_towers_as_rows_and_cross_modal_retrieval(tmp_path):
+    html = build_report([make_run(tmp_path, "clip", clip_like())])
+    verdict = text(section(html, "verdict"))
+    assert "Yes: the trained head (image tower) beats its baselines" in verdict
+    assert "Cross-modal retrieval with the head: recall@1 0.400" in verdict
+    assert "cat, dog, &lt;b&gt;bird&lt;/b&gt;" in section(html, "verdict")  # class names, escaped
+    summary = section(html, "summary")
+    for name in ("head:image", "head:caption", "backbone:image", "backbone:caption", "raw:image",
+                 "random_head:image", "random_head:caption"):
+        assert f'<td class="key">{name}</td>' in summary
+    assert "neighbours_head-image_test (clip)" in section(html, "neighbours")
+    cross = section(html, "cross-modal")
+    assert cross.count("image-&gt;caption") == 2 and cross.count("caption-&gt;image") == 2
+    assert '<tr class="baseline"><td class="key">random_head</td>' in cross
+    assert "<td>0.0050</td>" in cross  # chance recall@1 among 200 candidates
+    assert re.search(r'<table class="cca">.*backbone.*0\.4000', cross, re.S)
+    comparison = section(html, "comparison")
+    assert "head:caption" in comparison and "0.4000 (0.0500)" in comparison and "0.6000 (16 × 16)" in comparison
+    assert "not shown: the data has no generative factors to resample" in section(html, "invariance")
+    assert "Nearest neighbours of the head:image features on the test split" in html
+    assert "head:image features on the circle" in section(html, "figures")
+
+
+def test_every_section_that_cannot_be_shown_says_why(tmp_path):
+    folder = write_evaluation(tmp_path / "analysis", unlabelled())  # what contrastlab analyze writes
+    html = build_report([folder])
+    ids = re.findall(r'<section[^>]* id="([\w-]+)"', html)
+    why = {i: m.group(1) for i in ids if (m := re.search(r'<p class="why">([^<]*)</p>', section(html, i)))}
+    assert why == {
+        "neighbours": "no figures were written for this evaluation",
+        "invariance": "not shown: features alone cannot be re-rendered with one factor changed",
+        "cross-modal": "not shown: one tower only: there is nothing to retrieve across",
+        "comparison": "not shown: one encoder only: nothing to compare it with",
+        "alignment-uniformity": "not shown: no positive pairs (a second view of each item) to measure alignment "
+                                "and uniformity on",
+        "figures": "no figures were written",
+        "configuration": "No configuration: these features were not trained by contrastlab.",
+    }
+    notes = section(html, "verdict")
+    assert "Skipped linear probe, knn and clustering: the data set has no labels." in notes
+    assert "features from <code>feats.npz</code>" in notes
+    metrics = losing()
+    metrics["figures"] = {"curves": "curves.png"}
+    html = build_report([make_run(tmp_path, "no-images", metrics)])
+    assert "no images: the items are not images, so there are no neighbour grids" in section(html, "neighbours")
+
+
+def test_an_evaluation_is_found_from_its_run_folder_its_own_folder_or_its_file(tmp_path):
+    run = make_run(tmp_path, "clip", clip_like())
+    by_run, by_folder, by_file = (load_evaluated(p) for p in (run, run / "eval", run / "eval" / "metrics.json"))
+    assert by_run.name == by_folder.name == by_file.name == "clip"
+    assert by_run.figures == by_folder.figures == by_file.figures
+    folder = write_evaluation(tmp_path / "analysis", unlabelled())
+    assert load_evaluated(folder).name == "analysis" and load_evaluated(folder / "metrics.json").name == "analysis"
+    metrics = unlabelled()
+    metrics["figures"] = {"leak": "../clip/eval/curves.png"}  # figures must stay inside the evaluation's folder
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(UserError, match=re.escape(f"{folder / 'metrics.json'}: figure 'leak' must be a PNG file")):
+        load_evaluated(folder / "metrics.json")
+
+
+def test_the_stored_verdict_is_shown_and_nothing_from_the_file_is_markup(tmp_path):
+    metrics = losing()
+    evil = '<img src=x onerror=alert(1)><script>alert(2)</script>'
+    metrics["verdict"] = {"headline": f"stored {evil}", "best": "backbone", "warnings": [f"warned {evil}"],
+                          "notes": [f"noted {evil}"]}
+    metrics["run"]["class_names"] = [evil]
+    metrics["skipped"] = {"comparison": evil}
+    metrics["comparison"] = []
+    metrics["encoders"][evil] = row("trained", 0.5)
+    metrics["encoders"][evil]["invariance"] = {evil: {"score": 0.1, "label": evil, "factors": [evil]}}
+    metrics["cross_modal"] = {evil: {"towers": ["a", "b"], "retrieval": {evil: {"R@1": 0.5, "candidates": 9}},
+                                     "cca": {evil: {"mean": 0.3, "top": [evil]}}}}
+    html = build_report([make_run(tmp_path, "evil", metrics)])
+    assert "<script" not in html and "<img src=x" not in html and "onerror=alert" not in html.replace("onerror=alert(1)&gt;", "")
+    verdict = text(section(html, "verdict"))
+    assert "stored &lt;img" in verdict and "warned &lt;img" in verdict and "noted &lt;img" in verdict
+
+
+def test_every_figure_enlarges_on_click_and_is_embedded_once(tmp_path):
+    html = build_report([make_run(tmp_path, "lose", losing()), make_run(tmp_path, "clip", clip_like())])
+    images = re.findall(r"<img[^>]*>", html)
+    toggles = re.findall(r'<label class="zoom"[^>]*><input type="checkbox" aria-label="[^"]*"><img [^>]*></label>', html)
+    assert len(images) == len(toggles) == 5 + 4 + 1  # every figure of both runs, once each, and the scatter
+    for run, metrics in (("lose", losing()), ("clip", clip_like())):
+        for name in metrics["figures"]:
+            assert html.count(f'alt="{name} ({run})"') == 1, name
+    assert ".zoom input:checked + img" in html  # the style that shows it over the whole window
+
+
+def test_a_recipe_preamble_stays_on_top(runs):
+    html = build_report(runs, preamble="<h2>Recipe demo</h2><p>our own answer</p>")
+    body = html[html.index("<main>"):]
+    assert body.index("Recipe demo") < body.index('id="verdict"') < body.index('id="summary"')
 
 
 def test_errors_name_the_file(tmp_path):
@@ -104,14 +368,31 @@ def test_errors_name_the_file(tmp_path):
         build_report([])
 
 
+def test_duplicate_run_names_are_told_apart(tmp_path):
+    a = make_evaluated(tmp_path / "x", "run", 0.5, 0.1)
+    b = make_evaluated(tmp_path / "y", "run", 0.5, 0.1)
+    html = build_report([a, b])
+    assert "run (2)" in html
+
+
 _PROBE = """<script>
 window.addEventListener("load", () => {
+  const b = document.body, set = (k, v) => b.setAttribute("data-" + k, String(v));
   const images = Array.from(document.images);
-  const b = document.body;
-  b.setAttribute("data-images", images.length);
-  b.setAttribute("data-loaded", images.filter(i => i.complete && i.naturalWidth > 0).length);
-  b.setAttribute("data-tables", document.querySelectorAll("table").length);
-  b.setAttribute("data-rows", document.querySelectorAll("table.metrics tr").length);
+  set("images", images.length);
+  set("loaded", images.filter(i => i.complete && i.naturalWidth > 0).length);
+  set("toggles", images.filter(i => i.parentElement.matches("label.zoom")
+      && i.previousElementSibling && i.previousElementSibling.matches("input[type=checkbox]")).length);
+  set("first", document.querySelector("main").firstElementChild.id);
+  set("tables", document.querySelectorAll("table").length);
+  const w = document.querySelector(".warning"), r = w.getBoundingClientRect(), style = getComputedStyle(w);
+  set("warning", [Math.round(r.top), Math.round(r.height), style.display, style.visibility,
+                  style.backgroundColor.replace(/[^0-9,]/g, "")].join("|"));
+  const label = document.querySelector("label.zoom"), img = label.querySelector("img");
+  label.click();
+  set("open", [getComputedStyle(img).position, Math.round(img.getBoundingClientRect().width), innerWidth].join("|"));
+  label.click();
+  set("closed", getComputedStyle(img).position);
 });
 </script>"""
 
@@ -119,34 +400,42 @@ window.addEventListener("load", () => {
 def chromium(*args, profile):
     base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
+            f"--user-data-dir={profile}", "--virtual-time-budget=3000", "--window-size=1200,900"]
     return subprocess.run(base + list(args), capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
-def test_headless_chromium_loads_every_figure_and_table(runs, tmp_path):
-    report = write_report(runs, tmp_path / "out" / "report.html")
-    probed = tmp_path / "probed.html"  # a copy with a small script that records what loaded
+def test_headless_chromium_shows_the_verdict_first_and_every_figure(tmp_path):
+    report = write_report([make_run(tmp_path, "lose", losing()), make_run(tmp_path, "clip", clip_like())],
+                          tmp_path / "out" / "report.html")
+    probed = tmp_path / "probed.html"  # a copy with a small script that records what the browser sees
     probed.write_text(report.read_text().replace("</body>", _PROBE + "</body>"))
     with tempfile.TemporaryDirectory() as profile:
         dom = chromium("--dump-dom", probed.as_uri(), profile=profile)
     body = re.search(r"<body([^>]*)>", dom.stdout)
     assert body, dom.stderr[-2000:]
-    attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body.group(1)))
-    assert int(attrs["images"]) == 3
-    assert attrs["loaded"] == attrs["images"]
-    assert int(attrs["tables"]) == 1 + 2 + 1  # metrics, two invariance tables, configuration
-    assert int(attrs["rows"]) > 10
+    seen = dict(re.findall(r'data-([\w-]+)="([^"]*)"', body.group(1)))
+    assert seen["first"] == "verdict"  # the first thing in the page's main part
+    assert int(seen["images"]) == 10 and seen["loaded"] == seen["images"] == seen["toggles"]
+    top, height, display, visibility, background = seen["warning"].split("|")
+    assert 0 < int(top) < 900 and int(height) > 10 and display == "block" and visibility == "visible"
+    assert background == "255,241,201"  # the warning's amber box
+    position, width, window = seen["open"].split("|")
+    assert position == "fixed" and int(width) == int(window)  # a click shows the figure over the whole window
+    assert seen["closed"] == "static"  # and a second click puts it back
+    assert int(seen["tables"]) >= 8
 
     shot = tmp_path / "shot.png"
     with tempfile.TemporaryDirectory() as profile:
-        chromium(f"--screenshot={shot}", "--window-size=1200,1600", report.as_uri(), profile=profile)
+        chromium(f"--screenshot={shot}", report.as_uri(), profile=profile)
     from matplotlib.image import imread
 
-    pixels = imread(shot)
-    assert pixels.shape[:2] == (1600, 1200)
-    assert pixels[..., :3].std() > 0.05  # not a blank page
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (900, 1200)
+    assert pixels.std() > 0.05  # not a blank page
+    amber = np.abs(pixels - np.array([255, 241, 201]) / 255).max(axis=-1) < 0.02
+    assert amber.sum() > 5000  # the warning box is on screen above the fold
 
 
 # -- untrusted metrics.json: a malformed file and figure paths outside eval/ are refused in one line
@@ -197,6 +486,16 @@ MALFORMED = {
     "alignment-infinite": _edit(lambda m: m["encoders"]["head"]["geometry"].update(alignment=float("inf"))),
     "alignment-nan": _edit(lambda m: m["encoders"]["head"]["geometry"].update(alignment=float("nan"))),
     "alignment-400-digits": _edit(lambda m: m["encoders"]["head"]["geometry"].update(alignment=10**400)),
+    "cross-modal-a-list": _edit(lambda m: m.update(cross_modal=[1])),
+    "cross-modal-retrieval-text": _edit(lambda m: m.update(cross_modal={"head": {"retrieval": "R@1 = 1"}})),
+    "cross-modal-direction-a-number": _edit(lambda m: m.update(cross_modal={"head": {"retrieval": {"a->b": 1}}})),
+    "comparison-a-mapping": _edit(lambda m: m.update(comparison={"a": "head"})),
+    "verdict-headline-a-number": _edit(lambda m: m.update(verdict={"headline": 5})),
+    "verdict-warnings-text": _edit(lambda m: m.update(verdict={"headline": "ok", "warnings": "careful"})),
+    "class-names-numbers": _edit(lambda m: m["run"].update(class_names=[0, 1])),
+    "decodability-a-list": _edit(lambda m: m["encoders"]["head"].update(decodability=[1])),
+    "decodability-factor-a-number": _edit(lambda m: m["encoders"]["head"].update(decodability={"colour": 0.9})),
+    "tower-a-number": _edit(lambda m: m["encoders"]["head"].update(tower=3)),
 }
 
 

@@ -4,6 +4,8 @@ Numpy arrays or torch tensors in, plain numbers and dicts out.
 """
 
 from contrastlab.evaluation.clustering import cluster_scores
+from contrastlab.evaluation.compare import compare_representations, linear_cka, mutual_knn, svcca
+from contrastlab.evaluation.decodability import factor_decodability
 from contrastlab.evaluation.geometry import alignment, effective_rank, feature_norms, uniformity
 from contrastlab.evaluation.information import canonical_correlations, info_nce_bound, mi_lower_bound
 from contrastlab.evaluation.invariance import default_groups, discretize, invariance_report
@@ -12,7 +14,8 @@ from contrastlab.evaluation.probe import LinearProbe, linear_probe
 from contrastlab.evaluation.retrieval import match_ranks, retrieval_metrics
 
 __all__ = [
-    "LinearProbe", "alignment", "canonical_correlations", "cluster_scores", "default_groups", "discretize",
+    "LinearProbe", "alignment", "canonical_correlations", "cluster_scores", "compare_representations",
+    "default_groups", "discretize", "factor_decodability", "linear_cka", "mutual_knn", "svcca",
     "effective_rank", "faiss_available", "feature_norms", "info_nce_bound", "invariance_report", "knn_classify",
     "knn_evaluate", "linear_probe", "match_ranks", "mi_lower_bound", "nearest_neighbours", "retrieval_metrics",
     "uniformity", "vote",

@@ -1,4 +1,5 @@
-"""``contrastlab eval RUN_DIR`` and ``contrastlab report RUN_DIR [RUN_DIR ...] -o report.html``."""
+"""``contrastlab eval RUN_DIR``, ``contrastlab analyze FILE --out DIR``, ``contrastlab compare A B`` and
+``contrastlab report RUN_DIR [RUN_DIR ...] -o report.html``."""
 
 from __future__ import annotations
 
@@ -33,9 +34,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_plugin_option(p)
     p.set_defaults(func=_eval)
 
+    a = sub.add_parser("analyze", help="analyse features computed elsewhere (.npz, .safetensors, .parquet)",
+                       description="Measure features from any encoder as `eval` measures a run: probes, k-NN, "
+                                   "geometry, per-factor decodability, cross-modal retrieval, comparisons; write "
+                                   "DIR/metrics.json, figures and DIR/report.html. Keys: x, y, x_test, y_test, x2, "
+                                   "paired, factor_<name>, baseline_<name>, images, class_names (see "
+                                   "contrastlab.evaluation.analyze).")
+    a.add_argument("file", metavar="FILE", help="a .npz, .safetensors or .parquet file of features")
+    a.add_argument("--out", required=True, metavar="DIR", help="the folder to write the analysis into")
+    a.add_argument("--towers", default="x,paired", metavar="A,B",
+                   help="names for the towers of x and paired (default: x,paired), e.g. image,caption")
+    a.add_argument("--max-items", type=int, default=None, metavar="N",
+                   help="analyse at most N items per split (a seeded random subset)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the subsets and probes (default: 0)")
+    a.add_argument("--no-figures", action="store_true", help="write metrics.json (and the report) without figures")
+    a.add_argument("--overwrite", action="store_true", help="replace an analysis already in DIR")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.set_defaults(func=_analyze)
+
+    c = sub.add_parser("compare", help="how similar are two representations: CKA, mutual k-NN, SVCCA",
+                       description="Compare two representations of the same items. A and B are each a run folder "
+                                   "(RUN, RUN:STAGE or RUN:STAGE:TOWER; STAGE is head or backbone) or a features "
+                                   "file (FILE or FILE:KEY, KEY one of x, x2, paired, baseline_<name>; the test "
+                                   "rows when the file has them).")
+    c.add_argument("a", metavar="A", help="the first representation")
+    c.add_argument("b", metavar="B", help="the second representation")
+    c.add_argument("--items", type=int, default=2000, metavar="N",
+                   help="compare on at most N items (a seeded random subset of the test split; default 2000)")
+    c.add_argument("--k", type=int, default=10, help="neighbours for the mutual k-NN alignment (default: 10)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
+    c.add_argument("-o", "--output", default=None, metavar="FILE.json", help="also write the numbers as JSON")
+    add_plugin_option(c)
+    c.set_defaults(func=_compare)
+
     r = sub.add_parser("report", help="one self-contained HTML page for one or more evaluated runs",
                        description="Compare evaluated runs side by side in one HTML file (figures embedded).")
-    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs evaluated by `contrastlab eval`")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="runs evaluated by `contrastlab eval`, folders written by `contrastlab analyze`, or their "
+                        "metrics.json files")
     r.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default: report.html)")
     r.add_argument("--title", default=None, help="the page title")
     add_plugin_option(r)
@@ -68,6 +104,65 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from contrastlab.evaluation.analyze import analyze_file
+    from contrastlab.evaluation.pipeline import EvalOptions
+
+    out = Path(args.out)
+    if args.max_items is not None and args.max_items < 2:
+        raise UserError(f"--max-items must be at least 2, got {args.max_items}")
+    if not 0 <= args.seed < 2**31:
+        raise UserError(f"--seed must be in [0, 2**31), got {args.seed}")
+    towers = tuple(t.strip() for t in args.towers.split(","))
+    if len(towers) != 2 or not all(towers) or towers[0] == towers[1]:
+        raise UserError(f"--towers must be two different names separated by a comma, got {args.towers!r}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()):  # never write over what the user keeps there
+        if not (out / "metrics.json").is_file():
+            raise UserError(f"--out {out} is a folder that holds other files; give a new or empty folder")
+        if not args.overwrite:
+            raise UserError(f"{out} already holds an analysis (metrics.json); add --overwrite to replace it")
+    check_can_create(out, "output folder")
+    options = EvalOptions(max_items=args.max_items, seed=args.seed, figures=not args.no_figures,
+                          progress=not args.no_progress)
+    metrics = analyze_file(args.file, out_dir=out, options=options, towers=towers)
+    print(_summary(metrics))
+    print(f"wrote {out / 'metrics.json'}, {len(metrics['figures'])} figure(s) and {out / 'report.html'} "
+          f"in {metrics['seconds']:.1f} s")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from contrastlab.evaluation.representations import compare_sources
+
+    if args.items < 4:
+        raise UserError(f"--items must be at least 4, got {args.items}")
+    if args.k < 1:
+        raise UserError(f"--k must be at least 1, got {args.k}")
+    if not 0 <= args.seed < 2**31:
+        raise UserError(f"--seed must be in [0, 2**31), got {args.seed}")
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        if out.is_dir():
+            raise UserError(f"-o {out} is a folder; give the JSON file to write")
+        if out.suffix.lower() != ".json":
+            raise UserError(f"-o {out}: the comparison is written as JSON; give a file name ending in .json")
+        check_can_create(out, "comparison")
+    result = compare_sources(args.a, args.b, items=args.items, k=args.k, seed=args.seed)
+    svcca = "–" if result.get("svcca") is None else f"{result['svcca']:.3f}"
+    print(f"{result['a']}  vs  {result['b']}  ({result['items']} items)\n"
+          f"linear CKA (debiased) {result['cka']:.3f}   (biased {result['cka_biased']:.3f})\n"
+          f"mutual {args.k}-NN {result['mutual_knn']:.3f}   (chance {result['mutual_knn_chance']:.3f})\n"
+          f"SVCCA {svcca}")
+    if out is not None:
+        from contrastlab.evaluation.pipeline import write_json
+
+        write_json(result, out)
+        print(f"wrote {out}")
+    return 0
+
+
 def _set_threads(n: int) -> None:
     import torch
 
@@ -86,7 +181,9 @@ def _set_threads(n: int) -> None:
 
 
 def _summary(metrics: dict) -> str:
-    lines = []
+    verdict = metrics.get("verdict") or {}
+    lines = [verdict["headline"]] if verdict.get("headline") else []
+    lines += [f"warning: {w}" for w in verdict.get("warnings", [])]
     for name, enc in metrics["encoders"].items():
         parts = [f"{name:<16}"]
         cls = enc.get("classification", {})

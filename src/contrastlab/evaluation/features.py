@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -220,6 +220,8 @@ class Collected:
     images: Tensor | None
     #: (M,) sorted rows of ``features`` that ``images`` show (the figure sample), or ``None`` for none kept.
     image_rows: Tensor | None = None
+    #: Generative factor name -> (N,) values of every item read (synthetic worlds); empty otherwise.
+    factors: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         """The number of items read (rows of the features)."""
@@ -249,7 +251,7 @@ class Collected:
             images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         return Collected(features={n: {t: f[rows] for t, f in towers.items()} for n, towers in self.features.items()},
                          labels=None if self.labels is None else self.labels[rows], images=images,
-                         image_rows=torch.arange(len(rows)))
+                         image_rows=torch.arange(len(rows)), factors={k: v[rows] for k, v in self.factors.items()})
 
 
 def image_input(batch: Batch) -> Tensor | None:
@@ -362,6 +364,7 @@ def collect(dataset: Dataset, indices: Tensor | None, featurizers: Mapping[str, 
         total = limit
     features: dict[str, dict[str, list[Tensor]]] = {name: {} for name in featurizers}
     labels = []
+    factors: dict[str, list[Tensor]] = {}
     sample = _Sample(keep_images, seed) if keep_images else None
     with closing(ordered_batches(dataset, indices, batch_size=batch_size, options=loader, limit=limit)) as batches, \
             item_bar(total, desc, enabled=progress) as bar:
@@ -371,6 +374,8 @@ def collect(dataset: Dataset, indices: Tensor | None, featurizers: Mapping[str, 
                 for tower, f in featurize(batch).items():
                     features[name].setdefault(tower, []).append(f.detach().float().cpu())
             labels.append(batch.labels)
+            for name, values in batch.factors.items():
+                factors.setdefault(name, []).append(torch.as_tensor(values).cpu())
             if sample is not None:
                 sample.add(image_input(raw), len(raw))
             bar.update(len(raw))
@@ -382,6 +387,7 @@ def collect(dataset: Dataset, indices: Tensor | None, featurizers: Mapping[str, 
         labels=torch.cat(labels).cpu() if have_labels else None,
         images=images,
         image_rows=rows,
+        factors={name: torch.cat(parts) for name, parts in factors.items() if len(parts) == len(labels)},
     )
 
 

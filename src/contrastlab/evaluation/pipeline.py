@@ -23,7 +23,8 @@ import itertools
 import json
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ from torch import Tensor
 from contrastlab.data.base import Batch, Dataset, to_device
 from contrastlab.data.loading import MAX_WORKERS, LoaderOptions
 from contrastlab.evaluation.clustering import cluster_scores
+from contrastlab.evaluation.compare import compare_representations
+from contrastlab.evaluation.decodability import factor_decodability
 from contrastlab.evaluation.features import (
     Collected, Encoder, Featurizer, collect, concat_towers, encode_pairs, random_init_copy, raw_featurizer,
     raw_inputs, trained_featurizer, view_towers,
@@ -45,6 +48,7 @@ from contrastlab.evaluation.probe import linear_probe
 from contrastlab.evaluation.retrieval import retrieval_metrics
 from contrastlab.evaluation.selection import Selection, slice_batch
 from contrastlab.files import atomic_write_text
+from contrastlab.progress import item_bar
 from contrastlab.views.base import ViewGenerator
 
 STAGES: tuple[str, ...] = ("head", "backbone")
@@ -115,14 +119,6 @@ class EvalOptions:
             raise ValueError(f"num_workers must be in [0, {MAX_WORKERS}] or None; got {self.num_workers!r}")
 
 
-def _chunked(featurize: Featurizer, size: int):
-    def encode(batch: Batch) -> Tensor:
-        parts = [concat_towers(featurize(to_device(slice_batch(batch, slice(s, s + size)), "cpu")))
-                 for s in range(0, len(batch), size)]
-        return torch.cat(parts)
-    return encode
-
-
 #: The critic's temperature for the InfoNCE bound of runs whose objective has none (e.g. a triplet loss).
 _DEFAULT_TEMPERATURE = 0.1
 
@@ -145,19 +141,81 @@ _LABEL_MEASURES = ("linear_probe", "knn", "clustering")
 _MIN_INVARIANCE_ITEMS = 7  # k + 2 with the report's 5 neighbours
 
 
-def _positive_pairs(model: Encoder, views: ViewGenerator, batch: Batch, stage: str,
-                    options: EvalOptions) -> dict[str, Tensor]:
-    """Embeddings of every training view of the items (seeded): view name -> (N, D)."""
-    generator = torch.Generator().manual_seed(options.seed + 2)
-    size = options.batch_size
-    chunks = [encode_pairs(model, views, to_device(slice_batch(batch, slice(s, s + size)), "cpu"), generator,
-                           stage=stage) for s in range(0, len(batch), size)]
-    return {view: torch.cat([chunk[view] for chunk in chunks]) for view in chunks[0]}
+@dataclass(frozen=True)
+class Featurizers:
+    """What the measures know about the encoders whose features were collected.
+
+    Attributes:
+        kinds: featurizer name -> ``"trained"`` or ``"baseline"``.
+        stages: featurizer name -> the model's stage (``"head"``, ``"backbone"``) or ``None``.
+        modalities: tower name -> the modality it reads; towers of different modalities are measured as
+            separate rows (an image tower and a caption tower are two encoders), towers of one modality
+            (CMC's channel groups) together, their features side by side.
+        shared: featurizer names whose towers embed into one space (the head), where cross-tower
+            retrieval means something.
+    """
+
+    kinds: dict[str, str]
+    stages: dict[str, str | None]
+    modalities: dict[str, str] = field(default_factory=dict)
+    shared: frozenset[str] = frozenset()
+
+    def rows(self, features: Mapping[str, Mapping[str, Tensor]]) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Row name -> (featurizer, its towers in the row): ``name`` or, per tower, ``name:tower``.
+
+        Example:
+            >>> f = Featurizers({"head": "trained"}, {"head": "head"}, {"image": "image", "text": "text"})
+            >>> f.rows({"head": {"image": None, "text": None}})
+            {'head:image': ('head', ('image',)), 'head:text': ('head', ('text',))}
+        """
+        out: dict[str, tuple[str, tuple[str, ...]]] = {}
+        for name, towers in features.items():
+            modalities = {self.modalities.get(t, t) for t in towers}
+            if len(towers) >= 2 and len(modalities) >= 2:
+                out.update({f"{name}:{t}": (name, (t,)) for t in towers})
+            else:
+                out[name] = (name, tuple(towers))
+        return out
+
+
+def _row_features(collected: Collected, featurizer: str, towers: tuple[str, ...]) -> Tensor:
+    return concat_towers({t: collected.features[featurizer][t] for t in towers})
+
+
+def _skipped_measures(train: Collected, test: Collected, has_classes: bool, options: EvalOptions) -> dict[str, str]:
+    """The label-based measures that cannot run on these items, each with the reason."""
+    if train.labels is None or test.labels is None:
+        return dict.fromkeys(_LABEL_MEASURES, "the data set has no labels" if not has_classes
+                             else "some items have no labels")
+    m = min(options.analysis_items, len(test))
+    if len(torch.unique(test.labels[:m])) < 2:
+        return {"clustering": f"fewer than 2 classes among the {m} test items it uses"}
+    return {}
+
+
+def _row_metrics(x_tr: Tensor, x_te: Tensor, train: Collected, test: Collected, options: EvalOptions,
+                 skipped: Mapping[str, str], *, decode: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {"dim": int(x_te.shape[1])}
+    if "linear_probe" not in skipped:
+        out["classification"] = _classification(x_tr, x_te, train.labels, test.labels)
+    if "clustering" not in skipped:
+        m = min(options.analysis_items, x_te.shape[0])
+        out["clustering"] = cluster_scores(x_te[:m], test.labels[:m], seed=options.seed)
+    geometry: dict[str, Any] = {"norms": feature_norms(x_te)}
+    try:
+        geometry["effective_rank"] = effective_rank(x_te)
+    except ValueError:  # an all-zero matrix
+        geometry["effective_rank"] = 0.0
+    out["geometry"] = geometry
+    if decode and "decodability" not in skipped:
+        out["decodability"] = factor_decodability(x_tr, train.factors, x_te, test.factors, seed=options.seed)
+    return out
 
 
 def _pair_geometry(pairs: dict[str, Tensor], towers: dict[str, str], *, head: bool,
-                   temperature: float) -> dict[str, Any]:
-    """Alignment and uniformity over the positive pairs of every two views (and the MI bound at the head).
+                   temperature: float | None) -> dict[str, Any]:
+    """Alignment and uniformity over the positive pairs of every two views (and the MI bound when
+    ``temperature`` is given: embeddings of one space, compared by the objective).
 
     Head embeddings of all views share one space (the objective compares them); backbone features
     do only for views read by the same tower, so at the backbone other pairs are left out.
@@ -173,13 +231,33 @@ def _pair_geometry(pairs: dict[str, Tensor], towers: dict[str, str], *, head: bo
         "uniformity": sum(uniformity(pairs[v]) for v in used) / len(used),
         "pairs": int(pairs[names[0]].shape[0]),
     }
-    if head:
+    if head and temperature is not None:
         bounds = [info_nce_bound(pairs[a], pairs[b], temperature=temperature) for a, b in combos]
         out["info_nce"] = sum(b["loss"] for b in bounds) / len(bounds)
         out["mi_lower_bound"] = sum(b["mi_lower_bound"] for b in bounds) / len(bounds)
         out["mi_k"] = bounds[0]["k"]
         out["temperature"] = temperature
     return out
+
+
+def _split_information(geometry: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    information = {k: geometry.pop(k) for k in _INFORMATION if k in geometry}
+    return geometry, information
+
+
+@dataclass
+class Pairs:
+    """Embeddings of positive pairs of held-out items, for alignment, uniformity and the MI bound.
+
+    Attributes:
+        views: featurizer name -> view name -> (N, D) embeddings; row i of every view is item i.
+        towers: view name -> the tower that reads it.
+        temperature: the critic's temperature for the InfoNCE bound (head embeddings only).
+    """
+
+    views: dict[str, dict[str, Tensor]]
+    towers: dict[str, str]
+    temperature: float | None = None
 
 
 def _tower_analysis(towers: dict[str, Tensor], limit: int, *, retrieval: bool) -> dict[str, Any]:
@@ -197,55 +275,210 @@ def _tower_analysis(towers: dict[str, Tensor], limit: int, *, retrieval: bool) -
     return out
 
 
-def _skipped_measures(train: Collected, test: Collected, dataset, options: EvalOptions) -> dict[str, str]:
-    """The label-based measures that cannot run on these items, each with the reason."""
-    if train.labels is None or test.labels is None:
-        unlabelled = getattr(dataset, "num_classes", None) is None
-        return dict.fromkeys(_LABEL_MEASURES, "the data set has no labels" if unlabelled else "some items have no labels")
-    m = min(options.analysis_items, len(test))
-    if len(torch.unique(test.labels[:m])) < 2:
-        return {"clustering": f"fewer than 2 classes among the {m} test items it uses"}
-    return {}
+#: Test items the comparisons between rows use: the debiased CKA's spread is about 1/N, and SVCCA's SVDs of wide
+#: backbones dominate the cost beyond this.
+COMPARE_ITEMS = 1000
 
 
-def _encoder_metrics(train: Collected, test: Collected, name: str, options: EvalOptions,
-                     skipped: dict[str, str]) -> dict[str, Any]:
-    towers_tr, towers_te = train.features[name], test.features[name]
-    x_tr, x_te = concat_towers(towers_tr), concat_towers(towers_te)
-    out: dict[str, Any] = {"dim": int(x_te.shape[1]), "towers": {t: int(f.shape[1]) for t, f in towers_te.items()}}
-    if "linear_probe" not in skipped:
-        out["classification"] = _classification(x_tr, x_te, train.labels, test.labels)
-    if "clustering" not in skipped:
-        m = min(options.analysis_items, x_te.shape[0])
-        out["clustering"] = cluster_scores(x_te[:m], test.labels[:m], seed=options.seed)
-    geometry = {"norms": feature_norms(x_te)}
-    try:
-        geometry["effective_rank"] = effective_rank(x_te)
-    except ValueError:  # an all-zero matrix
-        geometry["effective_rank"] = 0.0
-    out["geometry"] = geometry
-    if len(towers_te) >= 2:
-        out.update(_tower_analysis(towers_te, options.analysis_items, retrieval=name.endswith("head")))
+def _comparisons(test: Collected, rows: dict[str, tuple[str, tuple[str, ...]]], f: Featurizers,
+                 options: EvalOptions) -> list[dict[str, Any]]:
+    """CKA, mutual k-NN and SVCCA between the rows worth comparing: two stages of the trained encoder, each
+    trained row and its randomly initialised copy, and two towers of one stage."""
+    m = min(options.analysis_items, len(test), COMPARE_ITEMS)
+    if m < 4:
+        return []
+    wanted: list[tuple[str, str]] = []
+    trained = [r for r, (name, _) in rows.items() if f.kinds.get(name) == "trained"]
+    for a, b in itertools.combinations(trained, 2):
+        (na, ta), (nb, tb) = rows[a], rows[b]
+        if (na != nb and ta == tb) or (na == nb and ta != tb):  # two stages of one tower; two towers of one stage
+            wanted.append((a, b))
+    for r in trained:
+        name, towers = rows[r]
+        twin = next((o for o, (n2, t2) in rows.items() if n2 == f"random_{name}" and t2 == towers), None)
+        if twin is not None:
+            wanted.append((r, twin))
+    out = []
+    for a, b in wanted:
+        xa, xb = (_row_features(test, *rows[r])[:m] for r in (a, b))
+        out.append({"a": a, "b": b, **compare_representations(xa, xb, seed=options.seed)})
     return out
 
 
-def _featurizers(run: LoadedRunLike, options: EvalOptions, example: Batch) -> tuple[dict, dict, dict]:
-    """(featurizers, encoder kinds, models by encoder name); ``example`` tells whether raw inputs exist."""
+def measure(train: Collected, test: Collected, featurizers: Featurizers, *, options: EvalOptions = EvalOptions(),
+            pairs: Pairs | None = None, invariance: Callable[[str, tuple[str, ...]], dict] | None = None,
+            has_classes: bool = True, skipped: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every measure on collected features: per encoder row, across towers, and between rows.
+
+    Args:
+        train: the training split's features (fits the probes, the k-NN bank).
+        test: the held-out split's features (everything is scored on them).
+        featurizers: the encoders' kinds, stages and tower modalities.
+        options: how much to measure (``analysis_items``, ``seed``).
+        pairs: embeddings of positive pairs, or ``None`` (alignment and uniformity are then skipped).
+        invariance: ``(featurizer, towers) -> invariance report`` for data with generative factors, or ``None``.
+        has_classes: whether the data set has classes at all (the reason given when labels are missing).
+        skipped: sections already known not to run, with their reasons.
+
+    Per-factor decodability is measured on the trained rows and the raw / given baselines, not on the
+    randomly initialised copies (a random network keeps what its input had; the raw row already says that).
+
+    Returns:
+        ``{"encoders": row -> measures, "cross_modal": featurizer -> measures across its towers,
+        "comparison": [...], "skipped": name -> reason}``.
+    """
+    skipped = {**(skipped or {}), **_skipped_measures(train, test, has_classes, options)}
+    if not (set(train.factors) & set(test.factors)):
+        skipped.setdefault("decodability", "the data has no generative factors")
+    rows = featurizers.rows(test.features)
+    encoders: dict[str, dict[str, Any]] = {}
+    steps = len(rows) * (1 if invariance is None else 2) + 1
+    with item_bar(steps, "measures", enabled=options.progress, unit="step") as bar:
+        for row, (name, towers) in rows.items():
+            x_tr, x_te = _row_features(train, name, towers), _row_features(test, name, towers)
+            encoders[row] = {"kind": featurizers.kinds[name], "stage": featurizers.stages.get(name),
+                             "tower": towers[0] if row != name else None,
+                             "towers": {t: int(test.features[name][t].shape[1]) for t in towers},
+                             **_row_metrics(x_tr, x_te, train, test, options, skipped,
+                                            decode=not name.startswith("random_"))}
+            bar.update(1)
+        cross = _measure_rest(test, featurizers, rows, encoders, skipped, options=options, pairs=pairs,
+                              invariance=invariance, bar=bar)
+        comparison = _comparisons(test, rows, featurizers, options)
+        bar.update(1)
+    if not comparison:
+        skipped.setdefault("comparison", "one encoder only, so there is nothing to compare it with")
+    return {"encoders": encoders, "cross_modal": cross, "comparison": comparison, "skipped": skipped}
+
+
+def _measure_rest(test: Collected, featurizers: Featurizers, rows, encoders, skipped, *, options: EvalOptions,
+                  pairs: Pairs | None, invariance, bar) -> dict[str, dict[str, Any]]:
+    """Across towers, positive pairs and invariance: the parts of :func:`measure` after the rows' own measures
+    (which it adds to ``encoders``); returns the cross-modal section."""
+    cross: dict[str, dict[str, Any]] = {}
+    for name, towers in test.features.items():
+        if len(towers) >= 2:
+            cross[name] = {"towers": list(towers),
+                           **_tower_analysis(dict(towers), options.analysis_items, retrieval=name in featurizers.shared)}
+    if not cross:
+        skipped.setdefault("retrieval", "one tower only, so there is nothing to retrieve across")
+
+    if pairs is None:
+        skipped.setdefault("pairs", "no positive pairs (a second view of each item) to measure alignment and "
+                                    "uniformity on")
+    else:
+        for name, views in pairs.views.items():
+            head = name in featurizers.shared
+            for row, (rname, towers) in rows.items():
+                if rname != name:
+                    continue
+                own = {v: e for v, e in views.items() if pairs.towers.get(v, v) in towers}
+                geometry, information = _split_information(
+                    _pair_geometry(own, pairs.towers, head=head, temperature=pairs.temperature if head else None))
+                encoders[row]["geometry"].update(geometry)
+                if information:
+                    encoders[row]["information"] = information
+            if name in cross:  # pairs whose views are read by different towers
+                across = {v: e for v, e in views.items()}
+                geometry = _pair_geometry(across, pairs.towers, head=head,
+                                          temperature=pairs.temperature if head else None)
+                if geometry and name not in rows and head:  # the towers are separate rows
+                    cross[name]["geometry"] = geometry
+
+    if invariance is None:
+        skipped.setdefault("invariance", "the data has no generative factors")
+    else:
+        for row, (name, towers) in rows.items():
+            encoders[row]["invariance"] = invariance(name, towers)
+            bar.update(1)
+    return cross
+
+
+def _positive_pairs(model: Encoder, views: ViewGenerator, batch: Batch, stage: str,
+                    options: EvalOptions) -> dict[str, Tensor]:
+    """Embeddings of every training view of the items (seeded): view name -> (N, D)."""
+    generator = torch.Generator().manual_seed(options.seed + 2)
+    size = options.batch_size
+    chunks = [encode_pairs(model, views, to_device(slice_batch(batch, slice(s, s + size)), "cpu"), generator,
+                           stage=stage) for s in range(0, len(batch), size)]
+    return {view: torch.cat([chunk[view] for chunk in chunks]) for view in chunks[0]}
+
+
+class _SharedRenders:
+    """The invariance report of every row from one rendering of each resampled batch, and one forward pass
+    of each featurizer per batch: ``resample`` is memoised on the generator's state (the report draws the
+    same numbers for every encoder), features on the batch."""
+
+    def __init__(self, resample, featurizers: Mapping[str, Featurizer], batch_size: int) -> None:
+        self._resample, self._featurizers, self._size = resample, featurizers, batch_size
+        self._renders: dict[tuple, tuple[Tensor, Batch]] = {}
+        self._features: dict[tuple[int, str], dict[str, Tensor]] = {}
+        self._alive: list[Batch] = []  # keeps the batches whose id() keys the features
+
+    def resample(self, batch: Batch, names, generator: torch.Generator) -> Batch:
+        key = (id(batch), tuple(names), generator.get_state().numpy().tobytes())
+        if key not in self._renders:
+            changed = self._resample(batch, names, generator)
+            self._renders[key] = (generator.get_state(), changed)
+            self._alive += [batch, changed]
+        state, changed = self._renders[key]
+        generator.set_state(state)
+        return changed
+
+    def encoder(self, name: str, towers: tuple[str, ...]):
+        def encode(batch: Batch) -> Tensor:
+            key = (id(batch), name)
+            if key not in self._features:
+                self._alive.append(batch)
+                featurize, size = self._featurizers[name], self._size
+                parts = [featurize(to_device(slice_batch(batch, slice(s, s + size)), "cpu"))
+                         for s in range(0, len(batch), size)]
+                self._features[key] = {t: torch.cat([p[t] for p in parts]) for t in parts[0]}
+            return concat_towers({t: self._features[key][t] for t in towers})
+        return encode
+
+
+def _featurizers(run: LoadedRunLike, options: EvalOptions, example: Batch,
+                 names: Mapping[str, str]) -> tuple[dict, Featurizers, dict]:
+    """(featurizers, what they are, models by featurizer name); ``example`` tells whether raw inputs exist."""
     featurizers: dict[str, Featurizer] = {}
     kinds: dict[str, str] = {}
+    stages: dict[str, str | None] = {}
     models: dict[str, Encoder] = {}
     for stage in options.stages:
-        featurizers[stage] = trained_featurizer(run.model, run.views, stage=stage)
-        kinds[stage], models[stage] = "trained", run.model
+        name = names.get(stage, stage)
+        featurizers[name] = trained_featurizer(run.model, run.views, stage=stage)
+        kinds[name], stages[name], models[name] = "trained", stage, run.model
     if options.baselines:
         if raw_inputs(example) is not None:
-            featurizers["raw"], kinds["raw"] = raw_featurizer, "baseline"
+            featurizers["raw"], kinds["raw"], stages["raw"] = raw_featurizer, "baseline", None
         if isinstance(run.model, torch.nn.Module):
             fresh = random_init_copy(run.model, seed=options.seed)
             for stage in options.stages:
-                featurizers[f"random_{stage}"] = trained_featurizer(fresh, run.views, stage=stage)
-                kinds[f"random_{stage}"], models[f"random_{stage}"] = "baseline", fresh
-    return featurizers, kinds, models
+                name = f"random_{names.get(stage, stage)}"
+                featurizers[name] = trained_featurizer(fresh, run.views, stage=stage)
+                kinds[name], stages[name], models[name] = "baseline", stage, fresh
+    modalities = tower_sources(run.model, run.views)
+    shared = frozenset(n for n, s in stages.items() if s == "head")
+    return featurizers, Featurizers(kinds, stages, modalities, shared), models
+
+
+def tower_sources(model: Encoder, views: ViewGenerator) -> dict[str, str]:
+    """Tower name -> the data modality its views are made from (``view_sources``, else the view's modality):
+    CMC's L and ab towers both read the image; an image tower and a caption tower read different data.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> views = SimpleNamespace(view_names=("L", "ab"), view_modalities={"L": "L", "ab": "ab"},
+        ...                         view_sources={"L": "image", "ab": "image"})
+        >>> tower_sources(SimpleNamespace(view_towers={"L": "L", "ab": "ab"}), views)
+        {'L': 'image', 'ab': 'image'}
+    """
+    sources = getattr(views, "view_sources", None) or {}
+    out: dict[str, str] = {}
+    for view, tower in view_towers(model, views).items():
+        out.setdefault(tower, str(sources.get(view, views.view_modalities.get(view, view))))
+    return out
 
 
 def _too_few(counts: dict[str, int]) -> None:
@@ -262,26 +495,75 @@ def _workers(run: LoadedRunLike, options: EvalOptions) -> int | None:
     return workers if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0 else None
 
 
-def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_dir: str | Path | None = None) -> dict:
+def check_out_dir(out_dir: str | Path) -> None:
+    """Refuse an output folder that cannot take the results before any work is done.
+
+    Raises:
+        ValueError: ``out_dir`` is a file, or ``out_dir/metrics.json`` a folder.
+    """
+    for path in (Path(out_dir), Path(out_dir) / "metrics.json"):
+        if path.exists() and path.is_dir() != (path == Path(out_dir)):
+            raise ValueError(f"cannot write the evaluation: {path} is a {'folder' if path.is_dir() else 'file'}")
+
+
+def _figure_sample(collected: Collected, rows: Mapping[str, tuple[str, tuple[str, ...]]]):
+    from contrastlab.evaluation.run_figures import FigureSample
+
+    sample = collected.figure_sample()
+    return FigureSample(features={row: _row_features(sample, name, towers) for row, (name, towers) in rows.items()},
+                        labels=sample.labels, images=sample.images)
+
+
+def finish(metrics: dict[str, Any], train: Collected, test: Collected, featurizers: Featurizers, *,
+           options: EvalOptions, out_dir: str | Path | None, started: float, metrics_csv: Path | None = None,
+           class_names=None) -> dict[str, Any]:
+    """Add the verdict and the figures to ``metrics``, time it, and write ``metrics.json`` into ``out_dir``."""
+    from contrastlab.evaluation.verdict import verdict
+
+    metrics.setdefault("figures", {})
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if options.figures:
+            from contrastlab.evaluation.run_figures import write_figures
+
+            rows = featurizers.rows(test.features)
+            draw = [r for r, (name, _) in rows.items() if featurizers.kinds.get(name) == "trained"]
+            metrics["figures"] = write_figures(
+                out_dir, metrics=metrics, train=_figure_sample(train, rows), test=_figure_sample(test, rows),
+                draw=draw, class_names=class_names, metrics_csv=metrics_csv, seed=options.seed)
+    metrics["verdict"] = verdict(metrics)
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    if out_dir is not None:
+        write_json(metrics, Path(out_dir) / "metrics.json")
+    return metrics
+
+
+def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_dir: str | Path | None = None,
+             names: Mapping[str, str] | None = None, source: str = "run") -> dict:
     """Evaluate a loaded run; write ``metrics.json`` and the figures into ``out_dir`` when given.
 
     Args:
         run: a :class:`LoadedRunLike` (``contrastlab.training.load_run(run_dir)``).
         options: what to evaluate.
         out_dir: folder for ``metrics.json`` and the PNG figures; nothing is written when ``None``.
+        names: the row name of each stage (default: the stage's own name), e.g. ``{"head": "encoder"}``.
+        source: what was evaluated, recorded as ``run.source`` (``"run"``, or ``"encoder"`` for your own).
 
     Returns:
         The metrics as a JSON-ready dict: ``run``, ``items`` (split → items evaluated), ``selection``
-        (split → how they were chosen), ``skipped`` (measure → why it did not run, e.g. no labels),
-        ``encoders`` (encoder name → measures), ``figures`` (figure name → file name), ``seconds``.
+        (split → how they were chosen), ``skipped`` (measure or section → why it did not run, e.g. no
+        labels), ``encoders`` (row → measures; towers of different modalities are separate rows
+        ``stage:tower``), ``cross_modal`` (stage → retrieval, CCA and pair geometry across its towers),
+        ``comparison`` (CKA, mutual k-NN and SVCCA between rows), ``verdict``, ``figures``
+        (figure name → file name), ``seconds``.
 
     Raises:
         ValueError: when a split is too small or an option is bad, or ``out_dir`` cannot take the results.
     """
     if out_dir is not None:  # find out now, not after the figures were replaced
-        for path in (Path(out_dir), Path(out_dir) / "metrics.json"):
-            if path.exists() and path.is_dir() != (path == Path(out_dir)):
-                raise ValueError(f"cannot write the evaluation: {path} is a {'folder' if path.is_dir() else 'file'}")
+        check_out_dir(out_dir)
+    names = dict(names or {})
     started = time.perf_counter()
     train_ds, test_ds = run.dataset("train"), run.dataset("test")
     loader = LoaderOptions(num_workers=_workers(run, options))
@@ -291,7 +573,7 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
     if any(n < 2 for n in known.values()):  # a stream's count is known only once it is read
         _too_few(known)
     example = to_device(selected["test"].first(test_ds, 2, LoaderOptions(num_workers=0), options.batch_size), "cpu")
-    featurizers, kinds, models = _featurizers(run, options, example)
+    featurizers, about, models = _featurizers(run, options, example, names)
     collected = {}
     for split, ds in (("train", train_ds), ("test", test_ds)):
         sel = selected[split]
@@ -303,52 +585,57 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
     if any(n < 2 for n in counts.values()):
         _too_few(counts)
 
-    skipped = _skipped_measures(train, test, test_ds, options)
-    encoders: dict[str, dict[str, Any]] = {}
-    for name in featurizers:
-        stage = name.removeprefix("random_") if name != "raw" else None
-        encoders[name] = {"kind": kinds[name], "stage": stage, **_encoder_metrics(train, test, name, options, skipped)}
-
     pair_batch = selected["test"].first(test_ds, options.pair_items, loader, options.batch_size)
-    for name, model in models.items():
-        pairs = _positive_pairs(model, run.views, pair_batch, name.removeprefix("random_"), options)
-        geometry = _pair_geometry(pairs, view_towers(model, run.views), head=name.endswith("head"),
-                                  temperature=_temperature(run))
-        information = {k: geometry.pop(k) for k in _INFORMATION if k in geometry}
-        encoders[name]["geometry"].update(geometry)
-        if information:
-            encoders[name]["information"] = information
+    views = {name: _positive_pairs(model, run.views, pair_batch, about.stages[name], options)
+             for name, model in models.items()}
+    pairs = Pairs(views, view_towers(run.model, run.views), _temperature(run))
     del pair_batch
 
-    if (options.invariance and hasattr(test_ds, "resample") and getattr(test_ds, "factor_names", ())
-            and counts["test"] >= _MIN_INVARIANCE_ITEMS):
-        inv_batch = selected["test"].first(test_ds, options.invariance_items, loader, options.batch_size)
-        for name, featurize in featurizers.items():
-            encoders[name]["invariance"] = invariance_report(
-                inv_batch, _chunked(featurize, options.batch_size), test_ds.resample, seed=options.seed)
+    invariance: Callable[[str, tuple[str, ...]], dict] | None = None
+    skipped: dict[str, str] = {}
+    if options.baselines and "raw" not in featurizers:
+        skipped["raw_baseline"] = "the items have no fixed-size numeric input to use as raw features"
+    if options.baselines and not isinstance(run.model, torch.nn.Module):
+        skipped["random_baseline"] = "the encoder is not a torch module: there are no weights to draw anew"
+    if not options.invariance:
+        skipped["invariance"] = "turned off (EvalOptions.invariance)"
+    elif hasattr(test_ds, "resample") and getattr(test_ds, "factor_names", ()):
+        if counts["test"] < _MIN_INVARIANCE_ITEMS:
+            skipped["invariance"] = f"needs at least {_MIN_INVARIANCE_ITEMS} test items"
+        else:
+            inv_batch = selected["test"].first(test_ds, options.invariance_items, loader, options.batch_size)
+            shared = _SharedRenders(test_ds.resample, featurizers, options.batch_size)
 
+            def report_of(name: str, towers: tuple[str, ...]) -> dict:
+                return invariance_report(inv_batch, shared.encoder(name, towers), shared.resample, seed=options.seed)
+
+            invariance = report_of
+
+    measured = measure(train, test, about, options=options, pairs=pairs, invariance=invariance,
+                       has_classes=getattr(test_ds, "num_classes", None) is not None, skipped=skipped)
+    class_names = _class_names(test_ds)
+    info = {"run_dir": str(run.run_dir), "source": source, "objective": run.objective,
+            "dataset": getattr(train_ds, "name", "?"), "step": getattr(run, "step", None), "config": run.config}
+    if class_names is not None:
+        info["class_names"] = class_names
     metrics = {
-        "run": {"run_dir": str(run.run_dir), "objective": run.objective, "dataset": getattr(train_ds, "name", "?"),
-                "step": getattr(run, "step", None), "config": run.config},
+        "run": info,
         "items": counts,
         "selection": {split: selected[split].describe(ds, counts[split])
                       for split, ds in (("train", train_ds), ("test", test_ds))},
-        "skipped": skipped,
-        "encoders": encoders,
-        "figures": {},
+        **measured,
     }
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if options.figures:
-            from contrastlab.evaluation.run_figures import write_figures
+    return finish(metrics, train, test, about, options=options, out_dir=out_dir, started=started,
+                  metrics_csv=getattr(run, "metrics_path", None), class_names=class_names)
 
-            metrics["figures"] = write_figures(run, metrics, train.figure_sample(), test.figure_sample(), out_dir,
-                                               stages=options.stages, seed=options.seed)
-    metrics["seconds"] = round(time.perf_counter() - started, 3)
-    if out_dir is not None:
-        write_json(metrics, Path(out_dir) / "metrics.json")
-    return metrics
+
+def _class_names(dataset) -> list[str] | None:
+    """The data set's class names in label order, or ``None`` when it has none."""
+    names = getattr(dataset, "class_names", None)
+    n = getattr(dataset, "num_classes", None)
+    if names is None or n is None or len(names) != n:
+        return None
+    return [str(c) for c in names]
 
 
 def _jsonable(value):

@@ -126,7 +126,7 @@ def _retrieval(metrics: Mapping) -> dict[str, dict[str, Any]]:
     for row, entry in sources.items():
         directions, candidates = {}, []
         for direction, values in _map(_map(entry).get("retrieval")).items():
-            r1 = _num(_map(values).get("recall@1"))
+            r1 = _num(_map(values).get("R@1"))
             if r1 is not None:
                 directions[str(direction)] = r1
                 if (n := _num(_map(values).get("candidates"))) is not None:

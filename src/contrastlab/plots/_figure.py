@@ -61,6 +61,27 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     return atomic_write_bytes(path, png_bytes(fig))
 
 
+def class_name(label, class_names=None) -> str:
+    """The name of class ``label``: ``class_names[label]`` when there is one, else the label as text.
+
+    Args:
+        label: a class label (an integer, or anything else shown as it is).
+        class_names: the class names in label order, or ``None``.
+
+    Returns:
+        The text to show.
+
+    Example:
+        >>> class_name(1, ["cat", "dog"]), class_name(5, ["cat", "dog"]), class_name(3)
+        ('dog', '5', '3')
+    """
+    if hasattr(label, "item"):
+        label = label.item()
+    if class_names is not None and isinstance(label, (int, np.integer)) and 0 <= label < len(class_names):
+        return str(class_names[int(label)])
+    return str(label)
+
+
 def as_numpy(x) -> np.ndarray:
     """A numpy copy of a tensor or array-like."""
     if hasattr(x, "detach"):

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from scipy.special import i0e
 
-from contrastlab.plots._figure import PALETTE, as_numpy, new_figure
+from contrastlab.plots._figure import PALETTE, as_numpy, class_name, new_figure
 
 
 def circle_angles(embeddings) -> tuple[np.ndarray, str]:
@@ -75,7 +75,7 @@ def von_mises_density(angles, grid, *, kappa: float = 8.0) -> np.ndarray:
 
 
 def hypersphere_plot(embeddings, labels=None, *, kappa: float = 8.0, max_classes: int = 10,
-                     title: str = "Embeddings on the circle") -> Figure:
+                     title: str = "Embeddings on the circle", class_names=None) -> Figure:
     r"""Points on :math:`S^1` and the density of their angles, overall and per class.
 
     Args:
@@ -84,6 +84,7 @@ def hypersphere_plot(embeddings, labels=None, *, kappa: float = 8.0, max_classes
         kappa: the von Mises kernel concentration.
         max_classes: at most this many per-class panels.
         title: the figure title.
+        class_names: the class names in label order, for the panel titles (default: the labels).
 
     Returns:
         The matplotlib figure.
@@ -95,6 +96,9 @@ def hypersphere_plot(embeddings, labels=None, *, kappa: float = 8.0, max_classes
         >>> fig = hypersphere_plot(np.random.randn(50, 2), np.arange(50) % 3)
         >>> len(fig.axes)
         5
+        >>> fig = hypersphere_plot(np.random.randn(50, 2), np.arange(50) % 2, class_names=["cat", "dog"])
+        >>> [ax.get_title() for ax in fig.axes[2:]]
+        ['cat', 'dog']
     """
     theta, how = circle_angles(embeddings)
     y = None if labels is None else as_numpy(labels).reshape(-1)
@@ -134,5 +138,6 @@ def hypersphere_plot(embeddings, labels=None, *, kappa: float = 8.0, max_classes
 
     density_panel(2, theta, "all (density of angles)", "#555555")
     for i, c in enumerate(classes):
-        density_panel(3 + i, theta[y == c], f"class {c}", PALETTE[i % len(PALETTE)])
+        name = class_name(c, class_names) if class_names is not None else f"class {class_name(c)}"
+        density_panel(3 + i, theta[y == c], name, PALETTE[i % len(PALETTE)])
     return fig

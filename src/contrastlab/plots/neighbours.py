@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from contrastlab.plots._figure import as_numpy, new_figure
+from contrastlab.plots._figure import as_numpy, class_name, new_figure
 
 
 def _displayable(images: np.ndarray) -> np.ndarray:
@@ -24,7 +24,7 @@ def _displayable(images: np.ndarray) -> np.ndarray:
 
 
 def neighbour_grid(images, queries, neighbours, similarities=None, *, title: str = "Nearest neighbours",
-                   neighbour_images=None) -> Figure:
+                   neighbour_images=None, labels=None, neighbour_labels=None, class_names=None) -> Figure:
     r"""A grid with one row per query: the query, then its neighbours from nearest to farthest.
 
     This is the figure of the homework's questions 7 and 8 ("near → far, NN 1 is closest").
@@ -38,6 +38,10 @@ def neighbour_grid(images, queries, neighbours, similarities=None, *, title: str
         similarities: optional (Q, k) cosine similarities, printed under each neighbour.
         title: the figure title.
         neighbour_images: the images the neighbours index, when they come from another set.
+        labels: optional (N,) class labels of ``images``; each tile is then captioned with its class name,
+            a neighbour's in green when it shares the query's class and in red when not.
+        neighbour_labels: (N',) labels of ``neighbour_images`` (default ``labels``).
+        class_names: the class names in label order; labels without a name are shown as numbers.
 
     Returns:
         The matplotlib figure.
@@ -50,6 +54,10 @@ def neighbour_grid(images, queries, neighbours, similarities=None, *, title: str
         >>> fig = neighbour_grid(np.random.rand(6, 3, 8, 8), [0, 1], [[1, 2], [0, 3]])
         >>> len(fig.axes)  # one mosaic: a row per query, the query first
         1
+        >>> fig = neighbour_grid(np.random.rand(6, 3, 8, 8), [0], [[1, 2]], labels=[0, 0, 1, 1, 0, 1],
+        ...                      class_names=["cat", "dog"])
+        >>> [t.get_text() for t in fig.axes[0].texts if t.get_text() in ("cat", "dog")]
+        ['cat', 'cat', 'dog']
     """
     shown = _displayable(as_numpy(images))
     pool = shown if neighbour_images is None else _displayable(as_numpy(neighbour_images))
@@ -58,13 +66,19 @@ def neighbour_grid(images, queries, neighbours, similarities=None, *, title: str
     if nn.ndim != 2 or nn.shape[0] != q.shape[0]:
         raise ValueError(f"neighbours must have shape (Q, k) with Q = {q.shape[0]}; got {nn.shape}")
     sims = None if similarities is None else as_numpy(similarities)
+    names = None if labels is None else as_numpy(labels).reshape(-1)
+    pool_names = names if neighbour_labels is None else as_numpy(neighbour_labels).reshape(-1)
+    if names is not None and (names.shape[0] < shown.shape[0] or pool_names.shape[0] < pool.shape[0]):
+        raise ValueError(f"labels must give one label per image; got {names.shape[0]} labels for "
+                         f"{shown.shape[0]} images and {pool_names.shape[0]} for {pool.shape[0]} neighbour images")
     rows, cols = q.shape[0], nn.shape[1] + 1
     if shown.ndim == 3:  # grey: three equal channels, so one mosaic serves both
         shown, pool = (np.repeat(a[..., None], 3, axis=-1) for a in (shown, pool))
     h, w = shown.shape[1:3]
-    gap = max(1, h // 3) if sims is not None else max(1, h // 8)  # room for the similarity under a tile
+    under = (sims is not None) + (names is not None)  # text lines under a tile
+    gap = max(1, h // 8) if not under else max(2, h // 3) if under == 1 else max(3, (7 * h) // 10)
     sep = max(2, h // 4)  # between the query column and the neighbours
-    mosaic = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap + sep, 3))
+    mosaic = np.ones((rows * (h + gap), cols * (w + gap) - gap + sep, 3))
     for r in range(rows):
         for c in range(cols):
             left = c * (w + gap) + (sep if c > 0 else 0)
@@ -72,15 +86,31 @@ def neighbour_grid(images, queries, neighbours, similarities=None, *, title: str
             mosaic[top:top + h, left:left + w] = shown[q[r]] if c == 0 else pool[nn[r, c - 1]]
     width = 0.75 * cols + 0.3  # about 3/4 inch per tile
     fig = new_figure(width, width * mosaic.shape[0] / mosaic.shape[1] + 0.7)
-    fig.suptitle(title + " (near → far, NN 1 is closest)", fontsize=9)
+    lines = [title, "near → far, NN 1 is closest"] + (["class: green, the query's; red, another"]
+                                                      if names is not None else [])
+    narrow = cols <= 5  # a short row of tiles: one idea per title line, smaller
+    fig.suptitle("\n".join(lines) if narrow else f"{title} ({lines[1]})" + "".join(f"\n{x}" for x in lines[2:]),
+                 fontsize=7 if narrow else 9)
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
+
+    def short(label) -> str:
+        text = class_name(label, class_names)
+        return text if len(text) <= 11 else text[:10] + "…"
+
     for c in range(cols):
         x = c * (w + gap) + (sep if c > 0 else 0) + w / 2
-        ax.text(x, -gap, "query" if c == 0 else f"NN {c}", ha="center", va="bottom", fontsize=7)
-        if c > 0 and sims is not None:
-            for r in range(rows):
-                ax.text(x, r * (h + gap) + h + gap / 2, f"{sims[r, c - 1]:.2f}", ha="center", va="center",
-                        fontsize=6, color="#333333")
+        ax.text(x, -0.5, "query" if c == 0 else f"NN {c}", ha="center", va="bottom", fontsize=7)
+        for r in range(rows):
+            below = r * (h + gap) + h + gap / 2
+            if names is not None:
+                query = names[q[r]]
+                label = query if c == 0 else pool_names[nn[r, c - 1]]
+                colour = "#1d2330" if c == 0 else "#1b7f3b" if label == query else "#b3261e"
+                ax.text(x, below - (gap / 4 if under == 2 else 0), short(label), ha="center", va="center",
+                        fontsize=6, color=colour, fontweight="bold" if c == 0 else "normal")
+            if c > 0 and sims is not None:
+                ax.text(x, below + (gap / 4 if under == 2 else 0), f"{sims[r, c - 1]:.2f}", ha="center",
+                        va="center", fontsize=6, color="#333333")
     return fig

@@ -33,7 +33,7 @@ from pathlib import Path
 from contrastlab.plots._figure import save_png
 from contrastlab.plots.compare import grouped_bars, run_curves
 from contrastlab.plots.curves import read_metrics_csv
-from contrastlab.recipes.analyses._metrics import encoder, get
+from contrastlab.recipes.analyses._metrics import across_towers, get
 from contrastlab.recipes.summary import Check, Summary, Table
 
 KS = (1, 5, 10)
@@ -57,7 +57,7 @@ def retrieval(outcome) -> dict[str, dict]:
         >>> retrieval(run)["a->b"]["R@1"]
         0.5
     """
-    return encoder(outcome, "head").get("retrieval") or {}
+    return across_towers(outcome, "head")["retrieval"]
 
 
 def mean_recall(outcome, k: int) -> float | None:
@@ -161,7 +161,7 @@ def summarize(recipe, outcomes: dict, out_dir: Path, *, sigmas: float = 3.0) -> 
     geo_rows = []
     for name, o in outcomes.items():
         first, last = _loss_ends(curves.get(name, {}))
-        g = get(encoder(o, "head"), "geometry", default={}) or {}
+        g = across_towers(o, "head")["geometry"]
         align = get(g, "alignment")
         geo_rows.append([name, first, last, align, None if align is None else 1.0 - align / 2.0,
                          get(g, "uniformity"), get(g, "effective_rank"), o.train_seconds])
@@ -234,9 +234,9 @@ def _checks(summary: Summary, outcomes: dict, curves: dict, n: int | None, sigma
     if first is not None:
         summary.checks.append(Check("positives only: the training loss goes to zero",
                                     last < 0.01 and last < 0.1 * first, f"first logged {first:.4f}, last {last:.2g}"))
-    u = get(encoder(o, "head"), "geometry", "uniformity")
+    u = get(across_towers(o, "head")["geometry"], "uniformity")
     if u is not None:
-        others = [get(encoder(outcomes[k], "head"), "geometry", "uniformity") for k in outcomes if k != POSITIVES]
+        others = [get(across_towers(outcomes[k], "head")["geometry"], "uniformity") for k in outcomes if k != POSITIVES]
         others = [v for v in others if v is not None]
         spread = f"; runs with negatives {min(others):.2f} to {max(others):.2f}" if others else ""
         summary.checks.append(Check("positives only: uniformity goes to zero (every embedding at one point)",
