@@ -242,6 +242,13 @@ CASES: dict[str, Case] = {
     "eval-other-architecture": Case(
         ("eval", "run"), ("does not fit this model", "(8, 16)"),
         lambda ws: shutil.copy(_last(ws, "other") / "model.safetensors", _last(ws) / "model.safetensors")),
+    # -- analyze, compare
+    "analyze-nan-features": Case(("analyze", "nan.npz", "--out", "an"), ("nan.npz", "x has a NaN or infinite value (row 3)")),
+    "analyze-not-a-features-file": Case(("analyze", "base.yaml", "--out", "an"), ("base.yaml", "must be a .npz")),
+    "analyze-into-a-data-folder": Case(("analyze", "inf.npz", "--out", "mixed"), ("mixed is a folder that holds other files",)),
+    "compare-missing-file": Case(("compare", "nope.npz", "run"), ("nope.npz does not exist",)),
+    "compare-unknown-stage": Case(("compare", "run:neck", "run"), ("the stage must be head or backbone", "'neck'")),
+    "compare-nan-features": Case(("compare", "run", "inf.npz:x"), ("inf.npz: x has a NaN or infinite value (row 7)",)),
     # -- report, recipe, demo, objectives
     "report-not-evaluated": Case(("report", "other", "-o", "r.html"), ("other/eval/metrics.json does not exist", "contrastlab eval other")),
     "report-over-a-config": Case(("report", "run", "-o", "run/config.yaml"), ("run/config.yaml", "ending in .html")),

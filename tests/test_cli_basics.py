@@ -18,7 +18,7 @@ def test_no_command_names_the_commands():
     r = run()
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "name a command: objectives, train, resume, eval, report, recipe, demo" in lines[0]
+    assert len(lines) == 1 and "name a command: objectives, train, resume, eval, analyze, compare, report, recipe, demo" in lines[0]
 
 
 def test_errors_module_examples_run():

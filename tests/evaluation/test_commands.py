@@ -95,3 +95,17 @@ def test_broken_runs_give_one_line_errors(trained):
                          (("eval", "run", "--seed", "-1"), "--seed must be in [0, 2**31), got -1")):
         r = contrastlab(*args, cwd=root)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_compare_two_stages_and_a_run_with_itself(trained):
+    root = trained
+    r = contrastlab("compare", "run", "run", "--items", "100", "-o", "same.json", cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    same = json.loads((root / "same.json").read_text())
+    assert same["items"] == 100 and same["cka"] == pytest.approx(1.0, abs=1e-6) and same["mutual_knn"] == 1.0
+    r = contrastlab("compare", "run:head", "run:backbone", "--items", "100", cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "run:head  vs  run:backbone  (100 items)" in r.stdout and "linear CKA (debiased)" in r.stdout
+    r = contrastlab("compare", "run:neck", "run", cwd=root)
+    assert r.returncode == 2 and "head or backbone" in r.stderr and "Traceback" not in r.stderr

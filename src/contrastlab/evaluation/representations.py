@@ -67,7 +67,10 @@ def _from_file(path: Path, parts: list[str], items: int, seed: int) -> Represent
         raise UserError(f"{path} has no {name!r} (it holds {', '.join(sorted(arrays))})")
     from contrastlab.evaluation.analyze import _matrix
 
-    x = _matrix(arrays[name], name)
+    try:
+        x = _matrix(arrays[name], name)
+    except ValueError as err:
+        raise UserError(f"{path}: {err}") from None
     rows = subset(x.shape[0], items, seed)
     return Representation(x[rows], f"{path}:{key}", ("file rows", x.shape[0]))
 
