@@ -174,3 +174,18 @@ def test_junk_values_are_passed_over_not_raised_on():
 def test_display_names():
     assert display_name("random_backbone:audio") == "random backbone (audio tower)"
     assert display_name("features") == "features"
+
+
+def test_a_trained_stage_is_judged_against_the_random_copy_of_the_same_stage():
+    """The head's baselines are raw inputs and the random head, not the random backbone (backbone features
+    usually probe better than head features, trained or not)."""
+    m = {"items": {"test": 800}, "encoders": {
+        "head": {"kind": "trained", "stage": "head", "classification": {"probe_test_accuracy": 0.40}},
+        "backbone": {"kind": "trained", "stage": "backbone", "classification": {"probe_test_accuracy": 0.71}},
+        "raw": {"kind": "baseline", "stage": None, "classification": {"probe_test_accuracy": 0.31}},
+        "random_head": {"kind": "baseline", "stage": "head", "classification": {"probe_test_accuracy": 0.30}},
+        "random_backbone": {"kind": "baseline", "stage": "backbone", "classification": {"probe_test_accuracy": 0.42}}}}
+    gaps = {g["row"]: g for g in baseline_gaps(m)}
+    assert gaps["head"]["baseline"] == "raw" and gaps["head"]["beats"]
+    assert gaps["backbone"]["baseline"] == "random_backbone" and gaps["backbone"]["beats"]
+    assert not verdict(m)["warnings"]

@@ -146,14 +146,21 @@ def _tolerance(baseline: float, n: int | None) -> float:
 
 
 def _gaps(metrics: Mapping, measure: str, scores: Mapping[str, float], n: int | None) -> list[dict[str, Any]]:
-    """Each trained row against the best baseline of its tower (or every baseline, without towers)."""
+    """Each trained row against the best baseline of its tower (or every baseline, without towers) and of its
+    stage: the randomly initialised head is the head's baseline, not the backbone's (raw inputs, which have no
+    stage, are every row's)."""
     out = []
+
+    def stage(row: str):
+        return _map(_encoders(metrics).get(row)).get("stage")
+
     for row, value in scores.items():
         if _kind(metrics, row) != "trained":
             continue
         tower = _tower(metrics, row)
         rivals = {b: v for b, v in scores.items() if _kind(metrics, b) == "baseline"
-                  and (tower is None or _tower(metrics, b) in (None, tower))}
+                  and (tower is None or _tower(metrics, b) in (None, tower))
+                  and stage(b) in (None, stage(row))}
         if not rivals:
             continue
         best = max(rivals, key=rivals.get)
@@ -176,8 +183,8 @@ def _trivial_towers(metrics: Mapping, scores: Mapping[str, float]) -> list[str |
 def baseline_gaps(metrics: Mapping) -> list[dict[str, Any]]:
     """How far each trained row is above its best baseline, on the ranking label measure and on retrieval.
 
-    A trained row is compared with the baselines of its own tower (baselines without a tower count for every
-    row). It *beats* them when its margin exceeds the tolerance: the binomial standard error of the baseline's
+    A trained row is compared with the baselines of its own tower and stage (baselines without a tower or a
+    stage count for every row). It *beats* them when its margin exceeds the tolerance: the binomial standard error of the baseline's
     score on the test items (the retrieval candidates), and at least :data:`TOLERANCE`.
 
     Args:
