@@ -251,7 +251,8 @@ class _Run:
         view_rng = torch.Generator().manual_seed(derive_seed(cfg.seed, info.rank, 1))
         manager = CheckpointManager(self.run_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last, keep_best=cfg.checkpoint.keep_best)
         self.monitor_every = monitor_every(cfg.monitor, total=total, batch_size=cfg.batch_size,
-                                           views=len(comps.views.view_names), log_every=cfg.log.every)
+                                           views=len(comps.views.view_names), log_every=cfg.log.every,
+                                           probe_head=bool(comps.recon_views))
         monitors = self._monitors(comps, module, total, given_data=dataset is not None)
         start, elapsed0 = 0, 0.0
         if resume:
@@ -279,7 +280,7 @@ class _Run:
             train=comps.dataset, held_out=None if given_data else (lambda: make_dataset(cfg, other)),
             device=self.device, seed=derive_seed(cfg.seed, 0, 4),
             batch_size=max(1, cfg.batch_size // self.info.world_size),
-            stage="head" if comps.recon_views else None,  # an autoencoder's step keeps no backbone features
+            stage="head" if comps.recon_views else "backbone",  # an autoencoder's step keeps no backbone features
         )  # fmt: skip
 
     def _restore(self, manager, module, optimizer, view_rng, total: int, monitors: Monitors | None) -> tuple[int, float]:

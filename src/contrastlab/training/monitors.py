@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import fields
 from typing import Any
 
 import torch
@@ -50,6 +49,7 @@ from contrastlab.errors import UserError, one_line
 from contrastlab.evaluation.features import concat_towers, encode_towers
 from contrastlab.evaluation.geometry import alignment, effective_rank, uniformity
 from contrastlab.evaluation.knn import knn_classify
+from contrastlab.evaluation.selection import cat_batches, slice_batch
 from contrastlab.outputs import Outputs
 from contrastlab.training.checkpoint import flatten_optimizer, unflatten_optimizer
 from contrastlab.training.config import MonitorConfig
@@ -67,7 +67,8 @@ AUTO_BUDGET = 0.05
 PREFIX = "monitor."
 
 
-def monitor_every(cfg: MonitorConfig, *, total: int, batch_size: int, views: int, log_every: int) -> int:
+def monitor_every(cfg: MonitorConfig, *, total: int, batch_size: int, views: int, log_every: int,
+                  probe_head: bool = False) -> int:
     r"""The steps between held-out measurements: ``monitor.every``, or when it is null an automatic cadence.
 
     A training step reads ``B`` items and encodes ``B × V`` inputs forward and backward (about three forward
@@ -107,7 +108,7 @@ def monitor_every(cfg: MonitorConfig, *, total: int, batch_size: int, views: int
         return cfg.every
     if total * batch_size * AUTO_BUDGET < 2 * cfg.items:
         return 0
-    encoded = (2 if probe_stage() == "backbone" else 3) * cfg.items
+    encoded = (3 if probe_head else 2) * cfg.items
     floor = encoded / (AUTO_BUDGET * 3 * batch_size * max(1, views))
     every = max(1, math.ceil(max(total / AUTO_MEASUREMENTS, floor)))
     return -(-every // log_every) * log_every
@@ -121,13 +122,6 @@ def monitor_due(step: int, every: int, total: int) -> bool:
         [10, 20, 25]
     """
     return every > 0 and (step % every == 0 or step == total)
-
-
-def probe_stage() -> str:
-    """Where the online probe reads the training batch: ``"backbone"`` when the step's outputs carry the
-    backbone features (an ``Outputs.features`` field: view -> ``(N, F)``), else ``"head"`` (the detached
-    embeddings, and the held-out items are encoded once more, after the head, for the probe)."""
-    return "backbone" if "features" in {f.name for f in fields(Outputs)} else "head"
 
 
 def batch_geometry(embeddings: Mapping[str, Tensor]) -> dict[str, float]:
@@ -301,8 +295,10 @@ class _ViewSubset:
 
 
 def feature_views(model, views) -> tuple[str, ...]:
-    """The views whose towers give a run's features: the first view of every tower that reads the first view's
-    modality (CMC's L and ab towers are concatenated; an image tower is never joined with a caption tower).
+    """The views whose towers give a run's features: the first view of every tower whose views are made from the
+    same data as the first view (``view_sources``, else the view's modality; the rule of
+    :func:`contrastlab.evaluation.pipeline.tower_sources`): CMC's L and ab towers are concatenated; an image
+    tower is never joined with a caption tower.
 
     Example:
         >>> from types import SimpleNamespace
@@ -310,11 +306,11 @@ def feature_views(model, views) -> tuple[str, ...]:
         >>> feature_views(SimpleNamespace(view_towers={"L": "L", "ab": "ab", "text": "text"}), views)
         ('L', 'ab')
     """
-    first = views.view_names[0]
-    modality = views.view_modalities[first]
+    source = getattr(views, "view_sources", None) or views.view_modalities  # the data a view is made from
+    modality = source[views.view_names[0]]
     chosen: dict[str, str] = {}
     for v in views.view_names:
-        if views.view_modalities[v] == modality:
+        if source[v] == modality:
             chosen.setdefault(model.view_towers[v], v)
     return tuple(chosen.values())
 
@@ -372,11 +368,11 @@ class HeldOut:
         note = "the held-out queries are training items outside the kNN bank (the data set has no other split here)"
         if is_stream(train):
             both = _read(train, None, limit=want + items, batch_size=batch_size)
-            flat = _concat(both)
+            flat = cat_batches(both)
             n = len(flat)
             cut = min(want, n // 2)
-            return cls(_chunks(_slice(flat, 0, cut), batch_size) if cut else [],
-                       _chunks(_slice(flat, cut, n), batch_size), note=note)
+            return cls(_chunks(slice_batch(flat, slice(0, cut)), batch_size) if cut else [],
+                       _chunks(slice_batch(flat, slice(cut, n)), batch_size), note=note)
         n = len(train)
         order = torch.randperm(n, generator=generator)
         cut = min(want, n // 2)
@@ -396,20 +392,8 @@ class HeldOut:
         return _read(dataset, chosen, limit=None, batch_size=batch_size)
 
 
-def _concat(batches: Sequence[Batch]) -> Batch:
-    first = batches[0]
-    cat = lambda get: {k: torch.cat([get(b)[k] for b in batches]) for k in get(first)}  # noqa: E731
-    return Batch(inputs=cat(lambda b: b.inputs),
-                 labels=None if any(b.labels is None for b in batches) else torch.cat([b.labels for b in batches]),
-                 factors=cat(lambda b: b.factors), lengths=cat(lambda b: b.lengths))
-
-
-def _slice(batch: Batch, start: int, stop: int) -> Batch:
-    return batch.apply(lambda t: t[start:stop])
-
-
 def _chunks(batch: Batch, size: int) -> list[Batch]:
-    return [_slice(batch, s, s + size) for s in range(0, len(batch), size)]
+    return [slice_batch(batch, slice(s, s + size)) for s in range(0, len(batch), size)]
 
 
 @contextmanager
@@ -461,14 +445,16 @@ class Monitors:
         num_classes: the data's classes, or ``None`` without labels.
         device: the training device.
         seed: seeds the probe.
-        stage: where the probe reads the training batch, ``"backbone"`` or ``"head"`` (default: :func:`probe_stage`).
+        stage: where the probe reads the training batch: ``"backbone"`` (``Outputs.features``), or ``"head"`` for
+            steps that keep no backbone features (autoencoders; the held-out items are then encoded once more,
+            after the head, for the probe).
 
     Raises:
         ValueError: ``monitor.probe: true`` on data without labels.
     """
 
     def __init__(self, cfg: MonitorConfig, *, every: int, total: int, model: nn.Module, views, held_out: HeldOut,
-                 num_classes: int | None, device: torch.device, seed: int, stage: str | None = None) -> None:
+                 num_classes: int | None, device: torch.device, seed: int, stage: str = "backbone") -> None:
         _check_probe(cfg, num_classes, "the data")
         self.cfg, self.every, self.total = cfg, every, total
         self.model, self.views, self.held_out, self.device = model, views, held_out, device
@@ -476,7 +462,7 @@ class Monitors:
         self.warned = False
         self.labelled = num_classes is not None and held_out.query_labels is not None
         self.features = _ViewSubset(views, feature_views(model, views))
-        self.stage = stage or probe_stage()
+        self.stage = stage
         first = views.view_names[0]
         self.probe_views = self.features.view_names if self.stage == "backbone" else (first,)
         self.probe: OnlineProbe | None = None
@@ -493,7 +479,7 @@ class Monitors:
     @classmethod
     def for_run(cls, cfg: MonitorConfig, *, every: int, total: int, model: nn.Module, views, train: Dataset,
                 held_out: Callable[[], Dataset] | None, device: torch.device, seed: int, batch_size: int,
-                stage: str | None = None) -> "Monitors":
+                stage: str = "backbone") -> "Monitors":
         """Build the monitors of a run: hold its measured items (read once) and its probe.
 
         Args:
@@ -508,7 +494,7 @@ class Monitors:
             device: the training device.
             seed: seeds the subsets and the probe.
             batch_size: items per batch encoded.
-            stage: where the probe reads the training batch (default: :func:`probe_stage`).
+            stage: where the probe reads the training batch (see :class:`Monitors`).
 
         Returns:
             The :class:`Monitors`.
