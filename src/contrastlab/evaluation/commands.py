@@ -87,8 +87,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise UserError(f"run directory {run_dir} does not exist")
     if args.max_items is not None and args.max_items < 2:
         raise UserError(f"--max-items must be at least 2, got {args.max_items}")
-    if not 0 <= args.seed < 2**31:
-        raise UserError(f"--seed must be in [0, 2**31), got {args.seed}")
+    _check_seed(args.seed)
     if args.workers is not None and not 0 <= args.workers <= MAX_WORKERS:
         raise UserError(f"--workers must be in [0, {MAX_WORKERS}], got {args.workers}")
     if args.threads is not None:
@@ -104,6 +103,11 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**31:
+        raise UserError(f"--seed must be in [0, 2**31), got {seed}")
+
+
 def _analyze(args: argparse.Namespace) -> int:
     from contrastlab.evaluation.analyze import analyze_file
     from contrastlab.evaluation.pipeline import EvalOptions
@@ -111,8 +115,7 @@ def _analyze(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.max_items is not None and args.max_items < 2:
         raise UserError(f"--max-items must be at least 2, got {args.max_items}")
-    if not 0 <= args.seed < 2**31:
-        raise UserError(f"--seed must be in [0, 2**31), got {args.seed}")
+    _check_seed(args.seed)
     towers = tuple(t.strip() for t in args.towers.split(","))
     if len(towers) != 2 or not all(towers) or towers[0] == towers[1]:
         raise UserError(f"--towers must be two different names separated by a comma, got {args.towers!r}")
@@ -140,8 +143,7 @@ def _compare(args: argparse.Namespace) -> int:
         raise UserError(f"--items must be at least 4, got {args.items}")
     if args.k < 1:
         raise UserError(f"--k must be at least 1, got {args.k}")
-    if not 0 <= args.seed < 2**31:
-        raise UserError(f"--seed must be in [0, 2**31), got {args.seed}")
+    _check_seed(args.seed)
     out = Path(args.output) if args.output else None
     if out is not None:
         if out.is_dir():

@@ -378,11 +378,9 @@ def _measure_rest(test: Collected, featurizers: Featurizers, rows, encoders, ski
                 encoders[row]["geometry"].update(geometry)
                 if information:
                     encoders[row]["information"] = information
-            if name in cross:  # pairs whose views are read by different towers
-                across = {v: e for v, e in views.items()}
-                geometry = _pair_geometry(across, pairs.towers, head=head,
-                                          temperature=pairs.temperature if head else None)
-                if geometry and name not in rows and head:  # the towers are separate rows
+            if name in cross and name not in rows and head:  # towers that are separate rows, in one space
+                geometry = _pair_geometry(views, pairs.towers, head=True, temperature=pairs.temperature)
+                if geometry:
                     cross[name]["geometry"] = geometry
 
     if invariance is None:
