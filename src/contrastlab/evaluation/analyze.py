@@ -31,7 +31,6 @@ Sections that need inputs the caller did not give are skipped, each with its rea
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,48 +40,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from contrastlab.errors import UserError, did_you_mean
+from contrastlab.errors import did_you_mean
+from contrastlab.evaluation.feature_files import as_array, feature_matrix, load_features
 from contrastlab.evaluation.features import Collected
 from contrastlab.evaluation.pipeline import (
     EvalOptions, Featurizers, Pairs, check_out_dir, evaluate, finish, measure,
 )
 from contrastlab.evaluation.selection import subset
 
-#: The keys a features file may hold besides the prefixed ones (``factor_``, ``test_factor_``, ``baseline_``,
-#: ``test_baseline_``).
-KEYS: tuple[str, ...] = ("x", "y", "x_test", "y_test", "x2", "x2_test", "paired", "paired_test", "images",
-                         "test_images", "class_names")
-PREFIXES: tuple[str, ...] = ("factor_", "test_factor_", "baseline_", "test_baseline_")
-#: The features file formats :func:`load_features` reads.
-FORMATS: tuple[str, ...] = (".npz", ".safetensors", ".parquet")
 #: The name of the row of the features analysed (and of its towers, ``features:x`` and ``features:paired``).
 ROW = "features"
 
 
-def _array(value, name: str) -> np.ndarray:
-    if isinstance(value, Tensor):
-        value = value.detach().cpu().numpy()
-    try:
-        return np.asarray(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} is not an array ({err})") from None
-
-
-def _matrix(value, name: str) -> Tensor:
-    a = _array(value, name)
-    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"{name} must be features of shape (N, D); got shape {a.shape}")
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise ValueError(f"{name} must hold numbers; got dtype {a.dtype}")
-    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    if not torch.isfinite(t).all():
-        row = int((~torch.isfinite(t)).any(dim=1).nonzero()[0])
-        raise ValueError(f"{name} has a NaN or infinite value (row {row})")
-    return t
-
-
 def _vector(value, name: str, n: int) -> np.ndarray:
-    a = _array(value, name)
+    a = as_array(value, name)
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"{name} must have one value per row ({n}); got shape {a.shape}")
     return a
@@ -113,7 +84,7 @@ def _labels(train, test, n_train: int, n_test: int, class_names) -> tuple[Tensor
             raise ValueError(f"{name} has a negative class label ({int(a.min())})")
     ytr_t, yte_t = torch.from_numpy(ytr.astype(np.int64)), torch.from_numpy(yte.astype(np.int64))
     if class_names is not None:
-        names = [str(c) for c in _array(class_names, "class_names").reshape(-1).tolist()]
+        names = [str(c) for c in as_array(class_names, "class_names").reshape(-1).tolist()]
         top = int(max(ytr_t.max(), yte_t.max())) + 1
         if len(names) < top:
             raise ValueError(f"class_names names {len(names)} classes but the labels go up to {top - 1}")
@@ -124,7 +95,7 @@ def _labels(train, test, n_train: int, n_test: int, class_names) -> tuple[Tensor
 def _images(value, name: str, n: int) -> Tensor | None:
     if value is None:
         return None
-    a = _array(value, name)
+    a = as_array(value, name)
     if a.ndim == 3:
         a = a[:, None]
     if a.ndim != 4 or a.shape[0] != n:
@@ -145,7 +116,7 @@ def _split_train(arrays: dict[str, Any], labels) -> dict[str, Any]:
     """A fixed stratified 80/20 split of the rows of every training key, for data without ``x_test``."""
     from contrastlab.data._split import split_indices
 
-    n = _matrix(arrays["x"], "x").shape[0]
+    n = feature_matrix(arrays["x"], "x").shape[0]
     if n < 4:
         raise ValueError(f"x has {n} rows; give at least 4 (or x_test) to split off held-out items")
     y = None if labels is None else _vector(labels, "y", n)
@@ -161,23 +132,11 @@ def _split_train(arrays: dict[str, Any], labels) -> dict[str, Any]:
             continue
         test_key = "x_test" if key == "x" else "y_test" if key == "y" else f"{key}_test" if key in ("x2", "paired") \
             else "test_images" if key == "images" else f"test_{key}"
-        a = _array(value, key)
+        a = as_array(value, key)
         if a.shape[:1] != (n,):
             raise ValueError(f"{key} must have one row per row of x ({n}); got shape {a.shape}")
         out[key], out[test_key] = a[rows["train"]], a[rows["test"]]
     return out
-
-
-def _check_keys(arrays: Mapping[str, Any], source: str) -> None:
-    for key in arrays:
-        if key not in KEYS and not any(key.startswith(p) and len(key) > len(p) for p in PREFIXES):
-            raise UserError(f"{source}: unknown key {key!r}{did_you_mean(key, KEYS)}; a features file holds "
-                            f"{', '.join(KEYS)} and {', '.join(p + '<name>' for p in PREFIXES)}")
-    if "x" not in arrays:
-        raise UserError(f"{source}: no features under the key 'x' (it holds {', '.join(sorted(arrays)) or 'nothing'})")
-    for key in ("x_test", "x2_test", "paired_test", "test_images"):
-        if key in arrays and "x_test" not in arrays:
-            raise UserError(f"{source}: {key} needs x_test")
 
 
 def _prefixed(arrays: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -206,7 +165,7 @@ def _analyze_arrays(arrays: dict[str, Any], *, options: EvalOptions, out_dir, to
     for key, part, name in (("x", "train", "x"), ("x_test", "test", "x"), ("x2", "train", "x2"),
                             ("x2_test", "test", "x2"), ("paired", "train", "paired"), ("paired_test", "test", "paired")):
         if arrays.get(key) is not None:
-            split[part][name] = _matrix(arrays[key], key)
+            split[part][name] = feature_matrix(arrays[key], key)
     for name in ("x2", "paired"):
         if (name in split["train"]) != (name in split["test"]):
             raise ValueError(f"{name} must be given for both splits ({name} and {name}_test) or neither")
@@ -245,7 +204,7 @@ def _analyze_arrays(arrays: dict[str, Any], *, options: EvalOptions, out_dir, to
         features[s] = {ROW: own}
         for name, value in baselines[s].items():
             row = f"baseline_{name}" if name == ROW else name
-            x = _matrix(value, f"{'baseline_' if s == 'train' else 'test_baseline_'}{name}")
+            x = feature_matrix(value, f"{'baseline_' if s == 'train' else 'test_baseline_'}{name}")
             if x.shape[0] != n[s]:
                 raise ValueError(f"baseline {name!r} has {x.shape[0]} rows in the {s} split, the features {n[s]}")
             features[s][row] = {"baseline": x}
@@ -485,102 +444,6 @@ def _write_report(out_dir: Path) -> Path:
     from contrastlab.report.html import write_report
 
     return write_report([out_dir], out_dir / "report.html", title=f"contrastlab analysis: {out_dir.name}")
-
-
-def load_features(path: str | Path) -> dict[str, Any]:
-    """Read a features file: ``.npz``, ``.safetensors`` or ``.parquet`` (the keys of the module docstring).
-
-    A ``.parquet`` file holds one row per item: a list column ``x`` (and ``x2``, ``paired``), a label column
-    ``y``, ``factor_<name>`` columns, and optionally a ``split`` column of ``"train"``/``"test"`` that takes
-    the place of the ``_test`` keys.
-
-    Args:
-        path: the file.
-
-    Returns:
-        Key -> numpy array (``class_names`` a list of strings).
-
-    Raises:
-        UserError: a missing or unreadable file, an unknown format or key, or no ``x``.
-
-    Example:
-        >>> import tempfile
-        >>> f = Path(tempfile.mkdtemp()) / "f.npz"
-        >>> np.savez(f, x=np.zeros((4, 2)), y=np.arange(4) % 2)
-        >>> sorted(load_features(f))
-        ['x', 'y']
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise UserError(f"{path}: features must be a {', '.join(FORMATS)} file; got {suffix or 'no extension'}")
-    try:
-        if suffix == ".npz":
-            arrays = _read_npz(path)
-        elif suffix == ".safetensors":
-            arrays = _read_safetensors(path)
-        else:
-            arrays = _read_parquet(path)
-    except UserError:
-        raise
-    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as err:
-        from contrastlab.errors import one_line
-
-        raise UserError(f"{path} is not a readable {suffix[1:]} file ({one_line(err) or type(err).__name__})") from None
-    _check_keys(arrays, str(path))
-    return arrays
-
-
-def _read_npz(path: Path) -> dict[str, Any]:
-    with np.load(path, allow_pickle=False) as data:
-        if not hasattr(data, "files"):
-            raise UserError(f"{path} holds one array, not the named arrays of an .npz file")
-        return {k: data[k] for k in data.files}
-
-
-def _read_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="np") as f:
-        arrays = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata() or {}
-    if "class_names" in meta:
-        try:
-            names = json.loads(meta["class_names"])
-        except ValueError:
-            names = None
-        if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
-            raise UserError(f"{path}: metadata 'class_names' must be a JSON list of strings")
-        arrays["class_names"] = names
-    return arrays
-
-
-def _read_parquet(path: Path) -> dict[str, Any]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise UserError(f"{path}: reading parquet needs pyarrow (pip install 'contrastlab[hf]' or pyarrow)") from None
-    table = pq.read_table(path)
-    columns = {name: table.column(name).to_pylist() for name in table.column_names}
-    split = columns.pop("split", None)
-    arrays = {}
-    for name, values in columns.items():
-        arrays[name] = np.asarray(values) if name in ("y", "class_names") or name.startswith(("factor_", "test_factor_")) \
-            else np.asarray(values, dtype=np.float64 if name != "images" else None)
-    if split is None:
-        return arrays
-    split = np.asarray(split).astype(str)
-    bad = sorted(set(split.tolist()) - {"train", "test"})
-    if bad:
-        raise UserError(f"{path}: column 'split' must hold 'train' or 'test'; got {bad[0]!r}")
-    out = {}
-    for name, a in arrays.items():
-        test_name = {"x": "x_test", "y": "y_test", "x2": "x2_test", "paired": "paired_test",
-                     "images": "test_images"}.get(name, f"test_{name}")
-        out[name], out[test_name] = a[split == "train"], a[split == "test"]
-    return out
 
 
 def analyze_file(path: str | Path, *, out_dir: str | Path | None = None, options: EvalOptions | None = None,

@@ -51,7 +51,7 @@ def _split_spec(spec: str) -> tuple[Path, list[str]]:
 
 
 def _from_file(path: Path, parts: list[str], items: int, seed: int) -> Representation:
-    from contrastlab.evaluation.analyze import load_features
+    from contrastlab.evaluation.feature_files import feature_matrix, load_features
     from contrastlab.evaluation.selection import subset
 
     if len(parts) > 1:
@@ -65,10 +65,8 @@ def _from_file(path: Path, parts: list[str], items: int, seed: int) -> Represent
             else "x_test") if test else key
     if name not in arrays:
         raise UserError(f"{path} has no {name!r} (it holds {', '.join(sorted(arrays))})")
-    from contrastlab.evaluation.analyze import _matrix
-
     try:
-        x = _matrix(arrays[name], name)
+        x = feature_matrix(arrays[name], name)
     except ValueError as err:
         raise UserError(f"{path}: {err}") from None
     rows = subset(x.shape[0], items, seed)
