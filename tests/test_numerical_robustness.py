@@ -64,9 +64,16 @@ def _loss(name: str, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     if kind == "method":  # reads the step's outputs: predictions, momentum targets, a queue, a learned scale and bias
         from contrastlab.outputs import Outputs
 
-        out = Outputs({"a": z1, "b": z2}, ("a", "b"), {"a": "x", "b": "x"}, predictions={"a": z1, "b": z2},
+        spec = OBJECTIVES[name]
+        if spec.min_modalities >= 2:  # fission, FactorCL: two modalities, each seen twice (clean, augmented)
+            z = {"a": z1, "b": z2, "a2": z1, "b2": z2}
+            modalities = {"a": "x", "b": "y", "a2": "x", "b2": "y"}
+        else:
+            z, modalities = {"a": z1, "b": z2}, {"a": "x", "b": "x"}
+        out = Outputs(z, tuple(z), modalities, predictions={"a": z1, "b": z2},
                       targets={"a": z1.detach(), "b": z2.detach()}, negatives=z2.detach(),
-                      temperature=torch.tensor(0.01), logit_bias=torch.tensor(-10.0))
+                      temperature=torch.tensor(0.01), logit_bias=torch.tensor(-10.0),
+                      labels=torch.arange(N) % CLASSES if "labels" in spec.needs else None)
         return OBJECTIVES[name].reader.call(objective, out)
     recons, targets = {"image": z1, "audio": z2}, {"image": z2.detach().float(), "audio": z1.detach().float()}
     if name == "autoencoder":  # one modality; the degenerate case is the target, not a second view

@@ -25,6 +25,13 @@ Vocabulary (the same keyword means the same thing in every loss that has it):
   ``info_nce``, ``nce``, ``vse_hinge``, ``contrastive_align_uniform``. ``triplet_margin``'s
   ``bidirectional=True`` is the *sum* of the directions (Harwath et al.'s loss; the audio-visual recipe's
   results were trained with it), hence its different name.
+* ``similarity`` -- the coordination function :math:`s(a, b)` of the pairwise losses (``info_nce``,
+  ``nt_xent``, ``dcl``, ``nce``, ``vse_hinge``, ``triplet_margin``, ``supcon``; CMC through its pairwise
+  loss): ``None`` (the default: dot products of the embeddings after ``normalize``, i.e. cosine), a name --
+  ``"cosine"``, ``"dot"``, ``"linear"``, ``"polynomial"``, ``"exponential"``, ``"rbf"`` --, a mapping
+  ``{"name": "rbf", "sigma": 0.5}`` or a callable ``(a, b) -> (N, M)`` (a learned one). Applied after
+  ``normalize``; the logits are :math:`s/\tau`. Modules take it per call too. The type and its parser,
+  ``Similarity`` and ``parse_similarity``, are in :mod:`contrastlab.objectives` (options, not losses).
 * ``negatives`` -- explicit negatives, ``(M, D)`` shared (a queue, a memory bank) or ``(N, M, D)`` per
   anchor, for ``info_nce`` and ``nce``; ``None`` uses the other rows of the batch.
 * labels -- supervised losses take ``(embeddings, labels)`` as pytorch-metric-learning does:
@@ -81,6 +88,7 @@ from contrastlab import objectives as _objectives
 from contrastlab.objectives import *  # noqa: F403 - the losses, gathered once in contrastlab.objectives
 
 del OBJECTIVES, ObjectiveSpec, build_objective, get_objective  # noqa: F821 - the registry stays in contrastlab.objectives
+del Similarity, parse_similarity  # noqa: F821 - an option's type, not a loss: it stays in contrastlab.objectives
 
 #: Every loss (function and module) and LearnableTemperature.
 __all__ = [n for n in _objectives.__all__ if n in globals()]

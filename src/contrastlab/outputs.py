@@ -18,6 +18,8 @@ field              what                                                         
 ``labels``         ``(N,)`` class labels                                          the data has labels
 ``features``       view -> ``(N, F)`` backbone features (before the head), this   always (not for
                    process's rows only: for monitors such as the online probe     autoencoders)
+``similarity``     the model's learned coordination function (``matrix(a, b)``,   ``model.coordination``
+                   ``paired(a, b)``), handed to pairwise losses as ``similarity=``  is ``gated``
 =================  =============================================================  =========================
 
 Under data parallelism the training step gathers ``embeddings``, ``predictions``, ``targets``,
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from itertools import combinations
+from typing import Any
 
 from torch import Tensor
 
@@ -62,6 +65,7 @@ class Outputs:
     labels: Tensor | None = None
     index: Tensor | None = None
     features: dict[str, Tensor] = field(default_factory=dict)
+    similarity: Any = None
 
     def __post_init__(self) -> None:
         if not self.global_views:

@@ -7,7 +7,8 @@ from contrastlab.data.registry import dataset_options
 
 
 def test_every_name_is_registered():
-    assert set(DATASETS) == {"shapes", "digits", "mnist", "mnist1d", "image_folder", "npz", "manifest", "hf", "shards"}
+    assert set(DATASETS) == {"shapes", "digits", "mnist", "mnist1d", "image_folder", "npz", "manifest", "hf", "shards",
+                             "factorcl_synthetic"}
 
 
 @pytest.mark.parametrize("name,options", [("shapes", {"n_items": 10}), ("digits", {}), ("mnist1d", {"n_samples": 100})])

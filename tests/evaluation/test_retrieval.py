@@ -84,3 +84,25 @@ def test_errors():
         retrieval_metrics(torch.randn(4, 3), torch.randn(4, 3), ks=(0,))
     with pytest.raises(ValueError, match="names"):
         retrieval_metrics(torch.randn(4, 3), torch.randn(4, 3), names=("x", "x"))
+
+
+def test_retrieval_ranks_by_a_learned_similarity_in_both_directions():
+    """A coordination function (here: the cosine of a fixed re-weighting of the features) ranks the candidates;
+    b->a ranks by its transpose, with the arguments in the same (a, b) order."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(40, 6, generator=g), torch.randn(40, 6, generator=g)
+    w_a, w_b = torch.rand(6, generator=g) + 0.1, torch.rand(6, generator=g) + 0.1
+    calls = []
+
+    def weighted(x, y):
+        calls.append((x.shape[0], y.shape[0]))
+        return F.normalize(x * w_a, dim=1) @ F.normalize(y * w_b, dim=1).T
+
+    got = retrieval_metrics(a, b, similarity=weighted)
+    want = retrieval_metrics(a * w_a, b * w_b)
+    for direction in ("a->b", "b->a"):
+        for key in ("R@1", "R@5", "median_rank"):
+            assert got[direction][key] == pytest.approx(want[direction][key])
+    assert got != retrieval_metrics(a, b)

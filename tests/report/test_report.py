@@ -231,8 +231,8 @@ def test_the_answer_comes_first(tmp_path):
     html = build_report([make_run(tmp_path, "lose", losing())])
     body = html[html.index("<main>"):]
     order = re.findall(r'<section[^>]* id="([\w-]+)"', body)
-    assert order == ["verdict", "neighbours", "summary", "invariance", "cross-modal", "comparison",
-                     "alignment-uniformity", "figures", "metrics", "configuration"]
+    assert order == ["verdict", "neighbours", "summary", "invariance", "cross-modal", "information", "sets",
+                     "comparison", "alignment-uniformity", "figures", "metrics", "configuration"]
     assert re.match(r'<main>\s*<section class="verdict" id="verdict">', body)
     verdict = text(section(html, "verdict"))
     assert "No: the best trained row, the backbone, does not beat its baselines" in verdict
@@ -290,6 +290,9 @@ def test_every_section_that_cannot_be_shown_says_why(tmp_path):
         "neighbours": "no figures were written for this evaluation",
         "invariance": "not shown: features alone cannot be re-rendered with one factor changed",
         "cross-modal": "not shown: one tower only: there is nothing to retrieve across",
+        "information": "not shown: one tower only",
+        "sets": "not shown: no labels and no second view of the items to form sets from, or a file written before "
+                "the geometry of sets was measured",
         "comparison": "not shown: one encoder only: nothing to compare it with",
         "alignment-uniformity": "not shown: no positive pairs (a second view of each item) to measure alignment "
                                 "and uniformity on",

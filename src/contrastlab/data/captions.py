@@ -45,6 +45,13 @@ POSITION_WORDS: tuple[tuple[str, ...], ...] = (
 #: Number of distinct phrasing codes: a template times a synonym choice.
 N_PHRASINGS = len(TEMPLATES) * 6
 
+#: What a caption can name; a caption that names only some (``named=``) is built from :data:`PARTIAL_TEMPLATES`.
+CAPTION_WORDS: tuple[str, ...] = ("size", "colour", "shape", "position")
+
+#: Sentence templates of captions that name only some factors; ``{desc}`` is the named words in the usual order
+#: ("small red circle at the top left" without the words left out; "shape" stands in for an unnamed shape).
+PARTIAL_TEMPLATES: tuple[str, ...] = ("a {desc}", "there is a {desc}", "you can see a {desc}")
+
 PAD, UNK = "<pad>", "<unk>"
 
 
@@ -56,8 +63,11 @@ def level(values: Tensor, low: float, high: float) -> Tensor:
 
 def describe(*, shape: Sequence[str], colour: Sequence[str], size_level: Sequence[int],
              row: Sequence[int], column: Sequence[int], phrasing: Sequence[int],
-             background: Sequence[str] | None = None) -> list[str]:
+             background: Sequence[str] | None = None, named: Sequence[str] = CAPTION_WORDS) -> list[str]:
     """Captions for items given their factor words and levels.
+
+    With ``named`` a subset of :data:`CAPTION_WORDS`, the caption names only those factors (a caption that
+    names only the shape says nothing of colour, size or position: those stay private to the image).
 
     Args:
         shape: Shape names, length N.
@@ -67,17 +77,22 @@ def describe(*, shape: Sequence[str], colour: Sequence[str], size_level: Sequenc
         column: 0 left, 1 centre, 2 right; length N.
         phrasing: Phrasing codes in ``[0, N_PHRASINGS)``; length N.
         background: Optional background colour names, length N.
+        named: The factors the caption names, a non-empty subset of :data:`CAPTION_WORDS`.
 
     Returns:
         N captions, lower case, words separated by single spaces.
 
     Raises:
-        ValueError: For a phrasing code or level out of range.
+        ValueError: For a phrasing code or level out of range, or an unknown or empty ``named``.
 
     Example:
         >>> describe(shape=["circle"], colour=["red"], size_level=[0], row=[0], column=[0], phrasing=[0])
         ['a small red circle at the top left']
+        >>> describe(shape=["circle"], colour=["red"], size_level=[0], row=[0], column=[0], phrasing=[1],
+        ...          named=["shape"])
+        ['there is a circle']
     """
+    named = check_named(named)
     out = []
     for i in range(len(shape)):
         p = int(phrasing[i])
@@ -87,6 +102,13 @@ def describe(*, shape: Sequence[str], colour: Sequence[str], size_level: Sequenc
             if not 0 <= int(value) <= 2:
                 raise ValueError(f"{name} must be 0, 1 or 2, got {int(value)}")
         synonyms = SIZE_WORDS[int(size_level[i])]
+        if len(named) < len(CAPTION_WORDS):
+            desc = [synonyms[(p // len(TEMPLATES)) % len(synonyms)] if "size" in named else "",
+                    colour[i] if "colour" in named else "", shape[i] if "shape" in named else "shape",
+                    f"at the {POSITION_WORDS[int(row[i])][int(column[i])]}" if "position" in named else ""]
+            text = PARTIAL_TEMPLATES[p % len(PARTIAL_TEMPLATES)].format(desc=" ".join(w for w in desc if w))
+            out.append(text + (f" on a {background[i]} background" if background is not None else ""))
+            continue
         text = TEMPLATES[p % len(TEMPLATES)].format(
             size=synonyms[(p // len(TEMPLATES)) % len(synonyms)], colour=colour[i], shape=shape[i],
             position=POSITION_WORDS[int(row[i])][int(column[i])])
@@ -94,6 +116,16 @@ def describe(*, shape: Sequence[str], colour: Sequence[str], size_level: Sequenc
             text += f" on a {background[i]} background"
         out.append(text)
     return out
+
+
+def check_named(named: Sequence[str]) -> tuple[str, ...]:
+    """The factors a caption names, checked: a non-empty subset of :data:`CAPTION_WORDS`, in their order."""
+    if isinstance(named, str) or not isinstance(named, Sequence) or not named:
+        raise ValueError(f"caption_words must be a non-empty list of {', '.join(CAPTION_WORDS)}, got {named!r}")
+    unknown = [w for w in named if w not in CAPTION_WORDS]
+    if unknown:
+        raise ValueError(f"caption_words: unknown {unknown[0]!r}; a caption can name {', '.join(CAPTION_WORDS)}")
+    return tuple(w for w in CAPTION_WORDS if w in named)
 
 
 def words(text: str) -> list[str]:
@@ -148,7 +180,7 @@ class Vocabulary:
 
 
 def shapes_vocabulary(shape_names: Sequence[str], colour_names: Sequence[str],
-                      background_names: Sequence[str] = ()) -> tuple[Vocabulary, int]:
+                      background_names: Sequence[str] = (), named: Sequence[str] = CAPTION_WORDS) -> tuple[Vocabulary, int]:
     """The closed vocabulary of Shapes captions and the longest caption in tokens.
 
     Every word any template, synonym, colour, shape or background can produce is listed, so train
@@ -158,6 +190,8 @@ def shapes_vocabulary(shape_names: Sequence[str], colour_names: Sequence[str],
     slot_words += [w for row in POSITION_WORDS for phrase in row for w in words(phrase)]
     fixed = [w for t in TEMPLATES for w in words(re.sub(r"\{\w+\}", " ", t))]
     extra = ["on", "a", "background", *background_names] if background_names else []
+    if "shape" not in check_named(named):
+        extra = [*extra, "shape"]
     vocab = Vocabulary(sorted({*fixed, *slot_words, *extra, *shape_names, *colour_names}))
     longest_position = max(len(words(p)) for row in POSITION_WORDS for p in row)
     longest = max(len(words(re.sub(r"\{\w+\}", " ", t))) + 3 + longest_position for t in TEMPLATES)

@@ -18,6 +18,7 @@ from contrastlab.data.shards import load_shards
 from contrastlab.data.arrays import load_npz
 from contrastlab.data.hf import load_hf
 from contrastlab.data.user import load_image_folder
+from contrastlab.data.factorcl_synthetic import FactorCLSynthetic
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "shapes": ShapesDataset,
@@ -29,6 +30,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "manifest": load_manifest,
     "hf": load_hf,
     "shards": load_shards,
+    "factorcl_synthetic": FactorCLSynthetic,
 }
 
 

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from contrastlab.data._split import check_split
 from contrastlab.data.base import Batch
-from contrastlab.data.captions import N_PHRASINGS, describe, level, shapes_vocabulary
+from contrastlab.data.captions import CAPTION_WORDS, N_PHRASINGS, check_named, describe, level, shapes_vocabulary
 from contrastlab.data.shapes_render import BACKGROUNDS, PALETTE, SHAPES, render_shapes
 
 DEFAULT_SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
@@ -83,6 +83,8 @@ class ShapesDataset:
             spectrogram, float32 (40, T), padded with the silence floor, lengths in ``Batch.lengths``.
         cache_dir: Speech cache folder (default ``$CONTRASTLAB_CACHE`` or ``~/.cache/contrastlab``).
         workers: Parallel espeak-ng processes.
+        caption_words: What captions (and spoken captions) name: a subset of size, colour, shape and position
+            (default all); ``[shape]`` leaves colour, size and position to the image alone (fission's private part).
 
     Raises:
         ValueError: For an unknown name, a split other than train/test or a size out of range.
@@ -106,7 +108,7 @@ class ShapesDataset:
                  seed: int = 0, image_size: int = 32, shapes: Sequence[str] = DEFAULT_SHAPES,
                  colours: Sequence[str] = DEFAULT_COLOURS, rotation: bool = False, background: bool = False,
                  with_captions: bool = False, with_speech: bool = False, cache_dir: str | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, caption_words: Sequence[str] = CAPTION_WORDS):
         check_split(split)
         for key, value, low, high in (("n_items", n_items, 1, MAX_ITEMS), ("n_test", n_test, 1, MAX_ITEMS),
                                       ("image_size", image_size, 8, MAX_IMAGE_SIZE)):
@@ -128,6 +130,7 @@ class ShapesDataset:
         self.split, self.seed, self.image_size = split, int(seed), image_size
         self.rotation, self.background = bool(rotation), bool(background)
         self.with_captions, self.with_speech = bool(with_captions), bool(with_speech)
+        self.caption_words = check_named(caption_words)
         self.factor_names: tuple[str, ...] = ("shape", "colour", "x", "y", "size") + (
             ("rotation",) if rotation else ()) + (("background",) if background else ())
         #: Categorical factor -> the names of its codes.
@@ -158,7 +161,7 @@ class ShapesDataset:
         self._text = self._audio = None
         if self.with_captions:
             self.vocabulary, self.max_caption_tokens = shapes_vocabulary(
-                self.shape_names, self.colour_names, self.background_names)
+                self.shape_names, self.colour_names, self.background_names, self.caption_words)
             self._text = self._encode(self.captions(self.factors, self.nuisance["phrasing"]))
             self.modalities["text"] = (self.max_caption_tokens,)
         if self.with_speech:
@@ -230,7 +233,7 @@ class ShapesDataset:
             size_level=level(factors["size"], *RANGES["size"]).tolist(),
             row=level(factors["y"], *RANGES["y"]).tolist(), column=level(factors["x"], *RANGES["x"]).tolist(),
             phrasing=phrasing.tolist(),
-            background=None if bg is None else [self.background_names[int(i)] for i in bg])
+            background=None if bg is None else [self.background_names[int(i)] for i in bg], named=self.caption_words)
 
     def _encode(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         return self.vocabulary.encode(texts, length=self.max_caption_tokens)

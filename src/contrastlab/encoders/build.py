@@ -87,6 +87,8 @@ def build_model(
     momentum: tuple[float, str] | None = None,
     logit_bias: float | None = None,
     crops: bool = False,
+    decoder_views: Sequence[str] | None = None,
+    coordination: nn.Module | None = None,
 ) -> MultiViewModel:
     r"""Build one tower per modality (``shared``) or per view, each backbone + head, and wrap them.
 
@@ -118,6 +120,8 @@ def build_model(
         logit_bias: initial value of a learnable logit bias (SigLIP).
         crops: views of one modality may differ in size (multi-crop); each size is tried once
             through the shared tower.
+        decoder_views: the views whose towers get a decoder (default: every view's).
+        coordination: a learned coordination function of the towers' embeddings (gated coordination).
 
     Returns:
         The :class:`MultiViewModel`.
@@ -176,7 +180,7 @@ def build_model(
         dropout = ModalityDropout(modality_dropout)
     if decoder is not None:
         for view, key in view_towers.items():
-            if key not in decoders:
+            if key not in decoders and (decoder_views is None or view in decoder_views):
                 latent = dim if fusion is not None else towers[key].out_dim
                 decoders[key] = build_decoder(decoder[0], latent, tuple(view_shapes[view]), **dict(decoder[1]))
     predictors = None
@@ -194,6 +198,7 @@ def build_model(
         predictor=predictors,
         momentum=momentum,
         logit_bias=logit_bias,
+        coordination=coordination,
     )
 
 

@@ -11,7 +11,7 @@ from contrastlab.encoders.heads import l2_normalize
 from contrastlab.encoders.momentum import MomentumTargets
 from contrastlab.outputs import Outputs
 
-_STAGES = ("head", "backbone")
+_STAGES = ("head", "backbone", "shared", "private")
 
 #: Where embeddings may live: the unit sphere, the unit ball, or anywhere (unconstrained).
 OUTPUT_SPACES: tuple[str, ...] = ("sphere", "ball", "none")
@@ -149,6 +149,12 @@ class MultiViewModel(nn.Module):
         momentum: ``(base momentum, schedule)`` to keep a momentum-updated target copy of every tower
             (MoCo, BYOL); see :class:`~contrastlab.encoders.momentum.MomentumTargets`.
         logit_bias: initial value of a learnable logit bias (SigLIP).
+        coordination: a learned coordination function of two modalities' embeddings (e.g.
+            :class:`~contrastlab.encoders.coordination.GatedCoordination`), handed to the objective as its
+            ``similarity``.
+        shared_dim: fission's code layout: the first ``shared_dim`` head outputs are the code shared across
+            modalities, the rest the modality's private code (``encode`` then also gives the stages
+            ``"shared"`` and ``"private"``).
 
     Raises:
         ValueError: a view assigned to a tower that does not exist, or a bad ``normalize``.
@@ -182,6 +188,8 @@ class MultiViewModel(nn.Module):
         predictor: Mapping[str, nn.Module] | None = None,
         momentum: tuple[float, str] | None = None,
         logit_bias: float | None = None,
+        coordination: nn.Module | None = None,
+        shared_dim: int | None = None,
     ) -> None:
         super().__init__()
         missing = sorted({t for t in view_towers.values() if t not in towers})
@@ -198,6 +206,8 @@ class MultiViewModel(nn.Module):
         self.predictor = nn.ModuleDict(dict(predictor)) if predictor else None
         self.targets = None if momentum is None else MomentumTargets(self.towers, momentum=momentum[0], schedule=momentum[1])
         self.logit_bias = None if logit_bias is None else nn.Parameter(torch.tensor(float(logit_bias)))
+        self.coordination = coordination
+        self.shared_dim = shared_dim
 
     @property
     def view_names(self) -> tuple[str, ...]:
@@ -238,23 +248,37 @@ class MultiViewModel(nn.Module):
 
         Args:
             views: view name -> inputs ``(N, ...)``.
-            stage: ``"head"`` (embeddings in the ``output_space``, as in :meth:`forward`) or ``"backbone"``
-                (features before the head, never normalised).
+            stage: ``"head"`` (embeddings in the ``output_space``, as in :meth:`forward`), ``"backbone"``
+                (features before the head, never normalised), or for a fission model (``shared_dim``) its
+                ``"shared"`` code (L2-normalised, as its objective compares it) or ``"private"`` code (as is).
             lengths: view name -> valid lengths ``(N,)`` (optional).
 
         Returns:
-            View name -> ``(N, D)`` for ``"head"`` or ``(N, F)`` for ``"backbone"``.
+            View name -> ``(N, D)`` for ``"head"``, ``(N, F)`` for ``"backbone"``, ``(N, shared_dim)`` or
+            ``(N, D - shared_dim)`` for the fission stages.
 
         Raises:
-            ValueError: an unknown ``stage`` or view.
+            ValueError: an unknown ``stage`` or view, or a fission stage of a model without ``shared_dim``.
         """
-        if stage not in _STAGES:
-            raise ValueError(f"stage must be one of {', '.join(map(repr, _STAGES))}, got {stage!r}")
+        if stage in ("shared", "private") and not self.shared_dim:
+            raise ValueError(f"stage {stage!r} needs a fission model (shared_dim); this one has none")
+        if stage not in self.stages:
+            raise ValueError(f"stage must be one of {', '.join(map(repr, self.stages))}, got {stage!r}")
         self._check(views)
         lengths = lengths or {}
         if stage == "backbone":
             return {v: self.towers[self.view_towers[v]].features(x, lengths.get(v)) for v, x in views.items()}
-        return self.forward(views, lengths)
+        z = self.forward(views, lengths)
+        if stage == "shared":
+            return {v: l2_normalize(x[:, :self.shared_dim]) for v, x in z.items()}
+        if stage == "private":
+            return {v: x[:, self.shared_dim:] for v, x in z.items()}
+        return z
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages :meth:`encode` reads: head and backbone, and a fission model's shared and private codes."""
+        return _STAGES if self.shared_dim else _STAGES[:2]
 
     def outputs(
         self,
@@ -264,6 +288,7 @@ class MultiViewModel(nn.Module):
         modalities: Mapping[str, str],
         global_views: tuple[str, ...] = (),
         reconstruct: Mapping[str, Tensor] | None = None,
+        encode_all: bool = False,
     ) -> Outputs:
         r"""Everything the model makes of one batch: the step contract's :class:`~contrastlab.outputs.Outputs`.
 
@@ -280,6 +305,8 @@ class MultiViewModel(nn.Module):
             modalities: view name -> modality.
             global_views: the views that anchor pairs (multi-crop's global crops); default every view.
             reconstruct: view name -> clean input ``(N, ...)`` of the views to encode and decode.
+            encode_all: with ``reconstruct``, still encode every view (fission: a contrastive term on all views
+                and reconstructions of some), each reconstructed view decoded from its own embedding.
 
         Returns:
             The :class:`~contrastlab.outputs.Outputs` of this process's rows (not gathered).
@@ -288,7 +315,7 @@ class MultiViewModel(nn.Module):
             ValueError: a view the model has no tower for, or reconstruction without decoders.
         """
         lengths = lengths or {}
-        if reconstruct:  # autoencoders: encode the views to reconstruct (only those), decode them
+        if reconstruct and not encode_all:  # autoencoders: encode the views to reconstruct (only those), decode them
             inputs = {v: views[v] for v in reconstruct}
             z, recons = self.reconstruct(inputs, {v: lengths[v] for v in inputs if v in lengths})
             return Outputs(embeddings=z, view_names=tuple(inputs), modalities={v: modalities[v] for v in inputs},
@@ -310,9 +337,15 @@ class MultiViewModel(nn.Module):
                     v: self._finish(self.targets.towers[self.view_towers[v]](views[v], lengths.get(v))[1]).detach()
                     for v in out.global_views
                 }
+        if reconstruct:
+            if self.decoders is None:
+                raise ValueError("this model has no decoders: build it with a decoder for reconstruction objectives")
+            out.reconstructions = {v: self.decoders[self.view_towers[v]](out.embeddings[v]) for v in reconstruct}
+            out.clean = dict(reconstruct)
         if self.temperature is not None:
             out.temperature = self.temperature()
         out.logit_bias = self.logit_bias
+        out.similarity = self.coordination
         return out
 
     def reconstruct(

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -40,9 +41,11 @@ from contrastlab.evaluation.features import (
     Collected, Encoder, Featurizer, collect, concat_towers, encode_pairs, random_init_copy, raw_featurizer,
     raw_inputs, trained_featurizer, view_towers,
 )
-from contrastlab.evaluation.geometry import alignment, effective_rank, feature_norms, uniformity
-from contrastlab.evaluation.information import canonical_correlations, info_nce_bound
-from contrastlab.evaluation.invariance import invariance_report
+from contrastlab.evaluation.geometry import (
+    alignment, effective_rank, feature_norms, set_geometry, tammes_view, uniformity,
+)
+from contrastlab.evaluation.information import canonical_correlations, info_nce_bound, representation_pid
+from contrastlab.evaluation.invariance import default_groups, discretize, invariance_report
 from contrastlab.evaluation.knn import knn_evaluate
 from contrastlab.evaluation.probe import linear_probe
 from contrastlab.evaluation.retrieval import retrieval_metrics
@@ -153,12 +156,15 @@ class Featurizers:
             (CMC's channel groups) together, their features side by side.
         shared: featurizer names whose towers embed into one space (the head), where cross-tower
             retrieval means something.
+        similarity: featurizer name -> the model's learned coordination function of its towers (gated
+            coordination): cross-modal retrieval ranks by it instead of the cosine.
     """
 
     kinds: dict[str, str]
     stages: dict[str, str | None]
     modalities: dict[str, str] = field(default_factory=dict)
     shared: frozenset[str] = frozenset()
+    similarity: dict[str, Any] = field(default_factory=dict)
 
     def rows(self, features: Mapping[str, Mapping[str, Tensor]]) -> dict[str, tuple[str, tuple[str, ...]]]:
         """Row name -> (featurizer, its towers in the row): ``name`` or, per tower, ``name:tower``.
@@ -193,6 +199,60 @@ def _skipped_measures(train: Collected, test: Collected, has_classes: bool, opti
     return {}
 
 
+#: The Tammes view compares the set centres with the best spread of that many points; beyond this many sets (one
+#: per item for invariance sets) the reference needs a numerical search that costs seconds per row, so it is left out.
+TAMMES_MAX_SETS = 64
+
+
+def set_summary(features: Tensor, set_ids) -> dict[str, Any]:
+    """The homework's geometry of a family of sets (4(b), 4(e)): diameters, margins, the share of sets whose margin
+    exceeds their diameter, and (up to :data:`TAMMES_MAX_SETS` sets) the Tammes view of the set centres — summary
+    numbers only, no per-set arrays."""
+    ids = torch.as_tensor(set_ids).reshape(-1)
+    n_sets = len(torch.unique(ids))
+    if n_sets < 2:
+        return {}
+    geometry = set_geometry(features, ids)
+    out: dict[str, Any] = {k: v for k, v in geometry.items() if isinstance(v, (int, float))}
+    if n_sets <= TAMMES_MAX_SETS:
+        try:
+            tammes = tammes_view(features, ids)
+        except ValueError:  # a set whose rows cancel out has no direction
+            tammes = None
+        if tammes is not None:
+            out["tammes"] = {k: v for k, v in tammes.items() if isinstance(v, (int, float, str))}
+    return out
+
+
+def _targets(collected: Collected, m: int) -> dict[str, np.ndarray]:
+    """What the towers' information is decomposed about: the label, and each generative factor (continuous ones
+    in 3 quantile bins; x and y together as the location on a 3 x 3 grid) that is not the label itself."""
+    out: dict[str, np.ndarray] = {}
+    if collected.labels is not None:
+        out["label"] = collected.labels[:m].numpy()
+    for group, members in default_groups(list(collected.factors)).items():
+        codes = [discretize(collected.factors[f][:m], bins=3) for f in members]
+        out[group] = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+    label = out.get("label")
+    for group in [g for g in out if g != "label" and label is not None]:  # a factor that is the label (Shapes' shape)
+        if len(np.unique(np.stack([label, out[group]], axis=1), axis=0)) == len(np.unique(label)) == len(np.unique(out[group])):
+            del out[group]
+    return {k: v for k, v in out.items() if len(np.unique(v)) >= 2}
+
+
+def _tower_pid(train: Collected, test: Collected, name: str, towers: tuple[str, str], options: EvalOptions) -> dict:
+    """The partial information decomposition of two towers' codes about each target (see ``_targets``)."""
+    m = min(options.analysis_items, len(test))
+    n_fit = min(options.analysis_items, len(train))
+    a, b = towers
+    out: dict[str, Any] = {}
+    for target, y in _targets(test, m).items():
+        out[target] = representation_pid(train.features[name][a][:n_fit], train.features[name][b][:n_fit],
+                                         test.features[name][a][:m], test.features[name][b][:m], y,
+                                         seed=options.seed)
+    return out
+
+
 def _row_metrics(x_tr: Tensor, x_te: Tensor, train: Collected, test: Collected, options: EvalOptions,
                  skipped: Mapping[str, str], *, decode: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"dim": int(x_te.shape[1])}
@@ -207,6 +267,11 @@ def _row_metrics(x_tr: Tensor, x_te: Tensor, train: Collected, test: Collected, 
     except ValueError:  # an all-zero matrix
         geometry["effective_rank"] = 0.0
     out["geometry"] = geometry
+    if "linear_probe" not in skipped:  # labels: classes are sets too
+        m = min(options.analysis_items, x_te.shape[0])
+        classes = set_summary(x_te[:m], test.labels[:m])
+        if classes:
+            out["sets"] = {"classes": classes}
     if decode and "decodability" not in skipped:
         out["decodability"] = factor_decodability(x_tr, train.factors, x_te, test.factors, seed=options.seed)
     return out
@@ -260,14 +325,17 @@ class Pairs:
     temperature: float | None = None
 
 
-def _tower_analysis(towers: dict[str, Tensor], limit: int, *, retrieval: bool) -> dict[str, Any]:
-    """Canonical correlations between every two towers, and retrieval where they share a space (the head)."""
+def _tower_analysis(towers: dict[str, Tensor], limit: int, *, retrieval: bool, similarity=None) -> dict[str, Any]:
+    """Canonical correlations between every two towers, and retrieval where they share a space (the head),
+    ranked by the model's coordination function when it has one."""
     out: dict[str, Any] = {}
     for a, b in itertools.combinations(towers, 2):
         xa, xb = towers[a][:limit], towers[b][:limit]
         if retrieval and xa.shape[1] == xb.shape[1]:
-            for direction, values in retrieval_metrics(xa, xb, names=(a, b)).items():
+            for direction, values in retrieval_metrics(xa, xb, names=(a, b), similarity=similarity).items():
                 out.setdefault("retrieval", {})[direction] = {**values, "candidates": int(xa.shape[0])}
+            if similarity is not None:
+                out["retrieval_similarity"] = getattr(similarity, "name", type(similarity).__name__)
         if xa.shape[0] > 2 * (xa.shape[1] + xb.shape[1]):
             rho = canonical_correlations(xa, xb)
             out.setdefault("cca", {})[f"{a}|{b}"] = {
@@ -342,7 +410,7 @@ def measure(train: Collected, test: Collected, featurizers: Featurizers, *, opti
                              **_row_metrics(x_tr, x_te, train, test, options, skipped,
                                             decode=not name.startswith("random_"))}
             bar.update(1)
-        cross = _measure_rest(test, featurizers, rows, encoders, skipped, options=options, pairs=pairs,
+        cross = _measure_rest(train, test, featurizers, rows, encoders, skipped, options=options, pairs=pairs,
                               invariance=invariance, bar=bar)
         comparison = _comparisons(test, rows, featurizers, options)
         bar.update(1)
@@ -351,7 +419,8 @@ def measure(train: Collected, test: Collected, featurizers: Featurizers, *, opti
     return {"encoders": encoders, "cross_modal": cross, "comparison": comparison, "skipped": skipped}
 
 
-def _measure_rest(test: Collected, featurizers: Featurizers, rows, encoders, skipped, *, options: EvalOptions,
+def _measure_rest(train: Collected, test: Collected, featurizers: Featurizers, rows, encoders, skipped, *,
+                  options: EvalOptions,
                   pairs: Pairs | None, invariance, bar) -> dict[str, dict[str, Any]]:
     """Across towers, positive pairs and invariance: the parts of :func:`measure` after the rows' own measures
     (which it adds to ``encoders``); returns the cross-modal section."""
@@ -359,9 +428,19 @@ def _measure_rest(test: Collected, featurizers: Featurizers, rows, encoders, ski
     for name, towers in test.features.items():
         if len(towers) >= 2:
             cross[name] = {"towers": list(towers),
-                           **_tower_analysis(dict(towers), options.analysis_items, retrieval=name in featurizers.shared)}
+                           **_tower_analysis(dict(towers), options.analysis_items, retrieval=name in featurizers.shared,
+                                             similarity=featurizers.similarity.get(name))}
     if not cross:
         skipped.setdefault("retrieval", "one tower only, so there is nothing to retrieve across")
+        skipped.setdefault("pid", "one tower only, so there is no second representation to share information with")
+    for name in cross:
+        if featurizers.kinds.get(name) != "trained":
+            continue
+        pid = _tower_pid(train, test, name, tuple(list(test.features[name])[:2]), options)
+        if pid:
+            cross[name]["pid"] = pid
+        else:
+            skipped.setdefault("pid", "no labels or generative factors to decompose the towers' information about")
 
     if pairs is None:
         skipped.setdefault("pairs", "no positive pairs (a second view of each item) to measure alignment and "
@@ -376,12 +455,18 @@ def _measure_rest(test: Collected, featurizers: Featurizers, rows, encoders, ski
                 geometry, information = _split_information(
                     _pair_geometry(own, pairs.towers, head=head, temperature=pairs.temperature if head else None))
                 encoders[row]["geometry"].update(geometry)
+                augmented = _augmentation_sets(own, pairs.towers, towers)
+                if augmented is not None:
+                    encoders[row].setdefault("sets", {})["augmentations"] = set_summary(*augmented)
                 if information:
                     encoders[row]["information"] = information
             if name in cross and name not in rows and head:  # towers that are separate rows, in one space
                 geometry = _pair_geometry(views, pairs.towers, head=True, temperature=pairs.temperature)
                 if geometry:
                     cross[name]["geometry"] = geometry
+                paired = _modality_sets(views, pairs.towers)
+                if paired is not None:
+                    cross[name]["sets"] = set_summary(*paired)
 
     if invariance is None:
         skipped.setdefault("invariance", "the data has no generative factors")
@@ -390,6 +475,30 @@ def _measure_rest(test: Collected, featurizers: Featurizers, rows, encoders, ski
             encoders[row]["invariance"] = invariance(name, towers)
             bar.update(1)
     return cross
+
+
+def _augmentation_sets(views: Mapping[str, Tensor], towers: Mapping[str, str],
+                       row_towers: tuple[str, ...]) -> tuple[Tensor, Tensor] | None:
+    """Invariance sets of a row from the positive pairs: every item's views read by the row's towers (SimCLR's two
+    augmentations; with several towers, member k is the k-th view of each tower side by side). ``None`` when the
+    row's towers read one view each (no set has two members)."""
+    per_tower = {t: [v for v in views if towers.get(v, v) == t] for t in row_towers}
+    counts = {len(vs) for vs in per_tower.values()}
+    if len(counts) != 1 or counts.pop() < 2:
+        return None
+    members = [torch.cat([views[per_tower[t][k]] for t in row_towers], dim=1)
+               for k in range(len(next(iter(per_tower.values()))))]
+    n = members[0].shape[0]
+    return torch.cat(members), torch.arange(n).repeat(len(members))
+
+
+def _modality_sets(views: Mapping[str, Tensor], towers: Mapping[str, str]) -> tuple[Tensor, Tensor] | None:
+    """Sets of one item's views across towers that share a space (an image and its caption at the head)."""
+    names = list(views)
+    if len(names) < 2 or len({views[v].shape[1] for v in names}) != 1 or len({towers.get(v, v) for v in names}) < 2:
+        return None
+    n = views[names[0]].shape[0]
+    return torch.cat([views[v] for v in names]), torch.arange(n).repeat(len(names))
 
 
 def _positive_pairs(model: Encoder, views: ViewGenerator, batch: Batch, stage: str,
@@ -443,7 +552,8 @@ def _featurizers(run: LoadedRunLike, options: EvalOptions, example: Batch,
     kinds: dict[str, str] = {}
     stages: dict[str, str | None] = {}
     models: dict[str, Encoder] = {}
-    for stage in options.stages:
+    stages_read = model_stages(run.model, options.stages)
+    for stage in stages_read:
         name = names.get(stage, stage)
         featurizers[name] = trained_featurizer(run.model, run.views, stage=stage)
         kinds[name], stages[name], models[name] = "trained", stage, run.model
@@ -452,13 +562,38 @@ def _featurizers(run: LoadedRunLike, options: EvalOptions, example: Batch,
             featurizers["raw"], kinds["raw"], stages["raw"] = raw_featurizer, "baseline", None
         if isinstance(run.model, torch.nn.Module):
             fresh = random_init_copy(run.model, seed=options.seed)
-            for stage in options.stages:
+            for stage in stages_read:
                 name = f"random_{names.get(stage, stage)}"
                 featurizers[name] = trained_featurizer(fresh, run.views, stage=stage)
                 kinds[name], stages[name], models[name] = "baseline", stage, fresh
     modalities = tower_sources(run.model, run.views)
-    shared = frozenset(n for n, s in stages.items() if s == "head")
-    return featurizers, Featurizers(kinds, stages, modalities, shared), models
+    shared = frozenset(n for n, s in stages.items() if s in ("head", "shared"))
+    return featurizers, Featurizers(kinds, stages, modalities, shared, _coordination(run.model, stages, kinds)), models
+
+
+def _coordination(model, stages: Mapping[str, str | None], kinds: Mapping[str, str]) -> dict[str, Any]:
+    """The trained model's learned coordination function, for the featurizer whose codes it compares (a fission
+    model's shared code, else the head)."""
+    fn = getattr(model, "coordination", None)
+    if fn is None:
+        return {}
+    stage = "shared" if getattr(model, "shared_dim", None) else "head"
+    return {n: fn for n, s in stages.items() if s == stage and kinds.get(n) == "trained"}
+
+
+def model_stages(model: Encoder, requested: tuple[str, ...]) -> tuple[str, ...]:
+    """The stages to read: those requested, and a fission model's shared and private codes (``model.stages``)
+    whenever its head is requested (they are parts of the head's output).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> model_stages(SimpleNamespace(stages=("head", "backbone", "shared", "private")), ("head",))
+        ('head', 'shared', 'private')
+        >>> model_stages(object(), ("head", "backbone"))
+        ('head', 'backbone')
+    """
+    extra = tuple(s for s in getattr(model, "stages", ()) if s not in STAGES) if "head" in requested else ()
+    return tuple(requested) + extra
 
 
 def tower_sources(model: Encoder, views: ViewGenerator) -> dict[str, str]:

@@ -14,8 +14,9 @@ from torch import Tensor
 from contrastlab.evaluation._arrays import as_features, check_positive_int, l2_normalize
 
 
-def match_ranks(queries, candidates, *, chunk: int = 1024, tie_tol: float = 1e-6) -> tuple[Tensor, Tensor]:
-    r"""Where each query's own candidate lands when candidates are sorted by cosine similarity.
+def match_ranks(queries, candidates, *, chunk: int = 1024, tie_tol: float = 1e-6,
+                similarity=None) -> tuple[Tensor, Tensor]:
+    r"""Where each query's own candidate lands when candidates are sorted by cosine similarity (or ``similarity``).
 
     For query i with :math:`g_i = |\{j : s_{ij} > s_{ii}\}|` better candidates and
     :math:`t_i = |\{j \ne i : s_{ij} = s_{ii}\}|` tied ones (within ``tie_tol``), ties are broken
@@ -27,6 +28,8 @@ def match_ranks(queries, candidates, *, chunk: int = 1024, tie_tol: float = 1e-6
         candidates: (N, D) embeddings of the other tower, row i paired with query row i.
         chunk: queries per block of similarities (memory ``chunk × N``).
         tie_tol: similarities within this distance of :math:`s_{ii}` count as ties.
+        similarity: a learned coordination function ``similarity(queries, candidates) -> (n, N)`` to rank by
+            instead of the cosine (e.g. a model's gated coordination); it gets the raw rows.
 
     Returns:
         ``(better, tied)``: :math:`g` and :math:`t`, both (N,) int64.
@@ -43,14 +46,19 @@ def match_ranks(queries, candidates, *, chunk: int = 1024, tie_tol: float = 1e-6
     chunk = check_positive_int(chunk, "chunk")
     if tie_tol < 0:
         raise ValueError(f"tie_tol must be >= 0; got {tie_tol!r}")
-    q = l2_normalize(as_features(queries, name="queries"))
-    c = l2_normalize(as_features(candidates, name="candidates"))
+    q, c = as_features(queries, name="queries"), as_features(candidates, name="candidates")
+    if similarity is None:
+        q, c = l2_normalize(q), l2_normalize(c)
     if q.shape != c.shape:
         raise ValueError(f"queries and candidates must have the same shape (N, D); got {tuple(q.shape)} and {tuple(c.shape)}")
     better = torch.empty(q.shape[0], dtype=torch.int64)
     tied = torch.empty(q.shape[0], dtype=torch.int64)
     for start in range(0, q.shape[0], chunk):
-        sims = q[start:start + chunk] @ c.T
+        if similarity is None:
+            sims = q[start:start + chunk] @ c.T
+        else:
+            with torch.no_grad():
+                sims = similarity(q[start:start + chunk], c).float()
         rows = torch.arange(sims.shape[0])
         own = sims[rows, rows + start].unsqueeze(1)
         better[start:start + sims.shape[0]] = (sims > own + tie_tol).sum(dim=1)
@@ -67,7 +75,7 @@ def _direction_metrics(better: Tensor, tied: Tensor, ks: Sequence[int]) -> dict[
 
 
 def retrieval_metrics(a, b, *, names: tuple[str, str] = ("a", "b"), ks: Sequence[int] = (1, 5, 10),
-                      tie_tol: float = 1e-6) -> dict[str, dict[str, float]]:
+                      tie_tol: float = 1e-6, similarity=None) -> dict[str, dict[str, float]]:
     r"""Recall@K and median rank for retrieving b from a and a from b.
 
     With :math:`r_i` the rank of the correct candidate for query i (1 = first),
@@ -89,6 +97,8 @@ def retrieval_metrics(a, b, *, names: tuple[str, str] = ("a", "b"), ks: Sequence
         names: the two towers' names, used in the keys of the result.
         ks: the cut-offs K.
         tie_tol: see :func:`match_ranks`.
+        similarity: a learned coordination function ``similarity(a_rows, b_rows) -> (n, m)`` to rank by instead
+            of the cosine (its first argument is always a row of ``a``: b->a ranks by its transpose).
 
     Returns:
         ``{"a->b": {"R@1": ..., "R@5": ..., "R@10": ..., "median_rank": ..., "mean_rank": ...},
@@ -106,7 +116,8 @@ def retrieval_metrics(a, b, *, names: tuple[str, str] = ("a", "b"), ks: Sequence
     if len(names) != 2 or names[0] == names[1]:
         raise ValueError(f"names must be two different tower names; got {names!r}")
     ks = [check_positive_int(k, "K") for k in ks]
-    fwd = match_ranks(a, b, tie_tol=tie_tol)
-    bwd = match_ranks(b, a, tie_tol=tie_tol)
+    fwd = match_ranks(a, b, tie_tol=tie_tol, similarity=similarity)
+    backward = None if similarity is None else (lambda q, c: similarity(c, q).T)
+    bwd = match_ranks(b, a, tie_tol=tie_tol, similarity=backward)
     return {f"{names[0]}->{names[1]}": _direction_metrics(*fwd, ks),
             f"{names[1]}->{names[0]}": _direction_metrics(*bwd, ks)}

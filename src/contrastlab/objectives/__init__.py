@@ -47,6 +47,7 @@ from contrastlab.objectives.reconstruction import (
 )
 from contrastlab.objectives.redundancy import BarlowTwinsLoss, VICRegLoss, barlow_twins, vicreg
 from contrastlab.objectives.siglip import SigLIP, siglip
+from contrastlab.objectives.similarity import Similarity, parse_similarity
 from contrastlab.objectives.supcon import ClassTowerContrastive, SupCon, class_contrastive, supcon
 from contrastlab.objectives.temperature import LearnableTemperature
 from contrastlab.objectives.triplet import Triplet, triplet_margin
@@ -104,4 +105,7 @@ __all__ = [
     "multimodal_reconstruction",
     "MultimodalReconstruction",
     "LearnableTemperature",
+    # the coordination function of the pairwise losses (their similarity= option)
+    "Similarity",
+    "parse_similarity",
 ]

@@ -28,13 +28,16 @@ from contrastlab.outputs import FIELDS, Outputs
 ObjectiveKind = Literal["pairwise", "multiview", "supervised", "reconstruction", "cca", "method"]
 
 
-def _extras(out: Outputs) -> dict[str, Tensor]:
-    """A learned temperature and queued negatives, for plain losses that take them as keywords."""
+def _extras(out: Outputs) -> dict:
+    """A learned temperature, queued negatives and a learned coordination function (the model's similarity),
+    for plain losses that take them as keywords."""
     extra = {}
     if out.temperature is not None:
         extra["temperature"] = out.temperature
     if out.negatives is not None:
         extra["negatives"] = out.negatives
+    if out.similarity is not None:
+        extra["similarity"] = out.similarity
     return extra
 
 

@@ -31,6 +31,12 @@ Memory beyond the inputs and their gradients is :math:`O(N + B^2)` for block siz
 with gradients: :math:`O(NB)`); the results equal the naive losses up to floating-point rounding.
 Half-precision inputs are computed in float32.
 
+Only bilinear similarities are tiled: cosine, dot and linear (:math:`S = XY^\top/\tau` of the normalised or
+given embeddings). The backward pass above — and the temperature gradient, which relies on :math:`S` being
+homogeneous in :math:`X` — is written for :math:`\partial S/\partial X = Y/\tau`; a kernel such as RBF has
+another Jacobian, so the losses fall back to the naive path for it (``impl="auto"``) or refuse it
+(``impl="tiled"``, :func:`check_tiled_similarity`).
+
 References:
     Milakov, Gimelshein, "Online normalizer calculation for softmax", arXiv:1805.02867 (2018) — the running
     log-sum-exp; Dao et al., "FlashAttention", NeurIPS 2022 — tiling with recomputation in the backward pass;
@@ -44,16 +50,44 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+import torch.nn.functional as F
+
 from contrastlab.objectives._checks import check_pair
+from contrastlab.objectives.similarity import Similarity, SimilaritySpec, resolve_similarity
 from contrastlab.objectives.temperature import check_temperature
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "tiled_info_nce", "tiled_nt_xent"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "check_tiled_similarity", "tiled_info_nce", "tiled_nt_xent"]
 
 #: Rows (and columns) of one tile when ``block_size=None``: a 1024 x 1024 float32 tile is 4 MiB, large enough
 #: for efficient matrix products and small enough to stay in cache (measured in ``benchmarks/``).
 DEFAULT_BLOCK_SIZE = 1024
 
 _ONE_WAY, _SYMMETRIC, _NT_XENT = "one_way", "symmetric", "nt_xent"
+
+
+def check_tiled_similarity(similarity: SimilaritySpec | None) -> Similarity:
+    """The similarity, if the tiled kernels can compute it (cosine, dot, linear); ``ValueError`` otherwise.
+
+    Args:
+        similarity: as ``similarity=`` of the losses (``None``: dot products).
+
+    Returns:
+        The parsed :class:`~contrastlab.objectives.similarity.Similarity`.
+
+    Raises:
+        ValueError: for a similarity that is not bilinear, saying why.
+
+    Example:
+        >>> check_tiled_similarity("cosine")
+        Similarity('cosine')
+    """
+    sim = resolve_similarity(similarity)
+    if not sim.bilinear:
+        raise ValueError(
+            f"impl='tiled' takes the bilinear similarities cosine, dot and linear only, got {sim!r}: its backward "
+            "pass is written for logits X Y^T / tau; use impl='naive' (or 'auto', which falls back to it)"
+        )
+    return sim
 
 
 def _check_block_size(block_size: int | None) -> int:
@@ -252,10 +286,12 @@ class _TiledLoss(torch.autograd.Function):
         return gx, gy, grad_tau, None, None, None
 
 
-def _prepare(z1: Tensor, z2: Tensor, temperature: float | Tensor, block_size: int | None):
+def _prepare(z1: Tensor, z2: Tensor, temperature: float | Tensor, block_size: int | None, similarity):
     check_pair(z1, z2, min_batch=2)
     temperature = check_temperature(temperature)
     block = _check_block_size(block_size)
+    if check_tiled_similarity(similarity).name == "cosine":  # the dot products of the normalised inputs
+        z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
     dtype = _compute_dtype(z1.dtype)
     if not isinstance(temperature, Tensor):
         temperature = torch.tensor(temperature, dtype=dtype, device=z1.device)
@@ -263,7 +299,13 @@ def _prepare(z1: Tensor, z2: Tensor, temperature: float | Tensor, block_size: in
 
 
 def tiled_info_nce(
-    z1: Tensor, z2: Tensor, *, temperature: float | Tensor, symmetric: bool = False, block_size: int | None = None
+    z1: Tensor,
+    z2: Tensor,
+    *,
+    temperature: float | Tensor,
+    symmetric: bool = False,
+    block_size: int | None = None,
+    similarity: SimilaritySpec | None = None,
 ) -> Tensor:
     r"""InfoNCE with in-batch negatives, computed in tiles (memory :math:`O(NB)` at most, not :math:`O(N^2)`).
 
@@ -276,7 +318,7 @@ def tiled_info_nce(
             + \frac{1}{N}\sum_{j=1}^{N}\Big(\log\sum_{i=1}^{N} e^{S_{ij}} - S_{jj}\Big)\Big).
 
     Equal to the naive loss (``cross_entropy`` over the full logits) in value and gradient; the inputs are used
-    as given (callers normalise them first for cosine similarity).
+    as given (callers normalise them first for cosine similarity, or pass ``similarity="cosine"``).
 
     References:
         van den Oord, Li, Vinyals, "Representation Learning with Contrastive Predictive Coding",
@@ -288,27 +330,36 @@ def tiled_info_nce(
         temperature: :math:`\tau > 0`, a float or a 0-dim tensor (its gradient is computed).
         symmetric: also the :math:`2\to1` direction (CLIP), averaged with :math:`1\to2`.
         block_size: rows and columns per tile, ``None`` for :data:`DEFAULT_BLOCK_SIZE`.
+        similarity: ``None``, ``"dot"`` or ``"linear"`` (the inputs' dot products) or ``"cosine"``
+            (normalised first). Other kernels are refused: the backward pass is written for bilinear logits.
 
     Returns:
         The mean loss, a 0-dim tensor of ``z1``'s dtype.
 
     Raises:
         ValueError: if the shapes differ or are not ``(N, D)`` with ``N >= 2``, the temperature is not
-            positive, or ``block_size`` is not an integer >= 1.
+            positive, ``block_size`` is not an integer >= 1, or the similarity is not bilinear.
 
     Example:
         >>> z = torch.eye(4)
         >>> round(float(tiled_info_nce(z, z, temperature=1.0, block_size=3)), 4)   # log(1 + 3/e)
         0.7437
     """
-    x, y, temperature, block = _prepare(z1, z2, temperature, block_size)
+    x, y, temperature, block = _prepare(z1, z2, temperature, block_size, similarity)
     # One-way with a backward pass to come: form the gradients in the forward sweep (no recomputation).
     fused = not symmetric and torch.is_grad_enabled() and any(t.requires_grad for t in (x, y, temperature))
     loss = _TiledLoss.apply(x, y, temperature, _SYMMETRIC if symmetric else _ONE_WAY, block, fused)
     return loss.to(z1.dtype)
 
 
-def tiled_nt_xent(z1: Tensor, z2: Tensor, *, temperature: float | Tensor, block_size: int | None = None) -> Tensor:
+def tiled_nt_xent(
+    z1: Tensor,
+    z2: Tensor,
+    *,
+    temperature: float | Tensor,
+    block_size: int | None = None,
+    similarity: SimilaritySpec | None = None,
+) -> Tensor:
     r"""SimCLR's NT-Xent computed in tiles of the symmetric :math:`2N \times 2N` logits (upper triangle only).
 
     With :math:`u = [z^{(1)}; z^{(2)}]`, :math:`S_{kl} = u_k \cdot u_l / \tau` and :math:`p(k) = k \pm N`,
@@ -328,19 +379,20 @@ def tiled_nt_xent(z1: Tensor, z2: Tensor, *, temperature: float | Tensor, block_
         temperature: :math:`\tau > 0`, a float or a 0-dim tensor (its gradient is computed).
         block_size: rows and columns per tile of the ``(2N, 2N)`` logits, ``None`` for
             :data:`DEFAULT_BLOCK_SIZE`.
+        similarity: ``None``, ``"dot"``, ``"linear"`` or ``"cosine"``, as :func:`tiled_info_nce`.
 
     Returns:
         The mean over the :math:`2N` anchors, a 0-dim tensor of ``z1``'s dtype.
 
     Raises:
         ValueError: if the shapes differ or are not ``(N, D)`` with ``N >= 2``, the temperature is not
-            positive, or ``block_size`` is not an integer >= 1.
+            positive, ``block_size`` is not an integer >= 1, or the similarity is not bilinear.
 
     Example:
         >>> z = torch.ones(3, 8)
         >>> round(float(tiled_nt_xent(z, z, temperature=0.5, block_size=4)), 4)   # all equal: log(2N - 1)
         1.6094
     """
-    x, y, temperature, block = _prepare(z1, z2, temperature, block_size)
+    x, y, temperature, block = _prepare(z1, z2, temperature, block_size, similarity)
     loss = _TiledLoss.apply(torch.cat([x, y]), None, temperature, _NT_XENT, block, False)
     return loss.to(z1.dtype)

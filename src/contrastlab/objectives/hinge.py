@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from contrastlab.objectives._checks import check_non_negative, check_pair
 from contrastlab.objectives._reduction import check_reduction, reduce
 from contrastlab.objectives._spec import ObjectiveSpec
+from contrastlab.objectives.similarity import SimilaritySpec, _repr_suffix, parse_similarity, resolve_similarity
 
 __all__ = ["VSEHinge", "vse_hinge", "SPECS"]
 
@@ -26,10 +27,12 @@ def vse_hinge(
     symmetric: bool = True,
     normalize: bool = True,
     reduction: str = "mean",
+    similarity: SimilaritySpec | None = None,
 ) -> Tensor:
     r"""Bidirectional hinge loss over in-batch negatives (VSE), or over the hardest one (VSE++).
 
-    With :math:`s_{ij} = s(z^{(1)}_i, z^{(2)}_j)` (cosine when ``normalize=True``) and :math:`[x]_+ = \max(0, x)`,
+    With :math:`s_{ij} = s(z^{(1)}_i, z^{(2)}_j)` (cosine when ``normalize=True``, or the coordination function
+    ``similarity``; the margin is in its units) and :math:`[x]_+ = \max(0, x)`,
     anchor :math:`i` of each side is pushed above every contrastive item of the other side by a margin
     :math:`\alpha`:
 
@@ -62,12 +65,16 @@ def vse_hinge(
         normalize: L2-normalise inside (cosine); ``False`` uses dot products.
         reduction: ``"mean"`` over anchors, ``"sum"``, or ``"none"`` for the per-anchor losses
             :math:`\ell_i`, shape ``(N,)``.
+        similarity: the coordination function :math:`s` (``None``: dot products after ``normalize``; a name
+            such as ``"rbf"``, a mapping ``{"name": "rbf", "sigma": 0.5}`` or a callable), see
+            :class:`~contrastlab.objectives.similarity.Similarity`; applied after ``normalize``.
 
     Returns:
         A 0-dim tensor, or shape ``(N,)`` with ``reduction="none"``.
 
     Raises:
-        ValueError: if ``margin < 0``, ``reduction`` is unknown, the shapes differ, or ``N < 2``.
+        ValueError: if ``margin < 0``, ``reduction`` is unknown, the shapes differ, ``N < 2``, or
+            ``similarity`` is not a similarity.
 
     Example:
         >>> z = torch.eye(3)
@@ -76,10 +83,11 @@ def vse_hinge(
     """
     margin = check_non_negative("margin", margin)
     check_reduction(reduction)
+    sim = resolve_similarity(similarity)
     check_pair(z1, z2, min_batch=2)
     if normalize:
         z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-    scores = z1 @ z2.T
+    scores = sim.matrix(z1, z2)
     positive = scores.diagonal()
     negative = ~torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
     # Row i: z1[i] is the anchor, z2[j] the negatives; column j: z2[j] is the anchor, z1[i] the negatives.
@@ -93,7 +101,9 @@ def vse_hinge(
 
 
 class VSEHinge(nn.Module):
-    r"""Module form of :func:`vse_hinge`; ``forward(z1, z2)``.
+    r"""Module form of :func:`vse_hinge`; ``forward(z1, z2, similarity=None)``.
+
+    ``similarity`` in ``forward`` overrides the stored one for that call (a learned coordination function).
 
     References:
         Faghri et al., "VSE++", BMVC 2018, arXiv:1707.05612.
@@ -104,6 +114,8 @@ class VSEHinge(nn.Module):
         symmetric: the mean of both directions (``False``: ``z1`` anchors only).
         normalize: cosine similarity.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per anchor, ``(N,)``).
+        similarity: the coordination function (``None``: dot products after ``normalize``), see
+            :func:`vse_hinge`.
 
     Raises:
         ValueError: on a bad option (named in the message).
@@ -121,6 +133,7 @@ class VSEHinge(nn.Module):
         symmetric: bool = True,
         normalize: bool = True,
         reduction: str = "mean",
+        similarity: SimilaritySpec | None = None,
     ) -> None:
         super().__init__()
         self.margin = check_non_negative("margin", margin)
@@ -128,8 +141,9 @@ class VSEHinge(nn.Module):
         self.symmetric = bool(symmetric)
         self.normalize = bool(normalize)
         self.reduction = check_reduction(reduction)
+        self.similarity = parse_similarity(similarity)
 
-    def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
+    def forward(self, z1: Tensor, z2: Tensor, similarity: SimilaritySpec | None = None) -> Tensor:
         return vse_hinge(
             z1,
             z2,
@@ -138,23 +152,26 @@ class VSEHinge(nn.Module):
             symmetric=self.symmetric,
             normalize=self.normalize,
             reduction=self.reduction,
+            similarity=self.similarity if similarity is None else similarity,
         )
 
     def extra_repr(self) -> str:
         return (
             f"margin={self.margin}, max_violation={self.max_violation}, symmetric={self.symmetric}, "
-            f"normalize={self.normalize}, reduction={self.reduction!r}"
+            f"normalize={self.normalize}, reduction={self.reduction!r}{_repr_suffix(self.similarity)}"
         )
 
 
-def _vse(*, margin: float = 0.2, normalize: bool = True) -> VSEHinge:
+def _vse(*, margin: float = 0.2, normalize: bool = True, similarity: SimilaritySpec | None = None) -> VSEHinge:
     """VSE: the sum over negatives."""
-    return VSEHinge(margin=margin, max_violation=False, normalize=normalize)
+    return VSEHinge(margin=margin, max_violation=False, normalize=normalize, similarity=similarity)
 
 
-def _vse_plus_plus(*, margin: float = 0.2, normalize: bool = True) -> VSEHinge:
+def _vse_plus_plus(
+    *, margin: float = 0.2, normalize: bool = True, similarity: SimilaritySpec | None = None
+) -> VSEHinge:
     """VSE++: the hardest negative."""
-    return VSEHinge(margin=margin, max_violation=True, normalize=normalize)
+    return VSEHinge(margin=margin, max_violation=True, normalize=normalize, similarity=similarity)
 
 
 SPECS: list[ObjectiveSpec] = [
@@ -162,14 +179,14 @@ SPECS: list[ObjectiveSpec] = [
         name="vse",
         factory=_vse,
         kind="pairwise",
-        formula="mean_i sum_{j!=i} ( [m - s_ii + s_ij]_+ + [m - s_ii + s_ji]_+ ) / 2  (the mean of the two directions)",
+        formula="mean_i sum_{j!=i} ( [m - s_ii + s_ij]_+ + [m - s_ii + s_ji]_+ ) / 2  (the mean of the two directions); s = cos or options.similarity",
         reference="Kiros et al. 2014, arXiv:1411.2539; Faghri et al. 2018 (VSE++), BMVC",
     ),
     ObjectiveSpec(
         name="vse++",
         factory=_vse_plus_plus,
         kind="pairwise",
-        formula="mean_i ( max_{j!=i} [m - s_ii + s_ij]_+ + max_{j!=i} [m - s_ii + s_ji]_+ ) / 2  (the mean of the two directions)",
+        formula="mean_i ( max_{j!=i} [m - s_ii + s_ij]_+ + max_{j!=i} [m - s_ii + s_ji]_+ ) / 2  (the mean of the two directions); s = cos or options.similarity",
         reference="Faghri et al. 2018 (VSE++), BMVC, arXiv:1707.05612",
     ),
 ]

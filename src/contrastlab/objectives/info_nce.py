@@ -15,6 +15,13 @@ from torch import Tensor, nn
 from contrastlab.objectives._checks import check_choice, check_pair
 from contrastlab.objectives._reduction import check_reduction
 from contrastlab.objectives._spec import ObjectiveSpec
+from contrastlab.objectives.similarity import (
+    Similarity,
+    SimilaritySpec,
+    _repr_suffix,
+    parse_similarity,
+    resolve_similarity,
+)
 from contrastlab.objectives.temperature import check_temperature
 
 __all__ = ["TILED_THRESHOLD", "InfoNCE", "NTXent", "info_nce", "nt_xent", "SPECS"]
@@ -29,11 +36,21 @@ def _unit(z: Tensor, normalize: bool) -> Tensor:
     return F.normalize(z, dim=-1) if normalize else z
 
 
-def _tiled(impl: str, rows: int, reduction: str) -> bool:
-    """Whether to use the tiled kernel; it gives the mean (and so the sum), not the per-anchor losses."""
+def _tiled(impl: str, rows: int, reduction: str, similarity: Similarity) -> bool:
+    """Whether to use the tiled kernel; it gives the mean (and so the sum), not the per-anchor losses.
+
+    The tiled kernel takes bilinear similarities only (cosine, dot, linear); ``"auto"`` falls back to the
+    naive path for any other, ``"tiled"`` refuses it.
+    """
     if impl == "tiled" and reduction == "none":
         raise ValueError("impl='tiled' gives the mean or sum only; use impl='naive' or 'auto' for reduction='none'")
-    return impl == "tiled" or (impl == "auto" and reduction != "none" and rows >= TILED_THRESHOLD)
+    if impl == "tiled":
+        from contrastlab.objectives._tiled import check_tiled_similarity
+
+        check_tiled_similarity(similarity)
+    return impl == "tiled" or (
+        impl == "auto" and reduction != "none" and rows >= TILED_THRESHOLD and similarity.bilinear
+    )
 
 
 def _check_negatives(negatives: Tensor, z1: Tensor) -> None:
@@ -60,11 +77,13 @@ def info_nce(
     normalize: bool = True,
     reduction: str = "mean",
     impl: str = "auto",
+    similarity: SimilaritySpec | None = None,
 ) -> Tensor:
     r"""InfoNCE (k-pair) loss: anchor :math:`i` must pick its positive among its candidates.
 
-    With similarities :math:`s(u, v) = u^\top v` (cosine when ``normalize=True``) and candidates
-    :math:`C_i` that contain the positive :math:`z^{(2)}_i`,
+    With similarities :math:`s(u, v) = u^\top v` (cosine when ``normalize=True``; or the coordination
+    function ``similarity``, e.g. an RBF kernel) and candidates :math:`C_i` that contain the positive
+    :math:`z^{(2)}_i`,
 
     .. math::
         \mathcal{L} = -\frac{1}{N}\sum_{i=1}^{N}
@@ -101,8 +120,14 @@ def info_nce(
         reduction: ``"mean"`` over anchors, ``"sum"``, or ``"none"`` for the per-anchor losses ``(N,)``
             (with ``symmetric=True``, the mean of item :math:`i`'s two directions).
         impl: ``"naive"`` (the full ``(N, N)`` logit matrix), ``"tiled"`` (row-blocked, in-batch negatives
-            only; not with ``reduction="none"``) or ``"auto"`` (tiled when ``negatives is None``,
-            ``N >= TILED_THRESHOLD`` and ``reduction`` is not ``"none"``).
+            and a bilinear similarity only; not with ``reduction="none"``) or ``"auto"`` (tiled when
+            ``negatives is None``, ``N >= TILED_THRESHOLD``, ``reduction`` is not ``"none"`` and the
+            similarity is bilinear, i.e. ``None``, cosine, dot or linear).
+        similarity: the coordination function :math:`s` (see
+            :class:`~contrastlab.objectives.similarity.Similarity`): ``None`` (dot products of the
+            embeddings after ``normalize``: cosine by default), ``"cosine"``, ``"dot"``, ``"linear"``,
+            ``"polynomial"``, ``"exponential"``, ``"rbf"``, a mapping ``{"name": "rbf", "sigma": 0.5}``, or a
+            callable ``(a, b) -> (N, M)``; applied after ``normalize``. The logits are :math:`s/\tau`.
 
     Returns:
         A 0-dim tensor, or shape ``(N,)`` with ``reduction="none"``.
@@ -110,7 +135,8 @@ def info_nce(
     Raises:
         ValueError: if ``temperature <= 0``, the shapes of ``z1``/``z2``/``negatives`` disagree, the batch
             has one item with in-batch negatives, ``symmetric=True`` with explicit negatives, ``reduction`` is
-            unknown, or ``impl`` is unknown or ``"tiled"`` with explicit negatives or ``reduction="none"``.
+            unknown, ``similarity`` is not a similarity, or ``impl`` is unknown or ``"tiled"`` with explicit
+            negatives, ``reduction="none"`` or a similarity that is not bilinear.
 
     Example:
         >>> z = torch.eye(4)
@@ -121,16 +147,17 @@ def info_nce(
     check_choice("impl", impl, _IMPLS)
     check_reduction(reduction)
     temperature = check_temperature(temperature)
+    sim = resolve_similarity(similarity)
     if negatives is None:
         check_pair(z1, z2, min_batch=2)
         z1, z2 = _unit(z1, normalize), _unit(z2, normalize)
         n = z1.shape[0]
-        if _tiled(impl, n, reduction):
+        if _tiled(impl, n, reduction, sim):
             from contrastlab.objectives._tiled import tiled_info_nce
 
-            loss = tiled_info_nce(z1, z2, temperature=temperature, symmetric=symmetric)
+            loss = tiled_info_nce(z1, z2, temperature=temperature, symmetric=symmetric, similarity=sim)
             return loss if reduction == "mean" else loss * n
-        logits = z1 @ z2.T / temperature
+        logits = sim.matrix(z1, z2) / temperature
         target = torch.arange(n, device=z1.device)
         loss = F.cross_entropy(logits, target, reduction=reduction)
         if symmetric:
@@ -149,11 +176,8 @@ def info_nce(
     check_pair(z1, z2)
     _check_negatives(negatives, z1)
     z1, z2, negatives = _unit(z1, normalize), _unit(z2, normalize), _unit(negatives, normalize)
-    positive = (z1 * z2).sum(dim=-1, keepdim=True)
-    if negatives.dim() == 2:
-        negative = z1 @ negatives.T
-    else:
-        negative = torch.bmm(negatives, z1.unsqueeze(-1)).squeeze(-1)
+    positive = sim.paired(z1, z2).unsqueeze(-1)
+    negative = sim.matrix(z1, negatives) if negatives.dim() == 2 else sim.per_anchor(z1, negatives)
     logits = torch.cat([positive, negative], dim=1) / temperature
     target = torch.zeros(z1.shape[0], dtype=torch.long, device=z1.device)
     return F.cross_entropy(logits, target, reduction=reduction)
@@ -167,6 +191,7 @@ def nt_xent(
     normalize: bool = True,
     reduction: str = "mean",
     impl: str = "auto",
+    similarity: SimilaritySpec | None = None,
 ) -> Tensor:
     r"""NT-Xent, SimCLR's normalised temperature-scaled cross-entropy.
 
@@ -178,7 +203,8 @@ def nt_xent(
         \mathcal{L} = -\frac{1}{2N}\sum_{k=1}^{2N}
             \log \frac{\exp\big(s(u_k, u_{p(k)})/\tau\big)}{\sum_{l \ne k} \exp\big(s(u_k, u_l)/\tau\big)}.
 
-    If all :math:`2N` embeddings are equal, every logit is equal and the loss is :math:`\log(2N-1)`.
+    :math:`s` is cosine similarity (``normalize=True``), the dot product, or the coordination function
+    ``similarity``. If all :math:`2N` embeddings are equal, every logit is equal and the loss is :math:`\log(2N-1)`.
     Both views are anchors, so the loss is symmetric by construction (it has no ``symmetric`` option); its
     per-sample losses are the :math:`2N` anchors' (``reduction="none"``).
 
@@ -193,15 +219,19 @@ def nt_xent(
         normalize: L2-normalise inside (cosine similarity, as SimCLR); ``False`` uses dot products.
         reduction: ``"mean"`` over the :math:`2N` anchors, ``"sum"``, or ``"none"`` for the per-anchor losses
             ``(2N,)``: rows ``0..N-1`` are the anchors of ``z1``, rows ``N..2N-1`` those of ``z2``.
-        impl: ``"naive"``, ``"tiled"`` (not with ``reduction="none"``) or ``"auto"`` (tiled when
-            ``2N >= TILED_THRESHOLD`` and ``reduction`` is not ``"none"``).
+        impl: ``"naive"``, ``"tiled"`` (bilinear similarities only, not with ``reduction="none"``) or
+            ``"auto"`` (tiled when ``2N >= TILED_THRESHOLD``, ``reduction`` is not ``"none"`` and the
+            similarity is bilinear).
+        similarity: the coordination function :math:`s`, as in :func:`info_nce` (``None``: dot products
+            after ``normalize``); applied after ``normalize``.
 
     Returns:
         A 0-dim tensor, or shape ``(2N,)`` with ``reduction="none"``.
 
     Raises:
-        ValueError: if ``temperature <= 0``, the shapes differ, ``N < 2``, ``reduction`` is unknown, or
-            ``impl`` is unknown or ``"tiled"`` with ``reduction="none"``.
+        ValueError: if ``temperature <= 0``, the shapes differ, ``N < 2``, ``reduction`` is unknown,
+            ``similarity`` is not a similarity, or ``impl`` is unknown or ``"tiled"`` with
+            ``reduction="none"`` or a similarity that is not bilinear.
 
     Example:
         >>> z = torch.ones(3, 8)
@@ -211,16 +241,17 @@ def nt_xent(
     check_choice("impl", impl, _IMPLS)
     check_reduction(reduction)
     temperature = check_temperature(temperature)
+    sim = resolve_similarity(similarity)
     check_pair(z1, z2, min_batch=2)
     z1, z2 = _unit(z1, normalize), _unit(z2, normalize)
     n = z1.shape[0]
-    if _tiled(impl, 2 * n, reduction):
+    if _tiled(impl, 2 * n, reduction, sim):
         from contrastlab.objectives._tiled import tiled_nt_xent
 
-        loss = tiled_nt_xent(z1, z2, temperature=temperature)
+        loss = tiled_nt_xent(z1, z2, temperature=temperature, similarity=sim)
         return loss if reduction == "mean" else loss * (2 * n)
     u = torch.cat([z1, z2], dim=0)
-    logits = u @ u.T / temperature
+    logits = sim.matrix(u, u) / temperature
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=u.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
     idx = torch.arange(n, device=u.device)
@@ -231,9 +262,11 @@ def nt_xent(
 class InfoNCE(nn.Module):
     r"""Module form of :func:`info_nce`; options are fixed at construction.
 
-    ``forward(z1, z2, negatives=None, temperature=None)``: ``negatives`` as in :func:`info_nce` (e.g. from a
-    :class:`~contrastlab.objectives.queue.NegativeQueue`); ``temperature`` overrides the stored one for this
-    call, which is how a model's :class:`~contrastlab.objectives.temperature.LearnableTemperature` is used.
+    ``forward(z1, z2, negatives=None, temperature=None, similarity=None)``: ``negatives`` as in
+    :func:`info_nce` (e.g. from a :class:`~contrastlab.objectives.queue.NegativeQueue`); ``temperature``
+    overrides the stored one for this call, which is how a model's
+    :class:`~contrastlab.objectives.temperature.LearnableTemperature` is used, and ``similarity`` the stored
+    similarity (a model's learned coordination function).
 
     References:
         van den Oord et al., arXiv:1807.03748 (2018); Radford et al. (CLIP), ICML 2021.
@@ -244,6 +277,8 @@ class InfoNCE(nn.Module):
         normalize: cosine similarity.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per anchor, ``(N,)``).
         impl: ``"auto"``, ``"naive"`` or ``"tiled"``.
+        similarity: the coordination function (``None``: dot products after ``normalize``; a name such
+            as ``"rbf"``, a mapping ``{name: rbf, sigma: 0.5}``, or a callable), see :func:`info_nce`.
 
     Raises:
         ValueError: on a bad option (named in the message).
@@ -262,6 +297,7 @@ class InfoNCE(nn.Module):
         normalize: bool = True,
         reduction: str = "mean",
         impl: str = "auto",
+        similarity: SimilaritySpec | None = None,
     ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
@@ -269,9 +305,15 @@ class InfoNCE(nn.Module):
         self.normalize = bool(normalize)
         self.reduction = check_reduction(reduction)
         self.impl = check_choice("impl", impl, _IMPLS)
+        self.similarity = parse_similarity(similarity)
 
     def forward(
-        self, z1: Tensor, z2: Tensor, negatives: Tensor | None = None, temperature: float | Tensor | None = None
+        self,
+        z1: Tensor,
+        z2: Tensor,
+        negatives: Tensor | None = None,
+        temperature: float | Tensor | None = None,
+        similarity: SimilaritySpec | None = None,
     ) -> Tensor:
         return info_nce(
             z1,
@@ -282,17 +324,18 @@ class InfoNCE(nn.Module):
             normalize=self.normalize,
             reduction=self.reduction,
             impl=self.impl,
+            similarity=self.similarity if similarity is None else similarity,
         )
 
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, symmetric={self.symmetric}, normalize={self.normalize}, "
-            f"reduction={self.reduction!r}, impl={self.impl!r}"
+            f"reduction={self.reduction!r}, impl={self.impl!r}{_repr_suffix(self.similarity)}"
         )
 
 
 class NTXent(nn.Module):
-    r"""Module form of :func:`nt_xent` (SimCLR); ``forward(z1, z2, temperature=None)``.
+    r"""Module form of :func:`nt_xent` (SimCLR); ``forward(z1, z2, temperature=None, similarity=None)``.
 
     References:
         Chen et al. (SimCLR), ICML 2020, arXiv:2002.05709.
@@ -302,6 +345,8 @@ class NTXent(nn.Module):
         normalize: cosine similarity.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per anchor, ``(2N,)``).
         impl: ``"auto"``, ``"naive"`` or ``"tiled"``.
+        similarity: the coordination function (``None``: dot products after ``normalize``), see
+            :func:`info_nce`.
 
     Raises:
         ValueError: on a bad option (named in the message).
@@ -312,15 +357,28 @@ class NTXent(nn.Module):
     """
 
     def __init__(
-        self, *, temperature: float | Tensor = 0.5, normalize: bool = True, reduction: str = "mean", impl: str = "auto"
+        self,
+        *,
+        temperature: float | Tensor = 0.5,
+        normalize: bool = True,
+        reduction: str = "mean",
+        impl: str = "auto",
+        similarity: SimilaritySpec | None = None,
     ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.normalize = bool(normalize)
         self.reduction = check_reduction(reduction)
         self.impl = check_choice("impl", impl, _IMPLS)
+        self.similarity = parse_similarity(similarity)
 
-    def forward(self, z1: Tensor, z2: Tensor, temperature: float | Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        z1: Tensor,
+        z2: Tensor,
+        temperature: float | Tensor | None = None,
+        similarity: SimilaritySpec | None = None,
+    ) -> Tensor:
         return nt_xent(
             z1,
             z2,
@@ -328,18 +386,25 @@ class NTXent(nn.Module):
             normalize=self.normalize,
             reduction=self.reduction,
             impl=self.impl,
+            similarity=self.similarity if similarity is None else similarity,
         )
 
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, normalize={self.normalize}, reduction={self.reduction!r}, "
-            f"impl={self.impl!r}"
+            f"impl={self.impl!r}{_repr_suffix(self.similarity)}"
         )
 
 
-def _clip(*, temperature: float = 0.07, normalize: bool = True, impl: str = "auto") -> InfoNCE:
+def _clip(
+    *,
+    temperature: float = 0.07,
+    normalize: bool = True,
+    impl: str = "auto",
+    similarity: SimilaritySpec | None = None,
+) -> InfoNCE:
     """CLIP: the symmetric InfoNCE (its fixed default is CLIP's initial temperature, 0.07)."""
-    return InfoNCE(temperature=temperature, symmetric=True, normalize=normalize, impl=impl)
+    return InfoNCE(temperature=temperature, symmetric=True, normalize=normalize, impl=impl, similarity=similarity)
 
 
 SPECS: list[ObjectiveSpec] = [
@@ -347,21 +412,24 @@ SPECS: list[ObjectiveSpec] = [
         name="info_nce",
         factory=InfoNCE,
         kind="pairwise",
-        formula="-mean_i log( exp(s_ii/t) / sum_j exp(s_ij/t) ),  s_ij = cos(z1_i, z2_j)",
+        formula="-mean_i log( exp(s_ii/t) / sum_j exp(s_ij/t) ),  s_ij = cos(z1_i, z2_j) or options.similarity",
         reference="van den Oord et al. 2018, arXiv:1807.03748; Sohn 2016 (N-pair), NeurIPS",
     ),
     ObjectiveSpec(
         name="clip",
         factory=_clip,
         kind="pairwise",
-        formula="( info_nce(z1 -> z2) + info_nce(z2 -> z1) ) / 2",
+        formula="( info_nce(z1 -> z2) + info_nce(z2 -> z1) ) / 2,  s = cos or options.similarity (e.g. rbf)",
         reference="Radford et al. 2021 (CLIP), ICML, arXiv:2103.00020",
     ),
     ObjectiveSpec(
         name="nt_xent",
         factory=NTXent,
         kind="pairwise",
-        formula="-mean_k log( exp(s(u_k, u_p(k))/t) / sum_{l!=k} exp(s(u_k, u_l)/t) ),  u = [z1; z2], 2N-1 candidates",
+        formula=(
+            "-mean_k log( exp(s(u_k, u_p(k))/t) / sum_{l!=k} exp(s(u_k, u_l)/t) ),  u = [z1; z2], "
+            "s = cos or options.similarity"
+        ),
         reference="Chen et al. 2020 (SimCLR), ICML, arXiv:2002.05709",
     ),
 ]

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from contrastlab.objectives._checks import check_choice, check_views
 from contrastlab.objectives._spec import ObjectiveSpec
+from contrastlab.objectives.similarity import SimilaritySpec
 
 __all__ = ["MODES", "MultiViewObjective", "core_view", "full_graph", "SPECS"]
 
@@ -99,9 +100,11 @@ def full_graph(views: Sequence[Tensor], pairwise: Pairwise, *, reduction: str = 
 class MultiViewObjective(nn.Module):
     r"""A pairwise objective combined over views by :func:`core_view` or :func:`full_graph`.
 
-    ``forward(views, temperature=None)`` takes a sequence of :math:`M \ge 2` embeddings ``(N, D)`` (or a
-    mapping from view name to embeddings, in its insertion order; the first is the core view); a
-    ``temperature`` (e.g. a model's learnable one) is passed on to every pairwise loss. Pairwise losses are
+    ``forward(views, temperature=None, similarity=None)`` takes a sequence of :math:`M \ge 2` embeddings
+    ``(N, D)`` (or a mapping from view name to embeddings, in its insertion order; the first is the core
+    view); a ``temperature`` (e.g. a model's learnable one) and a ``similarity`` (a learned coordination
+    function) are passed on to every pairwise loss. A fixed similarity is a pairwise option:
+    ``MultiViewObjective("clip", similarity={"name": "rbf", "sigma": 0.5})``. Pairwise losses are
     summed over the pairs of views, as in CMC, unless ``reduction="mean"``. The registry entries
     ``cmc_core_view`` / ``cmc_full_graph`` default to ``pairwise="clip"``: CMC's :math:`\mathcal{L}(V_i, V_j)` is two-way (the sum of both directions, the
     slides' eq. (8)), and CLIP's loss is its mean, so they differ by a constant factor 2.
@@ -114,11 +117,12 @@ class MultiViewObjective(nn.Module):
             :func:`contrastlab.objectives.registry.build_objective`), or any callable ``(z_a, z_b) -> loss``.
         mode: ``"core_view"`` or ``"full_graph"``.
         reduction: ``"sum"`` or ``"mean"`` over pairs of views (not over samples).
-        **pairwise_options: options of the named pairwise objective.
+        **pairwise_options: options of the named pairwise objective (``temperature``, ``similarity``, …).
 
     Raises:
         ValueError: if ``mode`` or ``reduction`` is unknown, the name is not a pairwise objective, or
-            options are given with a callable.
+            options are given with a callable; in ``forward``, a ``similarity`` for a pairwise loss that
+            takes none.
 
     Example:
         >>> from contrastlab.objectives.info_nce import InfoNCE
@@ -157,14 +161,24 @@ class MultiViewObjective(nn.Module):
             raise ValueError(f"pairwise must be an objective name or a callable, got {pairwise!r}")
 
     def forward(
-        self, views: Sequence[Tensor] | Mapping[str, Tensor], temperature: float | Tensor | None = None
+        self,
+        views: Sequence[Tensor] | Mapping[str, Tensor],
+        temperature: float | Tensor | None = None,
+        similarity: SimilaritySpec | None = None,
     ) -> Tensor:
         if isinstance(views, Mapping):
             views = list(views.values())
         combine = core_view if self.mode == "core_view" else full_graph
-        pairwise = self.pairwise
+        extra = {}
         if temperature is not None:
-            pairwise = partial(self.pairwise, temperature=temperature)
+            extra["temperature"] = temperature
+        if similarity is not None:
+            from contrastlab.encoders.build import accepts
+
+            if not accepts(getattr(self.pairwise, "forward", self.pairwise), "similarity"):
+                raise ValueError(f"similarity: the pairwise loss {self.pairwise_name!r} takes no similarity")
+            extra["similarity"] = similarity
+        pairwise = partial(self.pairwise, **extra) if extra else self.pairwise
         return combine(views, pairwise, reduction=self.reduction)
 
     def extra_repr(self) -> str:

@@ -12,6 +12,13 @@ from contrastlab.objectives._checks import check_pair
 from contrastlab.objectives._reduction import check_reduction, reduce
 from contrastlab.objectives._spec import ObjectiveSpec
 from contrastlab.objectives.info_nce import _check_negatives, _unit
+from contrastlab.objectives.similarity import (
+    Similarity,
+    SimilaritySpec,
+    _repr_suffix,
+    parse_similarity,
+    resolve_similarity,
+)
 from contrastlab.objectives.temperature import check_temperature
 
 __all__ = ["NCE", "nce", "SPECS"]
@@ -23,24 +30,26 @@ def _check_offset(offset: float) -> float:
     return float(offset)
 
 
-def _one_way(
-    anchors: Tensor, positives: Tensor, negatives: Tensor | None, temperature: float | Tensor, offset: float
+# -log sigma(x) = softplus(-x);  -log sigma(-x) = softplus(x)
+
+
+def _in_batch(scores: Tensor) -> Tensor:
+    """Per anchor ``(N,)`` from the ``(N, N)`` scores: rows are the anchors, the positives on the diagonal."""
+    off_diagonal = ~torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+    negative = torch.where(off_diagonal, F.softplus(scores), torch.zeros_like(scores)).sum(dim=1)
+    return F.softplus(-scores.diagonal()) + negative
+
+
+def _explicit(
+    anchors: Tensor, positives: Tensor, negatives: Tensor, temperature: float | Tensor, offset: float, sim: Similarity
 ) -> Tensor:
-    """Per anchor ``(N,)``: the positive term plus the sum of the negative terms."""
-    if negatives is None:
-        logits = anchors @ positives.T / temperature - offset
-        positive = logits.diagonal()
-        off_diagonal = ~torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
-        negative = torch.where(off_diagonal, F.softplus(logits), torch.zeros_like(logits)).sum(dim=1)
+    """Per anchor ``(N,)`` with negatives ``(M, D)`` (shared) or ``(N, M, D)`` (per anchor)."""
+    positive = sim.paired(anchors, positives) / temperature - offset
+    if negatives.dim() == 2:
+        neg_scores = sim.matrix(anchors, negatives) / temperature - offset
     else:
-        positive = (anchors * positives).sum(dim=-1) / temperature - offset
-        if negatives.dim() == 2:
-            neg_logits = anchors @ negatives.T / temperature - offset
-        else:
-            neg_logits = torch.bmm(negatives, anchors.unsqueeze(-1)).squeeze(-1) / temperature - offset
-        negative = F.softplus(neg_logits).sum(dim=1)
-    # -log sigma(x) = softplus(-x);  -log sigma(-x) = softplus(x)
-    return F.softplus(-positive) + negative
+        neg_scores = sim.per_anchor(anchors, negatives) / temperature - offset
+    return F.softplus(-positive) + F.softplus(neg_scores).sum(dim=1)
 
 
 def nce(
@@ -53,10 +62,12 @@ def nce(
     symmetric: bool = False,
     normalize: bool = True,
     reduction: str = "mean",
+    similarity: SimilaritySpec | None = None,
 ) -> Tensor:
     r"""Binary NCE (logistic) loss of the CMC slides, equation (4), with the negatives summed.
 
-    With the score :math:`g(u, v) = s(u, v)/\tau - b` (:math:`s` cosine when ``normalize=True``) and
+    With the score :math:`g(u, v) = s(u, v)/\tau - b` (:math:`s` cosine when ``normalize=True``, or the
+    coordination function ``similarity``) and
     :math:`\sigma` the logistic function, each anchor contributes the log-likelihood of labelling its positive
     pair 1 and each of its negative pairs 0:
 
@@ -89,13 +100,17 @@ def nce(
         normalize: L2-normalise inside.
         reduction: ``"mean"`` over anchors, ``"sum"``, or ``"none"`` for the per-anchor losses ``(N,)`` (with
             ``symmetric=True``, the mean of item :math:`i`'s two directions).
+        similarity: the coordination function :math:`s` (``None``: dot products after ``normalize``; a name
+            such as ``"rbf"``, a mapping ``{"name": "rbf", "sigma": 0.5}`` or a callable), see
+            :class:`~contrastlab.objectives.similarity.Similarity`; applied after ``normalize``.
 
     Returns:
         A 0-dim tensor, or shape ``(N,)`` with ``reduction="none"``.
 
     Raises:
         ValueError: if ``temperature <= 0``, ``offset`` is not finite, shapes disagree, the batch has one item
-            with in-batch negatives, ``symmetric=True`` with explicit negatives, or ``reduction`` is unknown.
+            with in-batch negatives, ``symmetric=True`` with explicit negatives, ``reduction`` is unknown, or
+            ``similarity`` is not a similarity.
 
     Example:
         >>> z = torch.eye(2)
@@ -106,12 +121,17 @@ def nce(
     temperature = check_temperature(temperature)
     offset = _check_offset(offset)
     check_reduction(reduction)
+    sim = resolve_similarity(similarity)
     if negatives is None:
         check_pair(z1, z2, min_batch=2)
         z1, z2 = _unit(z1, normalize), _unit(z2, normalize)
-        loss = reduce(_one_way(z1, z2, None, temperature, offset), reduction)
+        scores = sim.matrix(z1, z2) / temperature - offset
+        loss = reduce(_in_batch(scores), reduction)
         if symmetric:
-            loss = (loss + reduce(_one_way(z2, z1, None, temperature, offset), reduction)) / 2
+            # A function is always called as s(z1_i, z2_j), so the other direction reads its scores transposed;
+            # the named similarities are symmetric and score z2 against z1 directly (as this loss always has).
+            other = scores.T if sim.function is not None else sim.matrix(z2, z1) / temperature - offset
+            loss = (loss + reduce(_in_batch(other), reduction)) / 2
         return loss
     if symmetric:
         raise ValueError(
@@ -120,12 +140,15 @@ def nce(
         )
     check_pair(z1, z2)
     _check_negatives(negatives, z1)
-    per_anchor = _one_way(_unit(z1, normalize), _unit(z2, normalize), _unit(negatives, normalize), temperature, offset)
+    z1, z2, negatives = _unit(z1, normalize), _unit(z2, normalize), _unit(negatives, normalize)
+    per_anchor = _explicit(z1, z2, negatives, temperature, offset, sim)
     return reduce(per_anchor, reduction)
 
 
 class NCE(nn.Module):
-    r"""Module form of :func:`nce`; ``forward(z1, z2, negatives=None, temperature=None)``.
+    r"""Module form of :func:`nce`; ``forward(z1, z2, negatives=None, temperature=None, similarity=None)``.
+
+    ``temperature`` and ``similarity`` in ``forward`` override the stored ones for that call.
 
     References:
         Tian et al., "Contrastive Multiview Coding", ECCV 2020, arXiv:1906.05849.
@@ -136,6 +159,7 @@ class NCE(nn.Module):
         symmetric: the mean of both directions.
         normalize: cosine similarity.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per anchor, ``(N,)``).
+        similarity: the coordination function (``None``: dot products after ``normalize``), see :func:`nce`.
 
     Raises:
         ValueError: on a bad option (named in the message).
@@ -153,6 +177,7 @@ class NCE(nn.Module):
         symmetric: bool = False,
         normalize: bool = True,
         reduction: str = "mean",
+        similarity: SimilaritySpec | None = None,
     ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
@@ -160,9 +185,15 @@ class NCE(nn.Module):
         self.symmetric = bool(symmetric)
         self.normalize = bool(normalize)
         self.reduction = check_reduction(reduction)
+        self.similarity = parse_similarity(similarity)
 
     def forward(
-        self, z1: Tensor, z2: Tensor, negatives: Tensor | None = None, temperature: float | Tensor | None = None
+        self,
+        z1: Tensor,
+        z2: Tensor,
+        negatives: Tensor | None = None,
+        temperature: float | Tensor | None = None,
+        similarity: SimilaritySpec | None = None,
     ) -> Tensor:
         return nce(
             z1,
@@ -173,12 +204,13 @@ class NCE(nn.Module):
             symmetric=self.symmetric,
             normalize=self.normalize,
             reduction=self.reduction,
+            similarity=self.similarity if similarity is None else similarity,
         )
 
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, offset={self.offset}, symmetric={self.symmetric}, "
-            f"normalize={self.normalize}, reduction={self.reduction!r}"
+            f"normalize={self.normalize}, reduction={self.reduction!r}{_repr_suffix(self.similarity)}"
         )
 
 
@@ -187,7 +219,7 @@ SPECS: list[ObjectiveSpec] = [
         name="nce",
         factory=NCE,
         kind="pairwise",
-        formula="-mean_i [ log sig(s_ii/t - b) + sum_{j!=i} log sig(-(s_ij/t - b)) ]",
+        formula="-mean_i [ log sig(s_ii/t - b) + sum_{j!=i} log sig(-(s_ij/t - b)) ],  s = cos or options.similarity",
         reference="Tian et al. 2020 (CMC), ECCV, arXiv:1906.05849; Gutmann & Hyvarinen 2010, AISTATS",
     ),
 ]

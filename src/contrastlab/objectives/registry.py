@@ -23,6 +23,8 @@ _MODULES: tuple[str, ...] = (
     "cca",
     "reconstruction",
     "methods",
+    "fission",
+    "factorcl",
 )
 
 

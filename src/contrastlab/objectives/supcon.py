@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from contrastlab.objectives._checks import check_positive
 from contrastlab.objectives._reduction import check_reduction, reduce
 from contrastlab.objectives._spec import ObjectiveSpec
+from contrastlab.objectives.similarity import SimilaritySpec, _repr_suffix, parse_similarity, resolve_similarity
 from contrastlab.objectives.temperature import check_temperature
 
 __all__ = ["SPECS", "ClassTowerContrastive", "SupCon", "class_contrastive", "class_logits", "supcon"]
@@ -55,6 +56,7 @@ def supcon(
     temperature: float | Tensor = 0.1,
     normalize: bool = True,
     reduction: str = "mean",
+    similarity: SimilaritySpec | None = None,
 ) -> Tensor:
     r"""Supervised contrastive loss :math:`\mathcal{L}^{sup}_{out}` over all views of a batch.
 
@@ -67,6 +69,8 @@ def supcon(
             \log \frac{\exp(z_i^\top z_p / \tau)}{\sum_{a \in A(i)} \exp(z_i^\top z_a / \tau)},
 
     where :math:`I' = \{i : |P(i)| > 0\}` (the paper sums over anchors; we average, which only rescales).
+    :math:`z_i^\top z_a` is the cosine similarity with ``normalize=True``; ``similarity`` replaces it with
+    another coordination function :math:`s(z_i, z_a)` (e.g. an RBF kernel).
     With ``labels=None`` item :math:`n` is its own class, so the positives of a view are the other views of the
     same item; for :math:`V = 2` this is NT-Xent (SimCLR) with :math:`2N - 1` candidates per anchor.
     ``supcon(embeddings (N, D), labels)`` is the one-view form pytorch-metric-learning's ``SupConLoss``
@@ -81,14 +85,18 @@ def supcon(
             loss, shaped like the embeddings' leading dimensions (``(N, V)``, or ``(N,)`` for ``(N, D)``); an
             anchor without a positive has loss 0 there and is left out of ``"mean"`` (as ``ignore_index``
             in ``cross_entropy``).
+        similarity: the coordination function :math:`s` (``None``: dot products after ``normalize``; a name
+            such as ``"rbf"``, a mapping ``{"name": "rbf", "sigma": 0.5}`` or a callable), see
+            :class:`~contrastlab.objectives.similarity.Similarity`; applied after ``normalize``.
 
     Returns:
         A 0-dim tensor, or ``(N, V)`` / ``(N,)`` with ``reduction="none"``.
 
     Raises:
         ValueError: if ``temperature <= 0``, ``embeddings`` is not ``(N, D)`` or ``(N, V, D)`` floating point,
-            ``N < 2`` (no negatives), ``labels`` is not ``(N,)`` integer, ``reduction`` is unknown, or no
-            anchor has a positive (one view and every class appears once).
+            ``N < 2`` (no negatives), ``labels`` is not ``(N,)`` integer, ``reduction`` is unknown,
+            ``similarity`` is not a similarity, or no anchor has a positive (one view and every class appears
+            once).
 
     References:
         Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, arXiv:2004.11362, eq. 2.
@@ -102,6 +110,7 @@ def supcon(
     """
     temperature = check_temperature(temperature)
     check_reduction(reduction)
+    sim = resolve_similarity(similarity)
     one_view = isinstance(embeddings, Tensor) and embeddings.dim() == 2
     features = _check_views_stack(embeddings)
     n, v, _ = features.shape
@@ -123,7 +132,7 @@ def supcon(
     if not bool(has_pos.any()):
         raise ValueError(f"no anchor has a positive: with V={v} view(s) some class must appear at least twice")
 
-    logits = (z @ z.T / temperature).masked_fill(self_mask, float("-inf"))
+    logits = (sim.matrix(z, z) / temperature).masked_fill(self_mask, float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     pos_log_prob = torch.where(positives, log_prob, torch.zeros((), dtype=log_prob.dtype, device=z.device))
     if reduction == "mean":
@@ -243,13 +252,16 @@ def class_contrastive(
 class SupCon(nn.Module):
     r"""Module form of :func:`supcon`: ``loss(embeddings (N, V, D) or (N, D), labels (N,) or None)``.
 
-    ``forward(embeddings, labels=None, temperature=None)``: ``temperature`` overrides the stored one for this
-    call (a model's :class:`~contrastlab.objectives.temperature.LearnableTemperature`).
+    ``forward(embeddings, labels=None, temperature=None, similarity=None)``: ``temperature`` overrides the
+    stored one for this call (a model's :class:`~contrastlab.objectives.temperature.LearnableTemperature`),
+    ``similarity`` the stored coordination function.
 
     Args:
         temperature: :math:`\tau > 0`, a float or a 0-dim tensor.
         normalize: cosine similarity.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per anchor, ``(N, V)`` or ``(N,)``).
+        similarity: the coordination function (``None``: dot products after ``normalize``), see
+            :func:`supcon`.
 
     Raises:
         ValueError: on a bad option (named in the message).
@@ -259,14 +271,26 @@ class SupCon(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, *, temperature: float | Tensor = 0.1, normalize: bool = True, reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        *,
+        temperature: float | Tensor = 0.1,
+        normalize: bool = True,
+        reduction: str = "mean",
+        similarity: SimilaritySpec | None = None,
+    ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.normalize = bool(normalize)
         self.reduction = check_reduction(reduction)
+        self.similarity = parse_similarity(similarity)
 
     def forward(
-        self, embeddings: Tensor, labels: Tensor | None = None, temperature: float | Tensor | None = None
+        self,
+        embeddings: Tensor,
+        labels: Tensor | None = None,
+        temperature: float | Tensor | None = None,
+        similarity: SimilaritySpec | None = None,
     ) -> Tensor:
         return supcon(
             embeddings,
@@ -274,10 +298,14 @@ class SupCon(nn.Module):
             temperature=self.temperature if temperature is None else temperature,
             normalize=self.normalize,
             reduction=self.reduction,
+            similarity=self.similarity if similarity is None else similarity,
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, normalize={self.normalize}, reduction={self.reduction!r}"
+        return (
+            f"temperature={self.temperature}, normalize={self.normalize}, reduction={self.reduction!r}"
+            f"{_repr_suffix(self.similarity)}"
+        )
 
 
 class ClassTowerContrastive(nn.Module):
@@ -349,7 +377,10 @@ SPECS: list[ObjectiveSpec] = [
         name="supcon",
         factory=SupCon,
         kind="supervised",
-        formula="mean_i -1/|P(i)| sum_{p in P(i)} log exp(z_i.z_p/t) / sum_{a != i} exp(z_i.z_a/t)",
+        formula=(
+            "mean_i -1/|P(i)| sum_{p in P(i)} log exp(z_i.z_p/t) / sum_{a != i} exp(z_i.z_a/t),  "
+            "z_i.z_a or options.similarity"
+        ),
         reference="Khosla et al. 2020, Supervised Contrastive Learning, arXiv:2004.11362",
         uses_negatives=True,
     ),

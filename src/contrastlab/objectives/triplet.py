@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from contrastlab.objectives._checks import check_choice, check_embeddings, check_non_negative, check_pair
 from contrastlab.objectives._reduction import check_reduction, reduce
 from contrastlab.objectives._spec import ObjectiveSpec
+from contrastlab.objectives.similarity import Similarity, SimilaritySpec, _repr_suffix, parse_similarity
 from contrastlab.objectives.supcon import _check_labels
 
 __all__ = ["SAMPLERS", "METRICS", "Triplet", "triplet_margin", "pair_scores", "parse_sampler", "SPECS"]
@@ -26,8 +27,26 @@ __all__ = ["SAMPLERS", "METRICS", "Triplet", "triplet_margin", "pair_scores", "p
 #: One impostor per anchor: uniformly at random, the most similar impostor still below the positive, the
 #: most similar impostor; or every impostor, averaged ("all").
 SAMPLERS = ("random", "semi_hard", "hardest", "all")
-#: "cosine" and "dot" are similarities; the Euclidean ones are distances, used as the score -d.
+#: "cosine" and "dot" are similarities; the Euclidean ones are distances, used as the score -d. Any other
+#: similarity (a kernel, a learned function) is given as ``similarity=``, the option every pairwise loss has.
 METRICS = ("cosine", "dot", "euclidean", "squared_euclidean")
+
+
+def _score(metric: str | None, similarity: SimilaritySpec | None) -> str | Similarity:
+    """The one score that ``metric`` and ``similarity`` name together; ``ValueError`` if they disagree."""
+    if metric is not None:
+        check_choice("metric", metric, METRICS)
+    sim = parse_similarity(similarity)
+    if sim is None:
+        return "cosine" if metric is None else metric
+    if metric is not None:
+        names = {"cosine": ("cosine",), "dot": ("dot", "linear")}.get(metric, ())
+        if sim.function is not None or sim.name not in names:
+            raise ValueError(
+                f"metric={metric!r} and similarity={sim!r} name different scores; give one of them "
+                "(metric is this loss's older name for the score, similarity the option every pairwise loss has)"
+            )
+    return sim
 
 
 def parse_sampler(sampler: str) -> tuple[str, ...]:
@@ -45,15 +64,17 @@ def parse_sampler(sampler: str) -> tuple[str, ...]:
     return parts
 
 
-def pair_scores(a: Tensor, b: Tensor, metric: str) -> Tensor:
+def pair_scores(a: Tensor, b: Tensor, metric: str | Similarity) -> Tensor:
     r"""Scores :math:`S_{ij}` between rows of ``a`` and ``b``; higher means more alike.
 
-    Cosine similarity, dot product, or the negated (squared) Euclidean distance :math:`-\|a_i - b_j\|`.
+    Cosine similarity, dot product, or the negated (squared) Euclidean distance :math:`-\|a_i - b_j\|`;
+    or :math:`s(a_i, b_j)` for a :class:`~contrastlab.objectives.similarity.Similarity` (a kernel, a
+    learned function).
 
     Args:
         a: shape ``(N, D)``.
         b: shape ``(K, D)``.
-        metric: one of :data:`METRICS`.
+        metric: one of :data:`METRICS`, or a :class:`~contrastlab.objectives.similarity.Similarity`.
 
     Returns:
         Shape ``(N, K)``.
@@ -66,6 +87,8 @@ def pair_scores(a: Tensor, b: Tensor, metric: str) -> Tensor:
         tensor([[1., 0.],
                 [0., 1.]])
     """
+    if isinstance(metric, Similarity):
+        return metric.matrix(a, b)
     check_choice("metric", metric, METRICS)
     if metric == "cosine":
         return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
@@ -129,7 +152,7 @@ def _labelled(
     labels: Tensor,
     margin: float,
     samplers: tuple[str, ...],
-    metric: str,
+    metric: str | Similarity,
     generator: torch.Generator | None,
     reduction: str,
 ) -> Tensor:
@@ -169,15 +192,17 @@ def triplet_margin(
     *,
     margin: float = 0.2,
     sampler: str = "semi_hard",
-    metric: str = "cosine",
+    metric: str | None = None,
     bidirectional: bool = True,
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    similarity: SimilaritySpec | None = None,
 ) -> Tensor:
     r"""Triplet margin loss with sampled impostors: over pairs in both directions, or over labels.
 
-    Let :math:`S_{ij}` score anchor :math:`z^{(1)}_i` against :math:`z^{(2)}_j` (cosine, dot, or
-    :math:`-d` for a Euclidean distance :math:`d`); row :math:`i`'s positive is :math:`S_{ii}`, every
+    Let :math:`S_{ij}` score anchor :math:`z^{(1)}_i` against :math:`z^{(2)}_j` (cosine, dot,
+    :math:`-d` for a Euclidean distance :math:`d`, or a coordination function :math:`s` such as an RBF
+    kernel); row :math:`i`'s positive is :math:`S_{ii}`, every
     :math:`j \ne i` is an impostor. For one sampler that picks impostor :math:`j(i)`,
 
     .. math::
@@ -198,7 +223,13 @@ def triplet_margin(
     A combination such as ``"random+semi_hard"`` sums the samplers' losses
     (:math:`\mathcal{L}_s + \mathcal{L}_h`, as Harwath et al. train). Losses are averaged over anchors and
     summed over directions and samplers. Cosine normalises inside (``metric="cosine"`` is this loss's
-    ``normalize=True``); the other metrics use the raw embeddings.
+    ``normalize=True``); the other metrics and similarities use the raw embeddings.
+
+    **metric and similarity.** ``similarity`` is the option every pairwise loss has (a name, a mapping
+    ``{"name": "rbf", "sigma": 0.5}``, a :class:`~contrastlab.objectives.similarity.Similarity` or a
+    callable); ``metric`` is this loss's older name for the score, kept, and the only way to score by a
+    Euclidean distance. ``metric="cosine"`` and ``similarity="cosine"`` give the same loss (as do ``"dot"``
+    and ``"dot"`` or ``"linear"``); giving both with different scores is an error. With neither, cosine.
 
     **Directions are summed, not averaged.** ``bidirectional=True`` is Harwath et al.'s
     :math:`\mathcal{L}(z^{(1)} \to z^{(2)}) + \mathcal{L}(z^{(2)} \to z^{(1)})`, and the audio-visual recipe's
@@ -233,19 +264,24 @@ def triplet_margin(
         margin: :math:`\eta \ge 0`, in the metric's units.
         sampler: one of ``"random"``, ``"semi_hard"``, ``"hardest"``, ``"all"`` or a ``+``-joined combination
             (pytorch-metric-learning calls this mining).
-        metric: ``"cosine"``, ``"dot"``, ``"euclidean"`` or ``"squared_euclidean"``.
+        metric: ``"cosine"``, ``"dot"``, ``"euclidean"`` or ``"squared_euclidean"``; ``None``: cosine unless
+            ``similarity`` is given.
         bidirectional: pairs form: add (sum) the direction with ``z2`` as anchors. The labels form has one
             direction only and refuses ``False``.
         reduction: ``"mean"`` over anchors, ``"sum"``, or ``"none"`` for the per-anchor losses ``(N,)`` (pairs
             form with ``bidirectional``: :math:`\ell_i + \ell'_i`; labels form: 0 for an anchor without a
             positive or an impostor, which ``"mean"`` leaves out).
         generator: random source for ``"random"`` (on the embeddings' device); ``None`` uses torch's global one.
+        similarity: the coordination function :math:`s` (see
+            :class:`~contrastlab.objectives.similarity.Similarity`), on the embeddings as given (cosine
+            normalises by definition); the margin is in its units.
 
     Returns:
         A 0-dim tensor, or shape ``(N,)`` with ``reduction="none"``.
 
     Raises:
-        ValueError: if ``margin < 0``, ``sampler``, ``metric`` or ``reduction`` is unknown, the shapes differ,
+        ValueError: if ``margin < 0``, ``sampler``, ``metric``, ``similarity`` or ``reduction`` is unknown,
+            ``metric`` and ``similarity`` name different scores, the shapes differ,
             ``N < 2``, labels are not integer ``(N,)``, no anchor has both a positive and an impostor, or
             ``bidirectional=False`` with labels.
 
@@ -259,14 +295,14 @@ def triplet_margin(
     """
     margin = check_non_negative("margin", margin)
     samplers = parse_sampler(sampler)
-    check_choice("metric", metric, METRICS)
+    score = _score(metric, similarity)
     check_reduction(reduction)
     if isinstance(z2, Tensor) and z2.dim() == 1:
         if not bidirectional:
             raise ValueError("bidirectional=False has no meaning with labels: every item is an anchor")
-        return _labelled(z1, z2, margin, samplers, metric, generator, reduction)
+        return _labelled(z1, z2, margin, samplers, score, generator, reduction)
     check_pair(z1, z2, min_batch=2)
-    scores = pair_scores(z1, z2, metric)
+    scores = pair_scores(z1, z2, score)
     if reduction == "mean":  # the mean of each direction, summed
         loss = _one_direction(scores, margin, samplers, generator).mean()
         if bidirectional:
@@ -281,16 +317,22 @@ def triplet_margin(
 class Triplet(nn.Module):
     r"""Module form of :func:`triplet_margin`; ``forward(z1, z2)`` or ``forward(embeddings, labels)``.
 
+    ``forward(..., similarity=...)`` scores that call with the given similarity instead of the stored
+    ``metric`` / ``similarity`` (a learned coordination function).
+
     References:
         Harwath et al., IJCV 2019, arXiv:1804.01452.
 
     Args:
         margin: :math:`\eta \ge 0`.
         sampler: a sampler or ``+``-joined combination (see :func:`triplet_margin`).
-        metric: the score.
+        metric: the score: ``"cosine"``, ``"dot"``, ``"euclidean"`` or ``"squared_euclidean"`` (``None``:
+            cosine unless ``similarity`` is given).
         bidirectional: both directions, summed.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per anchor, ``(N,)``).
         generator: random source for ``"random"``.
+        similarity: the coordination function (a kernel such as ``"rbf"``, a mapping, or a callable); the
+            same score as ``metric`` where both can say it, see :func:`triplet_margin`.
 
     Raises:
         ValueError: on a bad option (named in the message).
@@ -305,36 +347,41 @@ class Triplet(nn.Module):
         *,
         margin: float = 0.2,
         sampler: str = "semi_hard",
-        metric: str = "cosine",
+        metric: str | None = None,
         bidirectional: bool = True,
         reduction: str = "mean",
         generator: torch.Generator | None = None,
+        similarity: SimilaritySpec | None = None,
     ) -> None:
         super().__init__()
         self.margin = check_non_negative("margin", margin)
         parse_sampler(sampler)
         self.sampler = sampler
-        self.metric = check_choice("metric", metric, METRICS)
+        _score(metric, similarity)
+        self.metric = metric
         self.bidirectional = bool(bidirectional)
         self.reduction = check_reduction(reduction)
         self.generator = generator
+        self.similarity = parse_similarity(similarity)
 
-    def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
+    def forward(self, z1: Tensor, z2: Tensor, similarity: SimilaritySpec | None = None) -> Tensor:
         return triplet_margin(
             z1,
             z2,
             margin=self.margin,
             sampler=self.sampler,
-            metric=self.metric,
+            metric=self.metric if similarity is None else None,
             bidirectional=self.bidirectional,
             reduction=self.reduction,
             generator=self.generator,
+            similarity=self.similarity if similarity is None else similarity,
         )
 
     def extra_repr(self) -> str:
+        metric = "" if self.metric is None and self.similarity is not None else f", metric={self.metric or 'cosine'!r}"
         return (
-            f"margin={self.margin}, sampler={self.sampler!r}, metric={self.metric!r}, "
-            f"bidirectional={self.bidirectional}, reduction={self.reduction!r}"
+            f"margin={self.margin}, sampler={self.sampler!r}{metric}, "
+            f"bidirectional={self.bidirectional}, reduction={self.reduction!r}{_repr_suffix(self.similarity)}"
         )
 
 
@@ -343,7 +390,10 @@ SPECS: list[ObjectiveSpec] = [
         name="triplet",
         factory=Triplet,
         kind="pairwise",
-        formula="mean_i max(0, m - S_ii + S_i,j(i)) + (same with z2 anchors),  j(i) from the sampler",
+        formula=(
+            "mean_i max(0, m - S_ii + S_i,j(i)) + (same with z2 anchors),  j(i) from the sampler, "
+            "S from metric or options.similarity"
+        ),
         reference="Harwath et al. 2019, IJCV, arXiv:1804.01452; Schroff et al. 2015 (FaceNet), CVPR",
     ),
 ]

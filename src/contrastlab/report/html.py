@@ -22,6 +22,7 @@ from contrastlab.report.figures import figures_section, neighbours_section, scat
 from contrastlab.report.sections import (
     comparison_section, cross_modal_section, invariance_section, summary_section, verdict_section,
 )
+from contrastlab.report.structure import information_section, sets_section
 from contrastlab.report.tables import config_table, metrics_table
 
 __all__ = ["EvaluatedRun", "build_report", "load_evaluated", "write_report"]
@@ -71,7 +72,8 @@ def build_report(run_dirs: list[str | Path], *, title: str | None = None, preamb
     body.append(verdict_section(runs))
     grids, shown = neighbours_section(runs)
     body += [grids, summary_section(runs), invariance_section(runs, shown), cross_modal_section(runs),
-             comparison_section(runs), scatter_section(runs), figures_section(runs, shown)]
+             information_section(runs), sets_section(runs), comparison_section(runs), scatter_section(runs),
+             figures_section(runs, shown)]
     body.append('<section id="metrics"><h2>All metrics</h2><p class=note>Every measure of every row, features of '
                 "the frozen encoder next to the baselines. Accuracies are on the test split; geometry is on test "
                 "items.</p>")

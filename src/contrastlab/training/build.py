@@ -233,7 +233,9 @@ def build_components(
     shapes = {v: tuple(sample[v].shape[1:]) for v in views.view_names}
     recon = reconstruction_views(views.view_names, views.view_modalities) if "reconstructions" in needs else {}
     discrete = [v for v in recon if not sample[v].is_floating_point()]
-    if discrete:
+    if discrete and spec.kind == "method" and len(discrete) < len(recon):  # fission: reconstruct the real-valued ones
+        recon = {v: m for v, m in recon.items() if v not in discrete}
+    elif discrete:
         raise ValueError(
             f"objective {name!r} reconstructs real-valued inputs, but views {discrete} hold "
             f"{sample[discrete[0]].dtype} values (e.g. token ids); choose views without them"
@@ -266,6 +268,7 @@ def build_components(
             momentum=parts.momentum,
             logit_bias=parts.logit_bias,
             crops=bool(getattr(views, "global_views", ())),
+            decoder_views=list(recon) if recon else None,
         )
     except ValueError as err:
         raise ValueError(f"model: {err}") from None
@@ -285,11 +288,36 @@ def build_components(
         objective = build_objective(name, **options)
     except ValueError as err:
         raise ValueError(f"objective.options: {err}") from None
+    _coordinate(cfg, model, objective, spec, views)
     for key, part, field in (("model.queue_size", parts.queue_size, "negatives"),
                              ("model.learnable_temperature", parts.temperature, "temperature")):
         if part is not None and not (field in needs or accepts(objective.forward, field)):  # declared, or taken as field=
             raise ValueError(f"{key}: objective {name!r} takes no {'extra negatives' if field == 'negatives' else field}")
     return Components(dataset=dataset, views=views, model=model, objective=objective, spec=spec, recon_views=recon)
+
+
+def _coordinate(cfg: TrainConfig, model: MultiViewModel, objective: nn.Module, spec: ObjectiveSpec,
+                views: ViewGenerator) -> None:
+    """Give the model what its objective's code layout and the config's coordination ask for: a fission
+    objective's ``shared_dim`` (evaluation then reads the shared and private codes), a gated coordination
+    function as wide as the codes the objective compares."""
+    shared_dim = getattr(objective, "shared_dim", None)
+    if isinstance(shared_dim, int) and not isinstance(shared_dim, bool):
+        model.shared_dim = shared_dim
+    if cfg.model.coordination == "none":
+        return
+    name = cfg.objective.name
+    takes = accepts(objective.forward, "similarity") or (spec.kind == "method" and hasattr(objective, "similarity"))
+    if not takes:
+        raise ValueError(f"model.coordination: objective {name!r} takes no similarity (coordination function); "
+                         "use a pairwise objective such as clip or info_nce")
+    if len(set(views.view_modalities.values())) < 2 or name == "nt_xent":
+        raise ValueError(f"model.coordination: gated coordination compares two modalities, one per side; objective "
+                         f"{name!r} on views of modalities {sorted(set(views.view_modalities.values()))} has no two sides")
+    from contrastlab.encoders.coordination import GatedCoordination
+
+    dim = model.shared_dim or model.towers[model.view_towers[views.view_names[0]]].out_dim
+    model.coordination = GatedCoordination(dim)
 
 
 def _check_foreign_towers(model: MultiViewModel, sample: dict[str, torch.Tensor]) -> None:

@@ -98,6 +98,9 @@ class ModelConfig:
     #: towers given from Python (train(..., encoders=...)): view or modality -> class, recorded; give them again
     given: dict[str, str] = field(default_factory=dict)
     sync_batchnorm: bool = True  #: global batch statistics under DDP (CUDA only)
+    #: the coordination function of two modalities' embeddings: "none" (the objective's own similarity option,
+    #: cosine by default) or "gated" (learned gates on both embeddings, computed for every pair; lecture 4.1)
+    coordination: Literal["none", "gated"] = "none"
 
 
 @dataclass

@@ -147,11 +147,11 @@ class LossModule(nn.Module):
         reconstruct = {v: clean[v] for v in self.recon_views} if self.recon_views else None
         views = {v: views[v] for v in self.view_names}  # in the objective's order (the first is CMC's core view)
         local = self.model.outputs(views, lengths, modalities=self.modalities, global_views=self.global_views,
-                                   reconstruct=reconstruct)
+                                   reconstruct=reconstruct, encode_all="reconstructions" not in self.reader.reads)
         local.labels, local.index = labels, index
         device = next(iter(local.embeddings.values())).device
         with torch.autocast(device.type, enabled=False):
-            out = _gathered(local) if not self.recon_views else _to_full(local)
+            out = _gathered(local) if "reconstructions" not in self.reader.reads else _to_full(local)
             if self.model.queue is not None:
                 negatives = self.model.queue.negatives(exclude_ids=out.index)
                 if len(negatives):  # the first batch has no earlier keys
@@ -174,7 +174,8 @@ def _to_full(out: Outputs) -> Outputs:
 
 
 def _gathered(out: Outputs) -> Outputs:
-    """The outputs of every process's rows (float32): embeddings and predictions keep their gradients."""
+    """The outputs of every process's rows (float32): embeddings and predictions keep their gradients.
+    Reconstructions and their clean inputs stay this process's own (a reconstruction error is per item)."""
     out = _to_full(out)
     if world()[1] == 1:
         return out

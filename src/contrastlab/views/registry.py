@@ -13,11 +13,13 @@ from contrastlab.errors import check_flags, did_you_mean
 from contrastlab.views.base import ViewGenerator
 from contrastlab.views.colour_split import ColourSplitViews
 from contrastlab.views.factor import FactorResampleViews
+from contrastlab.views.fusion import EarlyFusionViews
 from contrastlab.views.multicrop import MultiCropViews
 from contrastlab.views.pairs import IdentityViews, ModalityPairViews
 from contrastlab.views.patches import PatchViews
 from contrastlab.views.signal import SignalViews
 from contrastlab.views.simclr import SimCLRAugment, SimCLRViews
+from contrastlab.views.vectors import ModalityAugmentViews
 
 VIEWS: dict[str, Callable[..., ViewGenerator]] = {
     "simclr": SimCLRViews,
@@ -28,6 +30,8 @@ VIEWS: dict[str, Callable[..., ViewGenerator]] = {
     "modality_pair": ModalityPairViews,
     "signal": SignalViews,
     "identity": IdentityViews,
+    "modality_augment": ModalityAugmentViews,
+    "early_fusion": EarlyFusionViews,
 }
 
 #: View generators whose ``**options`` go to :class:`SimCLRAugment`, with the augment options they set themselves.

@@ -25,6 +25,9 @@ ANALYSES: dict[str, str] = {
     "supervised": "supervised:summarize",
     "positives_only": "positives_only:summarize",
     "mnist1d_ssl": "mnist1d_ssl:summarize",
+    "factorcl": "factorcl:summarize",
+    "fission": "fission:summarize",
+    "coordination_kernels": "coordination_kernels:summarize",
 }
 
 
