@@ -50,9 +50,9 @@ def test_views_contract(shapes, name, options):
 
 
 def test_every_registered_view_is_covered():
-    # signal, modality_augment and early_fusion need other data (signals, vectors, two modalities): covered in
-    # this file's signal test, test_vectors.py and test_early_fusion.py
-    assert {name for name, _ in CASES} | {"signal", "modality_augment", "early_fusion"} == set(VIEWS)
+    # signal, modality_augment and joined need other data (signals, vectors, two modalities): covered in
+    # this file's signal test, test_vectors.py and test_joined.py
+    assert {name for name, _ in CASES} | {"signal", "modality_augment", "joined"} == set(VIEWS)
 
 
 def test_unknown_views_and_options(shapes):

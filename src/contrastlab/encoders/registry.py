@@ -14,6 +14,7 @@ from torch import nn
 from contrastlab.encoders.conv1d import Conv1dEncoder
 from contrastlab.encoders.convnet import ConvNet
 from contrastlab.encoders.hf import HFText, HFVision
+from contrastlab.encoders.late_fusion import LateFusion
 from contrastlab.encoders.mlp import MLP
 from contrastlab.encoders.resnet import CifarResNet18
 from contrastlab.encoders.text import TextEncoder
@@ -28,6 +29,7 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "text": TextEncoder,
     "hf_text": HFText,  # transformers is imported only when one is built
     "hf_vision": HFVision,
+    "late_fusion": LateFusion,  # the modalities of a joined input (views: joined), each its own sub-encoder
 }
 
 

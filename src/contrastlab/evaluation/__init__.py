@@ -11,7 +11,7 @@ from contrastlab.evaluation.geometry import (
 )
 from contrastlab.evaluation.information import (
     canonical_correlations, conditional_entropy, conditional_mutual_information, default_clusters, entropy,
-    info_nce_bound, mi_lower_bound, mutual_information, pid, pid_from_table, representation_pid,
+    info_nce_bound, mi_lower_bound, mutual_information, pid, pid_from_table, representation_pid, representation_pids,
 )
 from contrastlab.evaluation.invariance import default_groups, discretize, invariance_report
 from contrastlab.evaluation.knn import faiss_available, knn_classify, knn_evaluate, nearest_neighbours, vote
@@ -24,6 +24,6 @@ __all__ = [
     "effective_rank", "faiss_available", "feature_norms", "info_nce_bound", "invariance_report", "knn_classify",
     "knn_evaluate", "linear_probe", "match_ranks", "mi_lower_bound", "nearest_neighbours", "retrieval_metrics",
     "uniformity", "vote", "set_geometry", "tammes_reference", "tammes_view", "entropy", "conditional_entropy",
-    "mutual_information", "conditional_mutual_information", "pid", "pid_from_table", "representation_pid",
+    "mutual_information", "conditional_mutual_information", "pid", "pid_from_table", "representation_pid", "representation_pids",
     "default_clusters",
 ]

@@ -622,6 +622,31 @@ def representation_pid(z1_train, z2_train, z1_test, z2_test, y_test, *, clusters
         >>> out["clusters"], round(out["redundancy"], 4), out["mi_joint"] - out["redundancy"] < 1e-6
         (4, 2.0, True)
     """
+    return representation_pids(z1_train, z2_train, z1_test, z2_test, {"y": y_test}, clusters=clusters,
+                               normalize=normalize, seed=seed, permutations=permutations, base=base, tol=tol)["y"]
+
+
+def representation_pids(z1_train, z2_train, z1_test, z2_test, targets, *, clusters: int | None = None,
+                        normalize: bool = True, seed: int = 0, permutations: int = 5, base: float = 2,
+                        tol: float = 1e-7) -> dict[str, dict]:
+    r""":func:`representation_pid` about several targets of the same items, each representation clustered once per
+    cluster count (the targets' default counts differ with their number of classes).
+
+    Args:
+        targets: target name -> (N,) codes of the evaluated items.
+        (the rest as in :func:`representation_pid`)
+
+    Returns:
+        Target name -> the dict :func:`representation_pid` returns.
+
+    Example:
+        >>> import numpy as np
+        >>> y = np.arange(800) % 4
+        >>> z = np.eye(4)[y] + 0.05 * np.random.default_rng(0).normal(size=(800, 4))
+        >>> out = representation_pids(z[:400], z[:400], z[400:], z[400:], {"y": y[400:], "parity": y[400:] % 2})
+        >>> sorted(out), round(out["y"]["redundancy"], 4), out["y"]["clusters"], out["parity"]["clusters"]
+        (['parity', 'y'], 2.0, 4, 2)
+    """
     if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 0:
         raise ValueError(f"permutations must be an integer >= 0; got {permutations!r}")
     feats = {name: as_features(z, name=name, dtype=torch.float64) for name, z in
@@ -631,20 +656,26 @@ def representation_pid(z1_train, z2_train, z1_test, z2_test, y_test, *, clusters
         if train.shape[1] != test.shape[1]:
             raise ValueError(f"{tower}_train and {tower}_test must have the same width D; "
                              f"got {train.shape[1]} and {test.shape[1]}")
-    cy = _codes(y_test, "y_test")
-    n = len(cy)
-    if not feats["z1_test"].shape[0] == feats["z2_test"].shape[0] == n:
-        raise ValueError(f"z1_test, z2_test and y_test must have the same number of rows; got z1_test: "
-                         f"{feats['z1_test'].shape[0]}, z2_test: {feats['z2_test'].shape[0]}, y_test: {n}")
-    k = default_clusters(n, int(cy.max()) + 1) if clusters is None else check_positive_int(clusters, "clusters")
-    for tower in ("z1", "z2"):
-        if k > feats[f"{tower}_train"].shape[0]:
-            raise ValueError(f"clusters={k} exceeds the {feats[f'{tower}_train'].shape[0]} rows of {tower}_train")
-    c1, c2 = (_kmeans_codes(feats[f"{t}_train"], feats[f"{t}_test"], k=k, normalize=normalize, seed=seed)
-              for t in ("z1", "z2"))
-    out = {**pid(c1, c2, cy, base=base, tol=tol), "clusters": k, "n": n}
-    rng = np.random.default_rng(seed)
-    noise = [pid(c1, c2, rng.permutation(cy), base=base, tol=tol) for _ in range(permutations)]
-    for atom in _ATOMS:
-        out[f"noise_{atom}"] = float(np.mean([result[atom] for result in noise])) if noise else math.nan
-    return out
+    codes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    results: dict[str, dict] = {}
+    for target, y_test in targets.items():
+        cy = _codes(y_test, "y_test")
+        n = len(cy)
+        if not feats["z1_test"].shape[0] == feats["z2_test"].shape[0] == n:
+            raise ValueError(f"z1_test, z2_test and y_test must have the same number of rows; got z1_test: "
+                             f"{feats['z1_test'].shape[0]}, z2_test: {feats['z2_test'].shape[0]}, y_test: {n}")
+        k = default_clusters(n, int(cy.max()) + 1) if clusters is None else check_positive_int(clusters, "clusters")
+        for tower in ("z1", "z2"):
+            if k > feats[f"{tower}_train"].shape[0]:
+                raise ValueError(f"clusters={k} exceeds the {feats[f'{tower}_train'].shape[0]} rows of {tower}_train")
+        if k not in codes:
+            codes[k] = tuple(_kmeans_codes(feats[f"{t}_train"], feats[f"{t}_test"], k=k, normalize=normalize,
+                                           seed=seed) for t in ("z1", "z2"))
+        c1, c2 = codes[k]
+        out = {**pid(c1, c2, cy, base=base, tol=tol), "clusters": k, "n": n}
+        rng = np.random.default_rng(seed)
+        noise = [pid(c1, c2, rng.permutation(cy), base=base, tol=tol) for _ in range(permutations)]
+        for atom in _ATOMS:
+            out[f"noise_{atom}"] = float(np.mean([result[atom] for result in noise])) if noise else math.nan
+        results[target] = out
+    return results

@@ -44,7 +44,7 @@ from contrastlab.evaluation.features import (
 from contrastlab.evaluation.geometry import (
     alignment, effective_rank, feature_norms, set_geometry, tammes_view, uniformity,
 )
-from contrastlab.evaluation.information import canonical_correlations, info_nce_bound, representation_pid
+from contrastlab.evaluation.information import canonical_correlations, info_nce_bound, representation_pids
 from contrastlab.evaluation.invariance import default_groups, discretize, invariance_report
 from contrastlab.evaluation.knn import knn_evaluate
 from contrastlab.evaluation.probe import linear_probe
@@ -245,12 +245,11 @@ def _tower_pid(train: Collected, test: Collected, name: str, towers: tuple[str, 
     m = min(options.analysis_items, len(test))
     n_fit = min(options.analysis_items, len(train))
     a, b = towers
-    out: dict[str, Any] = {}
-    for target, y in _targets(test, m).items():
-        out[target] = representation_pid(train.features[name][a][:n_fit], train.features[name][b][:n_fit],
-                                         test.features[name][a][:m], test.features[name][b][:m], y,
-                                         seed=options.seed)
-    return out
+    targets = _targets(test, m)
+    if not targets:
+        return {}
+    return representation_pids(train.features[name][a][:n_fit], train.features[name][b][:n_fit],
+                               test.features[name][a][:m], test.features[name][b][:m], targets, seed=options.seed)
 
 
 def _row_metrics(x_tr: Tensor, x_te: Tensor, train: Collected, test: Collected, options: EvalOptions,

@@ -1,10 +1,12 @@
-r"""Early fusion (CMU MMML lecture 4.1): the modalities of an item joined into one input before any encoder.
+r"""The modalities of an item joined into one input, for early or late fusion (CMU MMML lecture 4.1).
 
 *Early* fusion concatenates the modalities' inputs and lets one encoder read them together, so it can model
 interactions between raw elements of different modalities from the first layer; *late* fusion encodes each
-modality with its own tower and combines the codes afterwards (contrastlab's multimodal autoencoder, whose
-``model.fusion`` fuses the per-modality codes, is late fusion). Early fusion is a view: the joined input is one
-view read by one tower, so every objective, encoder and evaluation works on it unchanged.
+modality with its own sub-encoder and combines the features afterwards. Both read the same view, the joined input
+(``views: joined``), so every objective and evaluation works on either: any ordinary encoder on it is early fusion,
+the ``late_fusion`` encoder (:mod:`contrastlab.encoders.late_fusion`) splits it back into the modalities
+(``JoinedViews.layout``) and is late fusion. (The multimodal autoencoder's ``model.fusion`` is late fusion of the
+towers' codes, for reconstruction.)
 
 How the modalities are joined: images of one spatial size are stacked along the channels (``(C_1 + C_2, H, W)``:
 a conv net then sees every modality at every pixel); anything else is flattened and concatenated. Caption token
@@ -32,7 +34,7 @@ from contrastlab.data.base import Batch, Dataset
 from contrastlab.views._common import ViewsBase, check_names, require_modality
 from contrastlab.views.simclr import SimCLRAugment
 
-__all__ = ["EarlyFusionViews", "bag_of_words"]
+__all__ = ["JoinedViews", "bag_of_words"]
 
 
 def bag_of_words(ids: Tensor, vocab_size: int) -> Tensor:
@@ -48,7 +50,7 @@ def bag_of_words(ids: Tensor, vocab_size: int) -> Tensor:
     return counts
 
 
-class EarlyFusionViews(ViewsBase):
+class JoinedViews(ViewsBase):
     r"""One input per item made of all its modalities (see the module docstring).
 
     Args:
@@ -64,9 +66,11 @@ class EarlyFusionViews(ViewsBase):
     Example:
         >>> from contrastlab.data import build_dataset
         >>> ds = build_dataset("shapes", n_items=8, with_captions=True, image_size=16)
-        >>> views = EarlyFusionViews(ds)
+        >>> views = JoinedViews(ds)
         >>> views.view_names, views.view_shapes["joint"] == (3 * 16 * 16 + len(ds.vocabulary),)
         (('joint',), True)
+        >>> views.layout["parts"] == [["image", [3, 16, 16]], ["text", [len(ds.vocabulary)]]]
+        True
     """
 
     def __init__(self, dataset: Dataset, *, modalities: Sequence[str] | None = None, copies: int = 1,
@@ -75,7 +79,7 @@ class EarlyFusionViews(ViewsBase):
             modalities = sorted(dataset.modalities, key=lambda m: (m != "image", m))
         modalities = check_names("modalities", modalities)
         if len(modalities) < 2 or len(set(modalities)) != len(modalities):
-            raise ValueError(f"early_fusion views join at least two distinct modalities, got {list(modalities)} "
+            raise ValueError(f"joined views join at least two distinct modalities, got {list(modalities)} "
                              f"(data set {dataset.name!r} has {', '.join(dataset.modalities)})")
         if copies not in (1, 2) or isinstance(copies, bool):
             raise ValueError(f"copies must be 1 or 2, got {copies!r}")
@@ -95,6 +99,10 @@ class EarlyFusionViews(ViewsBase):
             joint = (sum(s[0] for s in images), *images[0][1:])
         else:
             joint = (sum(self.vocab_size.get(m) or math.prod(shapes[m]) for m in modalities),)
+        #: how the joined input splits back into the modalities: stacked along channels or flat, and each part's
+        #: per-item shape in order (what the late_fusion encoder reads)
+        self.layout = {"stacked": self.stack, "parts": [[m, list((self.vocab_size[m],) if m in self.vocab_size else shapes[m])]
+                                                        for m in modalities]}
         if augment_image is None:
             augment_image = copies == 2
         self.augment = None

@@ -13,7 +13,7 @@ from contrastlab.errors import check_flags, did_you_mean
 from contrastlab.views.base import ViewGenerator
 from contrastlab.views.colour_split import ColourSplitViews
 from contrastlab.views.factor import FactorResampleViews
-from contrastlab.views.fusion import EarlyFusionViews
+from contrastlab.views.fusion import JoinedViews
 from contrastlab.views.multicrop import MultiCropViews
 from contrastlab.views.pairs import IdentityViews, ModalityPairViews
 from contrastlab.views.patches import PatchViews
@@ -31,7 +31,7 @@ VIEWS: dict[str, Callable[..., ViewGenerator]] = {
     "signal": SignalViews,
     "identity": IdentityViews,
     "modality_augment": ModalityAugmentViews,
-    "early_fusion": EarlyFusionViews,
+    "joined": JoinedViews,
 }
 
 #: View generators whose ``**options`` go to :class:`SimCLRAugment`, with the augment options they set themselves.
