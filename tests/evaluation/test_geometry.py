@@ -7,7 +7,7 @@ import torch
 from scipy.special import i0
 
 from contrastlab.evaluation import alignment, effective_rank, feature_norms, uniformity
-from contrastlab.evaluation.geometry import set_geometry, tammes_reference, tammes_view
+from contrastlab.evaluation.sets import set_geometry, tammes_reference, tammes_view
 
 
 def unit(x):

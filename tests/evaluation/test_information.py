@@ -8,7 +8,7 @@ import torch
 from sklearn.cross_decomposition import CCA
 
 from contrastlab.evaluation import _broja, canonical_correlations, info_nce_bound, mi_lower_bound
-from contrastlab.evaluation.information import (
+from contrastlab.evaluation.pid import (
     conditional_entropy, conditional_mutual_information, default_clusters, entropy, mutual_information, pid,
     pid_from_table, representation_pid,
 )

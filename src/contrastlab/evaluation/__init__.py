@@ -6,13 +6,13 @@ Numpy arrays or torch tensors in, plain numbers and dicts out.
 from contrastlab.evaluation.clustering import cluster_scores
 from contrastlab.evaluation.compare import compare_representations, linear_cka, mutual_knn, svcca
 from contrastlab.evaluation.decodability import factor_decodability
-from contrastlab.evaluation.geometry import (
-    alignment, effective_rank, feature_norms, set_geometry, tammes_reference, tammes_view, uniformity,
+from contrastlab.evaluation.geometry import alignment, effective_rank, feature_norms, uniformity
+from contrastlab.evaluation.information import canonical_correlations, info_nce_bound, mi_lower_bound
+from contrastlab.evaluation.pid import (
+    conditional_entropy, conditional_mutual_information, default_clusters, entropy, mutual_information, pid,
+    pid_from_table, representation_pid, representation_pids,
 )
-from contrastlab.evaluation.information import (
-    canonical_correlations, conditional_entropy, conditional_mutual_information, default_clusters, entropy,
-    info_nce_bound, mi_lower_bound, mutual_information, pid, pid_from_table, representation_pid, representation_pids,
-)
+from contrastlab.evaluation.sets import set_geometry, tammes_reference, tammes_view
 from contrastlab.evaluation.invariance import default_groups, discretize, invariance_report
 from contrastlab.evaluation.knn import faiss_available, knn_classify, knn_evaluate, nearest_neighbours, vote
 from contrastlab.evaluation.probe import LinearProbe, linear_probe

@@ -41,15 +41,15 @@ from contrastlab.evaluation.features import (
     Collected, Encoder, Featurizer, collect, concat_towers, encode_pairs, random_init_copy, raw_featurizer,
     raw_inputs, trained_featurizer, view_towers,
 )
-from contrastlab.evaluation.geometry import (
-    alignment, effective_rank, feature_norms, set_geometry, tammes_view, uniformity,
-)
-from contrastlab.evaluation.information import canonical_correlations, info_nce_bound, representation_pids
+from contrastlab.evaluation.geometry import alignment, effective_rank, feature_norms, uniformity
+from contrastlab.evaluation.information import canonical_correlations, info_nce_bound
 from contrastlab.evaluation.invariance import default_groups, discretize, invariance_report
 from contrastlab.evaluation.knn import knn_evaluate
+from contrastlab.evaluation.pid import representation_pids
 from contrastlab.evaluation.probe import linear_probe
 from contrastlab.evaluation.retrieval import retrieval_metrics
 from contrastlab.evaluation.selection import Selection, slice_batch
+from contrastlab.evaluation.sets import set_geometry, tammes_view
 from contrastlab.files import atomic_write_text
 from contrastlab.progress import item_bar
 from contrastlab.views.base import ViewGenerator
