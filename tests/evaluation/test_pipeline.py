@@ -30,6 +30,13 @@ def test_evaluate_writes_metrics_and_figures(simclr_run):
     assert head["information"]["temperature"] == 0.2 and head["information"]["mi_k"] == 60
     assert "information" not in saved["encoders"]["backbone"]
     assert "alignment" not in saved["encoders"]["raw"]["geometry"]  # the raw baseline has no views
+    # the homework's sets: classes for every row; the two augmentations of each item for the rows with views
+    sets = head["sets"]
+    assert sets["classes"]["sets"] == len(set(simclr_run.dataset("test").factors["shape"].tolist()))
+    assert sets["augmentations"]["sets"] == 60 and sets["augmentations"]["min_size"] == 2
+    assert 0.0 <= sets["augmentations"]["separated_share"] <= 1.0
+    assert sets["classes"]["tammes"]["reference_how"] == "exact" and sets["classes"]["tammes"]["ratio"] <= 1.0 + 1e-9
+    assert "augmentations" not in saved["encoders"]["raw"].get("sets", {})
     expected = {"curves", "invariance"} | {f"{kind}_{stage}" for kind in ("hypersphere", "tsne")
                                             for stage in ("head", "backbone")} | {
         f"neighbours_{stage}_{split}" for stage in ("head", "backbone") for split in ("train", "test")}

@@ -269,3 +269,26 @@ def test_fission_run_trains_and_evaluates_shared_and_private_rows(tmp_path):
     assert {"shared:image", "shared:text", "private:image", "private:text"} <= rows
     assert metrics["encoders"]["shared:image"]["dim"] == 4 and metrics["encoders"]["private:image"]["dim"] == 4
     assert math.isfinite(metrics["encoders"]["shared:image"]["classification"]["probe_test_accuracy"])
+    # two towers: the decomposition of what they say about the label and the factors, and the geometry of sets
+    pid = metrics["cross_modal"]["shared"]["pid"]
+    assert {"label", "colour", "location", "size"} <= set(pid) and "shape" not in pid  # the label is the shape
+    for p in pid.values():
+        assert abs(p["redundancy"] + p["unique_1"] + p["unique_2"] + p["synergy"] - p["mi_joint"]) < 1e-6
+        assert p["discretize"] == "probe"
+    classes = metrics["encoders"]["shared:image"]["sets"]["classes"]
+    assert 0.0 <= classes["separated_share"] <= 1.0 and classes["tammes"]["reference_how"] == "exact"
+    assert metrics["cross_modal"]["shared"]["sets"]["min_size"] == 2  # an item's image and caption
+    assert metrics["cross_modal"]["shared"]["retrieval_similarity"] == "gated"
+
+
+@pytest.mark.parametrize("objective, message", [
+    ("{name: dcl}", "does not only compare across the two views"),
+    ("{name: nt_xent}", "does not only compare across the two views"),
+])
+def test_gated_coordination_refuses_objectives_that_compare_within_a_view(tmp_path, objective, message):
+    config = tmp_path / "gated.yaml"
+    config.write_text(_CONFIG)
+    done = subprocess.run([sys.executable, "-m", "contrastlab", "train", str(config), "--out", str(tmp_path / "run"),
+                           "--set", f"objective={objective}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

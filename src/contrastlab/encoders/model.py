@@ -249,8 +249,10 @@ class MultiViewModel(nn.Module):
         Args:
             views: view name -> inputs ``(N, ...)``.
             stage: ``"head"`` (embeddings in the ``output_space``, as in :meth:`forward`), ``"backbone"``
-                (features before the head, never normalised), or for a fission model (``shared_dim``) its
-                ``"shared"`` code (L2-normalised, as its objective compares it) or ``"private"`` code (as is).
+                (features before the head, never normalised), or for a model whose objective splits the code
+                (``shared_dim``: fission, FactorCL) its ``"shared"`` part, L2-normalised as fission's contrastive term
+                compares it (FactorCL's critics read it raw; the evaluation's cosine-based measures do not see the
+                difference, its probes standardise), or its ``"private"`` part as is.
             lengths: view name -> valid lengths ``(N,)`` (optional).
 
         Returns:

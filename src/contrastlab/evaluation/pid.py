@@ -473,18 +473,54 @@ def representation_pid(z1_train, z2_train, z1_test, z2_test, y_test, *, clusters
                                normalize=normalize, seed=seed, permutations=permutations, base=base, tol=tol)["y"]
 
 
-def representation_pids(z1_train, z2_train, z1_test, z2_test, targets, *, clusters: int | None = None,
-                        normalize: bool = True, seed: int = 0, permutations: int = 5, base: float = 2,
-                        tol: float = 1e-7) -> dict[str, dict]:
-    r""":func:`representation_pid` about several targets of the same items, each representation clustered once per
-    cluster count (the targets' default counts differ with their number of classes).
+def _probe_codes(train: torch.Tensor, y_train: np.ndarray, test: torch.Tensor) -> np.ndarray:
+    """What a linear probe fitted on the train rows predicts for the test rows: the target as the representation
+    lets a linear readout tell it."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from contrastlab.evaluation.probe import fit_probe
+
+    if len(np.unique(y_train)) < 2:
+        return np.zeros(test.shape[0], dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fit_probe(train.numpy(), y_train).predict(test.numpy())
+
+
+#: How a representation becomes a discrete code for the PID (see :func:`representation_pids`).
+DISCRETIZERS = ("kmeans", "probe")
+
+
+def representation_pids(z1_train, z2_train, z1_test, z2_test, targets, *, train_targets=None,
+                        discretize: str = "kmeans", clusters: int | None = None, normalize: bool = True,
+                        seed: int = 0, permutations: int = 5, base: float = 2, tol: float = 1e-7) -> dict[str, dict]:
+    r""":func:`representation_pid` about several targets of the same items.
+
+    Two ways to make each representation a discrete code:
+
+    * ``"kmeans"`` (as :func:`representation_pid`): k-means clusters, target-blind, one clustering per cluster count
+      (the targets' default counts differ with their number of classes). What the clusters follow is the
+      representation's largest variation, which need not be the target's.
+    * ``"probe"``: each representation's code is what a linear probe fitted on its train rows
+      (``train_targets``) predicts for the test rows — the target as a linear readout of that representation
+      tells it. Redundancy and uniqueness then say which representation lets the target be read and which both
+      do; synergy between two such readouts is underestimated (each probe sees one representation), so a
+      representation's information that only matters jointly with the other's is not credited.
 
     Args:
         targets: target name -> (N,) codes of the evaluated items.
-        (the rest as in :func:`representation_pid`)
+        train_targets: target name -> codes of the train rows (needed for ``"probe"``).
+        discretize: ``"kmeans"`` or ``"probe"``.
+        (the rest as in :func:`representation_pid`; ``clusters`` and ``normalize`` are k-means options)
 
     Returns:
-        Target name -> the dict :func:`representation_pid` returns.
+        Target name -> the dict :func:`representation_pid` returns, with ``"discretize"``.
+
+    Raises:
+        ValueError: as :func:`representation_pid`; an unknown ``discretize``, or ``"probe"`` without the train
+            targets of every target.
 
     Example:
         >>> import numpy as np
@@ -493,7 +529,16 @@ def representation_pids(z1_train, z2_train, z1_test, z2_test, targets, *, cluste
         >>> out = representation_pids(z[:400], z[:400], z[400:], z[400:], {"y": y[400:], "parity": y[400:] % 2})
         >>> sorted(out), round(out["y"]["redundancy"], 4), out["y"]["clusters"], out["parity"]["clusters"]
         (['parity', 'y'], 2.0, 4, 2)
+        >>> a, b = np.arange(800) % 2, (np.arange(800) // 2) % 2  # two independent bits, one per representation
+        >>> za, zb = a[:, None] + 0.1 * np.random.default_rng(1).normal(size=(800, 1)), b[:, None] * 1.0
+        >>> y2 = 2 * a + b
+        >>> p = representation_pids(za[:400], zb[:400], za[400:], zb[400:], {"y": y2[400:]},
+        ...                         train_targets={"y": y2[:400]}, discretize="probe")["y"]
+        >>> round(p["unique_1"], 2), round(p["unique_2"], 2), round(p["redundancy"], 2)
+        (1.0, 1.0, 0.0)
     """
+    if discretize not in DISCRETIZERS:
+        raise ValueError(f"discretize must be one of {', '.join(map(repr, DISCRETIZERS))}; got {discretize!r}")
     if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 0:
         raise ValueError(f"permutations must be an integer >= 0; got {permutations!r}")
     feats = {name: as_features(z, name=name, dtype=torch.float64) for name, z in
@@ -503,7 +548,13 @@ def representation_pids(z1_train, z2_train, z1_test, z2_test, targets, *, cluste
         if train.shape[1] != test.shape[1]:
             raise ValueError(f"{tower}_train and {tower}_test must have the same width D; "
                              f"got {train.shape[1]} and {test.shape[1]}")
-    codes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if discretize == "probe":
+        missing = sorted(set(targets) - set(train_targets or {}))
+        if missing:
+            raise ValueError(f"discretize='probe' needs train_targets for every target; missing {missing}")
+        if feats["z1_train"].shape[0] != feats["z2_train"].shape[0]:
+            raise ValueError("discretize='probe' needs the same train rows for both representations")
+    codes: dict[object, tuple[np.ndarray, np.ndarray]] = {}
     results: dict[str, dict] = {}
     for target, y_test in targets.items():
         cy = _codes(y_test, "y_test")
@@ -511,15 +562,26 @@ def representation_pids(z1_train, z2_train, z1_test, z2_test, targets, *, cluste
         if not feats["z1_test"].shape[0] == feats["z2_test"].shape[0] == n:
             raise ValueError(f"z1_test, z2_test and y_test must have the same number of rows; got z1_test: "
                              f"{feats['z1_test'].shape[0]}, z2_test: {feats['z2_test'].shape[0]}, y_test: {n}")
-        k = default_clusters(n, int(cy.max()) + 1) if clusters is None else check_positive_int(clusters, "clusters")
-        for tower in ("z1", "z2"):
-            if k > feats[f"{tower}_train"].shape[0]:
-                raise ValueError(f"clusters={k} exceeds the {feats[f'{tower}_train'].shape[0]} rows of {tower}_train")
-        if k not in codes:
-            codes[k] = tuple(_kmeans_codes(feats[f"{t}_train"], feats[f"{t}_test"], k=k, normalize=normalize,
-                                           seed=seed) for t in ("z1", "z2"))
-        c1, c2 = codes[k]
-        out = {**pid(c1, c2, cy, base=base, tol=tol), "clusters": k, "n": n}
+        if discretize == "probe":
+            y_train = np.asarray(train_targets[target])
+            if len(y_train) != feats["z1_train"].shape[0]:
+                raise ValueError(f"train_targets[{target!r}] has {len(y_train)} rows, the train features "
+                                 f"{feats['z1_train'].shape[0]}")
+            c1, c2 = (_codes(_probe_codes(feats[f"{t}_train"], y_train, feats[f"{t}_test"]), "codes")
+                      for t in ("z1", "z2"))
+            extra = {"discretize": "probe"}
+        else:
+            k = default_clusters(n, int(cy.max()) + 1) if clusters is None else check_positive_int(clusters, "clusters")
+            for tower in ("z1", "z2"):
+                if k > feats[f"{tower}_train"].shape[0]:
+                    raise ValueError(f"clusters={k} exceeds the {feats[f'{tower}_train'].shape[0]} rows of "
+                                     f"{tower}_train")
+            if k not in codes:
+                codes[k] = tuple(_kmeans_codes(feats[f"{t}_train"], feats[f"{t}_test"], k=k, normalize=normalize,
+                                               seed=seed) for t in ("z1", "z2"))
+            c1, c2 = codes[k]
+            extra = {"discretize": "kmeans", "clusters": k}
+        out = {**pid(c1, c2, cy, base=base, tol=tol), **extra, "n": n}
         rng = np.random.default_rng(seed)
         noise = [pid(c1, c2, rng.permutation(cy), base=base, tol=tol) for _ in range(permutations)]
         for atom in _ATOMS:

@@ -224,32 +224,45 @@ def set_summary(features: Tensor, set_ids) -> dict[str, Any]:
     return out
 
 
-def _targets(collected: Collected, m: int) -> dict[str, np.ndarray]:
-    """What the towers' information is decomposed about: the label, and each generative factor (continuous ones
-    in 3 quantile bins; x and y together as the location on a 3 x 3 grid) that is not the label itself."""
-    out: dict[str, np.ndarray] = {}
-    if collected.labels is not None:
-        out["label"] = collected.labels[:m].numpy()
-    for group, members in default_groups(list(collected.factors)).items():
-        codes = [discretize(collected.factors[f][:m], bins=3) for f in members]
-        out[group] = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
-    label = out.get("label")
-    for group in [g for g in out if g != "label" and label is not None]:  # a factor that is the label (Shapes' shape)
-        if len(np.unique(np.stack([label, out[group]], axis=1), axis=0)) == len(np.unique(label)) == len(np.unique(out[group])):
-            del out[group]
-    return {k: v for k, v in out.items() if len(np.unique(v)) >= 2}
+#: The PID's solver grows with the cube of the codes' alphabets (the number of classes of the target): above this many
+#: classes a target is left out (a decomposition of one target takes seconds at 300 classes, minutes at 1,000).
+PID_MAX_CLASSES = 50
+
+
+def _targets(train: Collected, test: Collected, n_train: int, n_test: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """What the towers' information is decomposed about, as (train codes, test codes): the label, and each generative
+    factor (continuous ones in 3 quantile bins of both splits together; x and y together as the location on a 3 x 3
+    grid) that is not the label itself and has between 2 and :data:`PID_MAX_CLASSES` values."""
+    both: dict[str, np.ndarray] = {}
+    if train.labels is not None and test.labels is not None:
+        both["label"] = np.concatenate([train.labels[:n_train].numpy(), test.labels[:n_test].numpy()])
+    shared = [f for f in train.factors if f in test.factors]
+    for group, members in default_groups(shared).items():
+        values = [torch.cat([torch.as_tensor(train.factors[f][:n_train]), torch.as_tensor(test.factors[f][:n_test])])
+                  for f in members]
+        codes = [discretize(v, bins=3) for v in values]
+        both[group] = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+    label = both.get("label")
+    for group in [g for g in both if g != "label" and label is not None]:  # a factor that is the label (Shapes' shape)
+        if len(np.unique(np.stack([label, both[group]], axis=1), axis=0)) == len(np.unique(label)) == len(np.unique(both[group])):
+            del both[group]
+    return {k: (v[:n_train], v[n_train:]) for k, v in both.items() if 2 <= len(np.unique(v)) <= PID_MAX_CLASSES}
 
 
 def _tower_pid(train: Collected, test: Collected, name: str, towers: tuple[str, str], options: EvalOptions) -> dict:
-    """The partial information decomposition of two towers' codes about each target (see ``_targets``)."""
+    """The partial information decomposition of two towers' codes about each target (see ``_targets``), each tower
+    read through a linear probe of the target."""
     m = min(options.analysis_items, len(test))
     n_fit = min(options.analysis_items, len(train))
     a, b = towers
-    targets = _targets(test, m)
+    targets = _targets(train, test, n_fit, m)
     if not targets:
         return {}
     return representation_pids(train.features[name][a][:n_fit], train.features[name][b][:n_fit],
-                               test.features[name][a][:m], test.features[name][b][:m], targets, seed=options.seed)
+                               test.features[name][a][:m], test.features[name][b][:m],
+                               {k: te for k, (_, te) in targets.items()},
+                               train_targets={k: tr for k, (tr, _) in targets.items()}, discretize="probe",
+                               seed=options.seed)
 
 
 def _row_metrics(x_tr: Tensor, x_te: Tensor, train: Collected, test: Collected, options: EvalOptions,
@@ -439,7 +452,8 @@ def _measure_rest(train: Collected, test: Collected, featurizers: Featurizers, r
         if pid:
             cross[name]["pid"] = pid
         else:
-            skipped.setdefault("pid", "no labels or generative factors to decompose the towers' information about")
+            skipped.setdefault("pid", "no labels or generative factors (with 2 to "
+                                      f"{PID_MAX_CLASSES} values) to decompose the towers' information about")
 
     if pairs is None:
         skipped.setdefault("pairs", "no positive pairs (a second view of each item) to measure alignment and "

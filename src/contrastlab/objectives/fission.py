@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from contrastlab.objectives._checks import check_embeddings, check_non_negative, check_pair, check_positive
 from contrastlab.objectives._spec import ObjectiveSpec, mean_of
 from contrastlab.objectives.info_nce import info_nce
+from contrastlab.objectives.similarity import parse_similarity
 from contrastlab.objectives.temperature import check_temperature
 from contrastlab.outputs import Outputs
 
@@ -172,7 +173,7 @@ class Fission(nn.Module):
         if dim is not None and self.shared_dim >= dim:
             raise ValueError(f"shared_dim must leave room for a private code: it is {shared_dim}, model.dim is {dim}")
         self.temperature = check_temperature(temperature)
-        self.similarity = similarity
+        self.similarity = parse_similarity(similarity)
         self.weights = (check_non_negative("discriminative", discriminative), check_non_negative("generative", generative),
                         check_non_negative("overlap", overlap))
         #: the three terms of the last call, detached (for logging and tests)
@@ -206,7 +207,8 @@ class Fission(nn.Module):
 
     def extra_repr(self) -> str:
         w1, w2, w3 = self.weights
-        return (f"shared_dim={self.shared_dim}, temperature={self.temperature}, "
+        similarity = "" if self.similarity is None else f", similarity={self.similarity!r}"
+        return (f"shared_dim={self.shared_dim}, temperature={self.temperature}{similarity}, "
                 f"weights=(discriminative={w1}, generative={w2}, overlap={w3})")
 
 

@@ -100,8 +100,10 @@ class Similarity:
     through the loss), or its ``matrix`` method when it has one; :meth:`paired` is ``function.paired(a, b)``
     when it has such a method, otherwise the diagonal of :meth:`matrix`; ``name`` is the function's
     ``name`` attribute, ``__name__`` or class name. Build one with :func:`parse_similarity`.
-    A function need not be symmetric: the losses call it with a row of ``z1`` first, and the second
-    direction of a two-way loss (CLIP, VSE, NCE, triplet) reads the same matrix transposed.
+    A function need not be symmetric: the cross-view losses (InfoNCE / CLIP, NCE, VSE, triplet) call it with a
+    row of ``z1`` first, and their second direction reads the same matrix transposed. NT-Xent, DCL and SupCon also
+    compare rows within a view (their candidates are both views stacked), so they call it on mixed rows: an
+    asymmetric function such as gated coordination does not fit them (training refuses the combination).
 
     References:
         CMU MMML lecture 4.1, "Coordination function" and "Kernel function" slides

@@ -95,7 +95,8 @@ def information_section(runs: list[EvaluatedRun]) -> str:
     """
     parts = ['<section id="information"><h2>What the towers share</h2>',
              '<p class="note">The partial information decomposition (Bertschinger et al. 2014) of the information the '
-             "two towers' codes carry about each target, in bits, on k-means codes of held-out items: redundancy "
+             "two towers' codes carry about each target, in bits, on held-out items, each tower read by a linear probe of "
+             "the target fitted on the training items: redundancy "
              "(what either tower alone tells), unique to tower 1 or 2, and synergy (what only the two together tell). "
              "The last column is the synergy the same estimate finds with the target shuffled: what estimation bias "
              "alone gives at this number of items.</p>"]

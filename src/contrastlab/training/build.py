@@ -260,7 +260,7 @@ def build_components(
             decoder=(m.decoder.name, m.decoder.options) if recon else None,
             encoder_defaults={"vocab_size": None if vocabulary is None else len(vocabulary),
                               "layout": getattr(views, "layout", None)},
-            fusion_views=list(recon) if len(recon) > 1 else None,
+            fusion_views=list(recon) if len(recon) > 1 and spec.kind == "reconstruction" else None,
             fusion_mode=m.fusion.mode,
             modality_dropout=m.fusion.modality_dropout,
             temperature=parts.temperature,
@@ -289,7 +289,7 @@ def build_components(
         objective = build_objective(name, **options)
     except ValueError as err:
         raise ValueError(f"objective.options: {err}") from None
-    _coordinate(cfg, model, objective, spec, views)
+    _coordinate(cfg, model, objective, views)
     for key, part, field in (("model.queue_size", parts.queue_size, "negatives"),
                              ("model.learnable_temperature", parts.temperature, "temperature")):
         if part is not None and not (field in needs or accepts(objective.forward, field)):  # declared, or taken as field=
@@ -297,8 +297,12 @@ def build_components(
     return Components(dataset=dataset, views=views, model=model, objective=objective, spec=spec, recon_views=recon)
 
 
-def _coordinate(cfg: TrainConfig, model: MultiViewModel, objective: nn.Module, spec: ObjectiveSpec,
-                views: ViewGenerator) -> None:
+#: Objectives whose similarities are all between a row of one view and a row of the other (never within a view, as
+#: NT-Xent's, DCL's and SupCon's negatives are): the ones a learned asymmetric coordination function can score.
+_CROSS_VIEW = frozenset({"info_nce", "clip", "nce", "vse", "vse++", "triplet", "fission"})
+
+
+def _coordinate(cfg: TrainConfig, model: MultiViewModel, objective: nn.Module, views: ViewGenerator) -> None:
     """Give the model what its objective's code layout and the config's coordination ask for: a fission
     objective's ``shared_dim`` (evaluation then reads the shared and private codes), a gated coordination
     function as wide as the codes the objective compares."""
@@ -308,12 +312,15 @@ def _coordinate(cfg: TrainConfig, model: MultiViewModel, objective: nn.Module, s
     if cfg.model.coordination == "none":
         return
     name = cfg.objective.name
-    takes = accepts(objective.forward, "similarity") or (spec.kind == "method" and hasattr(objective, "similarity"))
-    if not takes:
-        raise ValueError(f"model.coordination: objective {name!r} takes no similarity (coordination function); "
-                         "use a pairwise objective such as clip or info_nce")
-    if len(set(views.view_modalities.values())) < 2 or name == "nt_xent":
-        raise ValueError(f"model.coordination: gated coordination compares two modalities, one per side; objective "
+    if name not in _CROSS_VIEW:
+        raise ValueError(f"model.coordination: gated coordination scores an item of one modality against one of the "
+                         f"other; objective {name!r} does not only compare across the two views (use one of "
+                         f"{', '.join(sorted(_CROSS_VIEW))})")
+    if getattr(objective, "metric", None) not in (None, "cosine"):
+        raise ValueError(f"model.coordination: gated coordination is the similarity; objective.options.metric "
+                         f"{objective.metric!r} would be ignored, remove it")
+    if len(set(views.view_modalities.values())) != 2:
+        raise ValueError(f"model.coordination: gated coordination compares exactly two modalities, one per side; objective "
                          f"{name!r} on views of modalities {sorted(set(views.view_modalities.values()))} has no two sides")
     from contrastlab.encoders.coordination import GatedCoordination
 

@@ -8,7 +8,8 @@ one code :math:`[s_m ; p_m]`; evaluation reads the shared and private parts as r
   it moves as far as a different item) and how well a probe decodes colour and shape from it;
 * the partial information decomposition of the two towers' codes about each factor (redundancy: what both
   modalities' codes say about it; unique: what only one says; synergy: what only the two together say),
-  estimated on k-means codes of held-out items, with the value pure noise gives at this size beside it.
+  estimated on held-out items with each tower read by a linear probe of the factor, with the value pure noise
+  gives at this size beside it.
 
 What the lecture's factorisation predicts, checked here: the shared image code is invariant to colour and keeps
 the shape; the private image code keeps colour; about the shape the two towers' shared codes are mostly
@@ -69,7 +70,8 @@ def summarize(recipe, outcomes: dict, out_dir: Path) -> Summary:
             f"2 = {towers[1]}); head: the whole code [shared ; private], shared: its shared part",
             ["run", "code", "about", "I(Y; both)", "redundancy", "unique 1", "unique 2", "synergy", "synergy of noise"],
             pid_rows,
-            note="Estimated on k-means codes of held-out items (BROJA definition); 'synergy of noise' is what the same "
+            note="Estimated on held-out items, each tower's code read by a linear probe of the factor fitted on the "
+                 "training items (BROJA definition); 'synergy of noise' is what the same "
                  "estimate gives with the factor shuffled: the size of the estimation bias at this number of items. "
                  "The label is the shape."))
 
