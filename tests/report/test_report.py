@@ -579,3 +579,26 @@ def test_cli_refuses_a_planted_figure_in_one_line(tmp_path):
     assert "run/eval/metrics.json" in lines[0] and "'/etc/passwd'" in lines[0]
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "r.html").exists()
+
+
+def test_sets_and_what_the_towers_share_are_tables_per_run(tmp_path):
+    """The homework's geometry of sets and the PID of two towers, each a table; a hostile target name is escaped."""
+    metrics = losing()
+    metrics["encoders"]["head"]["sets"] = {
+        "classes": {"sets": 5, "median_diameter": 1.2, "median_margin": 0.4, "separated_share": 0.2, "min_size": 30,
+                    "tammes": {"min_angle": 60.0, "reference_angle": 104.48, "ratio": 0.574, "centre_norm_mean": 0.5,
+                               "reference_how": "exact"}},
+        "augmentations": {"sets": 200, "median_diameter": 0.1, "median_margin": 0.3, "separated_share": 0.9,
+                          "min_size": 2}}
+    pid = {"redundancy": 0.5, "unique_1": 0.25, "unique_2": 0.125, "synergy": 0.0625, "mi_joint": 0.9375,
+           "noise_synergy": 0.01}
+    metrics["cross_modal"] = {"head": {"towers": ["image", "text"], "pid": {"<b>label</b>": pid},
+                                       "sets": {"sets": 200, "median_diameter": 0.7, "median_margin": 0.2,
+                                                "separated_share": 0.1, "min_size": 2}}}
+    html = build_report([make_run(tmp_path, "two-towers", metrics)])
+    sets = text(section(html, "sets"))
+    assert "classes" in sets and "augmentations of an item" in sets and "head (across towers)" in sets
+    assert "0.5740" in sets and "104.4800" in sets, sets
+    info = section(html, "information")
+    assert "&lt;b&gt;label&lt;/b&gt;" in info and "<b>label" not in info
+    assert all(f"{v:.4f}" in text(info) for v in (0.5, 0.25, 0.125, 0.0625, 0.9375))

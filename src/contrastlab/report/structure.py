@@ -6,7 +6,7 @@ Everything from ``metrics.json`` is HTML-escaped (through :func:`~contrastlab.re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any
 
@@ -21,6 +21,18 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table class='metrics'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _per_run(section: str, title: str, note: str, columns: Sequence[str], runs: list[EvaluatedRun],
+             rows_of: Callable[[EvaluatedRun], list[list[Any]]], reason_of: Callable[[EvaluatedRun], str]) -> str:
+    """A section with one table per run, or one line saying why a run has none."""
+    parts = [f'<section id="{section}"><h2>{escape(title)}</h2><p class="note">{escape(note)}</p>']
+    for run in runs:
+        parts.append(run_heading(run, runs))
+        rows = rows_of(run)
+        parts.append(_table(columns, rows) if rows else why(f"{run_label(run, runs)}not shown: {reason_of(run)}"))
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def _set_rows(run: EvaluatedRun) -> list[list[Any]]:
@@ -49,25 +61,19 @@ def sets_section(runs: list[EvaluatedRun]) -> str:
     Returns:
         A ``<section>``.
     """
-    parts = ['<section id="sets"><h2>Geometry of sets</h2>',
-             '<p class="note">For each set (a class; the augmentations of one item; an item\'s image and caption): '
-             "its diameter (the largest distance between two members, on the unit sphere) and its margin (the "
-             "smallest distance to a member of another set). A set whose margin exceeds its diameter is separated: "
-             "every member's nearest neighbour is in its own set. The Tammes view compares the smallest angle between "
-             "set centres with the largest possible for that many points (exact for up to twice the dimension); a "
-             "centre norm near 1 means each set sits at one point.</p>"]
-    columns = ["row", "sets of", "sets", "median diameter", "median margin", "separated share",
-               "smallest centre angle °", "best possible °", "ratio", "centre norm"]
-    for run in runs:
-        parts.append(run_heading(run, runs))
-        rows = _set_rows(run)
-        if not rows:
-            parts.append(why(f"{run_label(run, runs)}not shown: no labels and no second view of the items to form "
-                             "sets from, or a file written before the geometry of sets was measured"))
-            continue
-        parts.append(_table(columns, rows))
-    parts.append("</section>")
-    return "".join(parts)
+    return _per_run(
+        "sets", "Geometry of sets",
+        "For each set (a class; the augmentations of one item; an item's image and caption): its diameter (the "
+        "largest distance between two members, on the unit sphere) and its margin (the smallest distance to a member "
+        "of another set). A set whose margin exceeds its diameter is separated: every member's nearest neighbour is "
+        "in its own set. The Tammes view compares the smallest angle between set centres with the largest possible "
+        "for that many points (exact for up to twice the dimension); a centre norm near 1 means each set sits at "
+        "one point.",
+        ["row", "sets of", "sets", "median diameter", "median margin", "separated share", "smallest centre angle °",
+         "best possible °", "ratio", "centre norm"],
+        runs, _set_rows,
+        lambda run: "no labels and no second view of the items to form sets from, or a file written before the "
+                    "geometry of sets was measured")
 
 
 def _pid_rows(run: EvaluatedRun) -> list[list[Any]]:
@@ -93,26 +99,17 @@ def information_section(runs: list[EvaluatedRun]) -> str:
     Returns:
         A ``<section>``.
     """
-    parts = ['<section id="information"><h2>What the towers share</h2>',
-             '<p class="note">The partial information decomposition (Bertschinger et al. 2014) of the information the '
-             "two towers' codes carry about each target, in bits, on held-out items, each tower read by a linear probe of "
-             "the target fitted on the training items: redundancy "
-             "(what either tower alone tells), unique to tower 1 or 2, and synergy (what only the two together tell). "
-             "The last column is the synergy the same estimate finds with the target shuffled: what estimation bias "
-             "alone gives at this number of items.</p>"]
-    columns = ["towers", "about", "I(target; both)", "redundancy", "unique 1", "unique 2", "synergy",
-               "synergy of noise"]
-    for run in runs:
-        parts.append(run_heading(run, runs))
-        rows = _pid_rows(run)
-        if not rows:
-            reason = as_map(run.metrics.get("skipped")).get("pid") or (
-                "one tower only" if "cross_modal" in run.metrics else "a file written before the decomposition was measured")
-            parts.append(why(f"{run_label(run, runs)}not shown: {reason}"))
-            continue
-        parts.append(_table(columns, rows))
-    parts.append("</section>")
-    return "".join(parts)
+    return _per_run(
+        "information", "What the towers share",
+        "The partial information decomposition (Bertschinger et al. 2014) of the information the two towers' codes "
+        "carry about each target, in bits, on held-out items, each tower read by a linear probe of the target fitted "
+        "on the training items: redundancy (what either tower alone tells), unique to tower 1 or 2, and synergy "
+        "(what only the two together tell). The last column is the synergy the same estimate finds with the target "
+        "shuffled: what estimation bias alone gives at this number of items.",
+        ["towers", "about", "I(target; both)", "redundancy", "unique 1", "unique 2", "synergy", "synergy of noise"],
+        runs, _pid_rows,
+        lambda run: as_map(run.metrics.get("skipped")).get("pid") or (
+            "one tower only" if "cross_modal" in run.metrics else "a file written before the decomposition was measured"))
 
 
 __all__ = ["information_section", "sets_section"]
