@@ -79,6 +79,8 @@ VIEW_CASES = {
     "factor_resample": ("shapes", {"n_items": 32}, {"preset": "A"}),
     "signal": ("mnist1d", {"n_samples": 200}, {}),
     "modality_pair": ("shapes", {"n_items": 32, "with_captions": True}, {}),
+    "joined": ("shapes", {"n_items": 32, "with_captions": True}, {"copies": 2}),
+    "modality_augment": ("factorcl_synthetic", {"n_samples": 64}, {}),
 }
 
 

@@ -154,8 +154,10 @@ def test_mlp_shapes_and_errors():
 
 
 def test_registry_builds_every_encoder_with_out_dim():
-    shapes = {"mlp": (3, 8, 8), "convnet": (3, 16, 16), "resnet18": (3, 16, 16), "conv1d": (10, 30), "text": (6,)}
-    options = {"resnet18": {"width": 4}, "text": {"vocab_size": 9}, "conv1d": {"widths": [8]}}
+    shapes = {"mlp": (3, 8, 8), "convnet": (3, 16, 16), "resnet18": (3, 16, 16), "conv1d": (10, 30), "text": (6,),
+              "late_fusion": (4, 8, 8)}
+    options = {"resnet18": {"width": 4}, "text": {"vocab_size": 9}, "conv1d": {"widths": [8]},
+               "late_fusion": {"layout": {"stacked": True, "parts": [["rgb", [3, 8, 8]], ["depth", [1, 8, 8]]]}}}
     assert set(shapes) == set(ENCODERS) - {"hf_text", "hf_vision"}  # tests/encoders/test_hf.py builds those
     for name, shape in shapes.items():
         net = build_encoder(name, shape, **options.get(name, {}))

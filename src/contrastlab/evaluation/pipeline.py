@@ -199,22 +199,23 @@ def _skipped_measures(train: Collected, test: Collected, has_classes: bool, opti
     return {}
 
 
-#: The Tammes view compares the set centres with the best spread of that many points; beyond this many sets (one
-#: per item for invariance sets) the reference needs a numerical search that costs seconds per row, so it is left out.
+#: The Tammes view compares the set centres with the best spread of that many points: exact (closed form) for up to
+#: twice the dimension, a numerical search beyond, which costs up to seconds per row; classes are searched up to this
+#: many, other sets (one per item for invariance sets) only where the closed form applies.
 TAMMES_MAX_SETS = 64
 
 
-def set_summary(features: Tensor, set_ids) -> dict[str, Any]:
+def set_summary(features: Tensor, set_ids, *, search: bool = True) -> dict[str, Any]:
     """The homework's geometry of a family of sets (4(b), 4(e)): diameters, margins, the share of sets whose margin
-    exceeds their diameter, and (up to :data:`TAMMES_MAX_SETS` sets) the Tammes view of the set centres — summary
-    numbers only, no per-set arrays."""
+    exceeds their diameter, and the Tammes view of the set centres (with ``search``, up to :data:`TAMMES_MAX_SETS`
+    sets; without, only where the best spread is known in closed form) — summary numbers only, no per-set arrays."""
     ids = torch.as_tensor(set_ids).reshape(-1)
     n_sets = len(torch.unique(ids))
     if n_sets < 2:
         return {}
     geometry = set_geometry(features, ids)
     out: dict[str, Any] = {k: v for k, v in geometry.items() if isinstance(v, (int, float))}
-    if n_sets <= TAMMES_MAX_SETS:
+    if n_sets <= (TAMMES_MAX_SETS if search else 2 * features.shape[1]):
         try:
             tammes = tammes_view(features, ids)
         except ValueError:  # a set whose rows cancel out has no direction
@@ -227,6 +228,8 @@ def set_summary(features: Tensor, set_ids) -> dict[str, Any]:
 #: The PID's solver grows with the cube of the codes' alphabets (the number of classes of the target): above this many
 #: classes a target is left out (a decomposition of one target takes seconds at 300 classes, minutes at 1,000).
 PID_MAX_CLASSES = 50
+#: Shuffles of the target behind each "noise" atom (the estimation bias at this number of items).
+PID_PERMUTATIONS = 3
 
 
 def _targets(train: Collected, test: Collected, n_train: int, n_test: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -262,7 +265,7 @@ def _tower_pid(train: Collected, test: Collected, name: str, towers: tuple[str, 
                                test.features[name][a][:m], test.features[name][b][:m],
                                {k: te for k, (_, te) in targets.items()},
                                train_targets={k: tr for k, (tr, _) in targets.items()}, discretize="probe",
-                               seed=options.seed)
+                               seed=options.seed, permutations=PID_PERMUTATIONS)
 
 
 def _row_metrics(x_tr: Tensor, x_te: Tensor, train: Collected, test: Collected, options: EvalOptions,
@@ -445,8 +448,8 @@ def _measure_rest(train: Collected, test: Collected, featurizers: Featurizers, r
     if not cross:
         skipped.setdefault("retrieval", "one tower only, so there is nothing to retrieve across")
         skipped.setdefault("pid", "one tower only, so there is no second representation to share information with")
-    for name in cross:
-        if featurizers.kinds.get(name) != "trained":
+    for name in cross:  # the trained encoder's head (and a fission model's parts): its backbone says nothing new here
+        if featurizers.kinds.get(name) != "trained" or featurizers.stages.get(name) == "backbone":
             continue
         pid = _tower_pid(train, test, name, tuple(list(test.features[name])[:2]), options)
         if pid:
@@ -470,7 +473,7 @@ def _measure_rest(train: Collected, test: Collected, featurizers: Featurizers, r
                 encoders[row]["geometry"].update(geometry)
                 augmented = _augmentation_sets(own, pairs.towers, towers)
                 if augmented is not None:
-                    encoders[row].setdefault("sets", {})["augmentations"] = set_summary(*augmented)
+                    encoders[row].setdefault("sets", {})["augmentations"] = set_summary(*augmented, search=False)
                 if information:
                     encoders[row]["information"] = information
             if name in cross and name not in rows and head:  # towers that are separate rows, in one space
@@ -479,7 +482,7 @@ def _measure_rest(train: Collected, test: Collected, featurizers: Featurizers, r
                     cross[name]["geometry"] = geometry
                 paired = _modality_sets(views, pairs.towers)
                 if paired is not None:
-                    cross[name]["sets"] = set_summary(*paired)
+                    cross[name]["sets"] = set_summary(*paired, search=False)
 
     if invariance is None:
         skipped.setdefault("invariance", "the data has no generative factors")

@@ -84,10 +84,9 @@ def augment_vectors(x: Tensor, generator: torch.Generator, *, transforms: Sequen
     dropped = torch.zeros(n, d, dtype=torch.bool, device=x.device).scatter_(1, order[:, :k], True)
     made = {"swap": lambda: x.roll(-(d // 2), dims=1), "noise": lambda: x + noise * eps,
             "drop": lambda: x.masked_fill(dropped, 0.0), "identity": lambda: x}
-    out = x.clone()
-    for code, name in enumerate(names):
-        rows = choice == code
-        out[rows] = made[name]()[rows]
+    out = x
+    for code, name in enumerate(names):  # a blend, not a boolean index: no host sync on an accelerator
+        out = torch.where((choice == code)[:, None], made[name](), out)
     return out
 
 

@@ -111,6 +111,12 @@ def summarize(recipe, outcomes: dict, out_dir: Path) -> Summary:
                 colour["unique_1"] > max(colour["redundancy"], colour["unique_2"], colour.get("noise_unique_1", 0.0)),
                 f"U_image {colour['unique_1']:.2f} (noise {colour.get('noise_unique_1', float('nan')):.2f}), "
                 f"R {colour['redundancy']:.2f}, U_text {colour['unique_2']:.2f} bits"))
+        shared_colour = get(f.metrics, "cross_modal", "shared", "pid", "colour", "mi_joint")
+        if colour and shared_colour is not None:
+            summary.checks.append(Check(
+                "the image's colour information is in its private code: the shared codes hold under a quarter of it",
+                shared_colour < 0.25 * colour["mi_joint"],
+                f"I(colour; shared codes) {shared_colour:.2f} bits, I(colour; whole codes) {colour['mi_joint']:.2f} bits"))
     if "fission" in outcomes and "without_overlap" in outcomes:
         a, chance = decoded(outcomes["fission"], "shared:image", "colour")
         b, _ = decoded(outcomes["without_overlap"], "shared:image", "colour")
