@@ -279,6 +279,13 @@ def test_fission_run_trains_and_evaluates_shared_and_private_rows(tmp_path):
     assert 0.0 <= classes["separated_share"] <= 1.0 and classes["tammes"]["reference_how"] == "exact"
     assert metrics["cross_modal"]["shared"]["sets"]["min_size"] == 2  # an item's image and caption
     assert metrics["cross_modal"]["shared"]["retrieval_similarity"] == "gated"
+    # compare reads the parts too: the shared and the private image code of the same items
+    out = tmp_path / "compare.json"
+    done = subprocess.run([sys.executable, "-m", "contrastlab", "compare", f"{run}:shared:image",
+                           f"{run}:private:image", "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    compared = json.loads(out.read_text())
+    assert compared["a"].endswith(":shared:image") and -1.0 <= compared["cka"] <= 1.0 + 1e-9
 
 
 def test_gated_coordination_refuses_objectives_that_compare_within_a_view(tmp_path):

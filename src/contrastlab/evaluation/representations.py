@@ -2,7 +2,8 @@ r"""A representation named in words — a run's stage and tower, or a key of a f
 
 ``contrastlab compare A B`` names each side as
 
-* ``RUN``, ``RUN:STAGE`` or ``RUN:STAGE:TOWER``: a run folder, the stage ``head`` (default) or ``backbone``,
+* ``RUN``, ``RUN:STAGE`` or ``RUN:STAGE:TOWER``: a run folder, the stage ``head`` (default) or ``backbone``
+  (``shared`` or ``private`` for a fission run),
   and, for runs whose towers read different modalities, the tower (``image``, ``caption``, …). Features of a
   seeded random subset of the run's test split.
 * ``FILE`` or ``FILE:KEY``: a features file (:func:`~contrastlab.evaluation.analyze.load_features`) and one of its
@@ -24,6 +25,8 @@ from torch import Tensor
 from contrastlab.errors import UserError
 
 STAGES = ("head", "backbone")
+#: The parts of the head's code of a model whose objective splits it (``shared_dim``: fission, FactorCL).
+FISSION_STAGES = ("shared", "private")
 
 
 @dataclass
@@ -82,9 +85,12 @@ def _from_run(path: Path, parts: list[str], items: int, seed: int) -> Representa
     if len(parts) > 2:
         raise UserError(f"{path}:{':'.join(parts)}: give RUN, RUN:STAGE or RUN:STAGE:TOWER")
     stage = parts[0] if parts else "head"
-    if stage not in STAGES:
-        raise UserError(f"{path}: the stage must be head or backbone; got {stage!r}")
+    if stage not in STAGES + FISSION_STAGES:
+        raise UserError(f"{path}: the stage must be head or backbone (or shared / private for a fission run); "
+                        f"got {stage!r}")
     run = load_run(path)
+    if stage not in getattr(run.model, "stages", STAGES):
+        raise UserError(f"{path}: the stage {stage!r} needs a run whose objective splits the code (fission, FactorCL)")
     dataset = run.dataset("test")
     selection = Selection.of(dataset, items, seed + 1)  # the subset `eval` draws for the test split
     got = collect(dataset, selection.indices, {"f": trained_featurizer(run.model, run.views, stage=stage)},
