@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -43,13 +42,14 @@ from contrastlab.evaluation.features import (
 )
 from contrastlab.evaluation.geometry import alignment, effective_rank, feature_norms, uniformity
 from contrastlab.evaluation.information import canonical_correlations, info_nce_bound
-from contrastlab.evaluation.invariance import default_groups, discretize, invariance_report
+from contrastlab.evaluation.invariance import invariance_report
 from contrastlab.evaluation.knn import knn_evaluate
-from contrastlab.evaluation.pid import representation_pids
 from contrastlab.evaluation.probe import linear_probe
 from contrastlab.evaluation.retrieval import retrieval_metrics
 from contrastlab.evaluation.selection import Selection, slice_batch
-from contrastlab.evaluation.sets import set_geometry, tammes_view
+from contrastlab.evaluation.structure import (
+    PID_MAX_CLASSES, augmentation_sets, modality_sets, pid_targets, set_summary, tower_pid,
+)
 from contrastlab.files import atomic_write_text
 from contrastlab.progress import item_bar
 from contrastlab.views.base import ViewGenerator
@@ -197,75 +197,6 @@ def _skipped_measures(train: Collected, test: Collected, has_classes: bool, opti
     if len(torch.unique(test.labels[:m])) < 2:
         return {"clustering": f"fewer than 2 classes among the {m} test items it uses"}
     return {}
-
-
-#: The Tammes view compares the set centres with the best spread of that many points: exact (closed form) for up to
-#: twice the dimension, a numerical search beyond, which costs up to seconds per row; classes are searched up to this
-#: many, other sets (one per item for invariance sets) only where the closed form applies.
-TAMMES_MAX_SETS = 64
-
-
-def set_summary(features: Tensor, set_ids, *, search: bool = True) -> dict[str, Any]:
-    """The homework's geometry of a family of sets (4(b), 4(e)): diameters, margins, the share of sets whose margin
-    exceeds their diameter, and the Tammes view of the set centres (with ``search``, up to :data:`TAMMES_MAX_SETS`
-    sets; without, only where the best spread is known in closed form) — summary numbers only, no per-set arrays."""
-    ids = torch.as_tensor(set_ids).reshape(-1)
-    n_sets = len(torch.unique(ids))
-    if n_sets < 2:
-        return {}
-    geometry = set_geometry(features, ids)
-    out: dict[str, Any] = {k: v for k, v in geometry.items() if isinstance(v, (int, float))}
-    if n_sets <= (TAMMES_MAX_SETS if search else 2 * features.shape[1]):
-        try:
-            tammes = tammes_view(features, ids)
-        except ValueError:  # a set whose rows cancel out has no direction
-            tammes = None
-        if tammes is not None:
-            out["tammes"] = {k: v for k, v in tammes.items() if isinstance(v, (int, float, str))}
-    return out
-
-
-#: The PID's solver grows with the cube of the codes' alphabets (the number of classes of the target): above this many
-#: classes a target is left out (a decomposition of one target takes seconds at 300 classes, minutes at 1,000).
-PID_MAX_CLASSES = 50
-#: Shuffles of the target behind each "noise" atom (the estimation bias at this number of items).
-PID_PERMUTATIONS = 3
-
-
-def _targets(train: Collected, test: Collected, n_train: int, n_test: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """What the towers' information is decomposed about, as (train codes, test codes): the label, and each generative
-    factor (continuous ones in 3 quantile bins of both splits together; x and y together as the location on a 3 x 3
-    grid) that is not the label itself and has between 2 and :data:`PID_MAX_CLASSES` values."""
-    both: dict[str, np.ndarray] = {}
-    if train.labels is not None and test.labels is not None:
-        both["label"] = np.concatenate([train.labels[:n_train].numpy(), test.labels[:n_test].numpy()])
-    shared = [f for f in train.factors if f in test.factors]
-    for group, members in default_groups(shared).items():
-        values = [torch.cat([torch.as_tensor(train.factors[f][:n_train]), torch.as_tensor(test.factors[f][:n_test])])
-                  for f in members]
-        codes = [discretize(v, bins=3) for v in values]
-        both[group] = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
-    label = both.get("label")
-    for group in [g for g in both if g != "label" and label is not None]:  # a factor that is the label (Shapes' shape)
-        if len(np.unique(np.stack([label, both[group]], axis=1), axis=0)) == len(np.unique(label)) == len(np.unique(both[group])):
-            del both[group]
-    return {k: (v[:n_train], v[n_train:]) for k, v in both.items() if 2 <= len(np.unique(v)) <= PID_MAX_CLASSES}
-
-
-def _tower_pid(train: Collected, test: Collected, name: str, towers: tuple[str, str], options: EvalOptions) -> dict:
-    """The partial information decomposition of two towers' codes about each target (see ``_targets``), each tower
-    read through a linear probe of the target."""
-    m = min(options.analysis_items, len(test))
-    n_fit = min(options.analysis_items, len(train))
-    a, b = towers
-    targets = _targets(train, test, n_fit, m)
-    if not targets:
-        return {}
-    return representation_pids(train.features[name][a][:n_fit], train.features[name][b][:n_fit],
-                               test.features[name][a][:m], test.features[name][b][:m],
-                               {k: te for k, (_, te) in targets.items()},
-                               train_targets={k: tr for k, (tr, _) in targets.items()}, discretize="probe",
-                               seed=options.seed, permutations=PID_PERMUTATIONS)
 
 
 def _row_metrics(x_tr: Tensor, x_te: Tensor, train: Collected, test: Collected, options: EvalOptions,
@@ -448,10 +379,12 @@ def _measure_rest(train: Collected, test: Collected, featurizers: Featurizers, r
     if not cross:
         skipped.setdefault("retrieval", "one tower only, so there is nothing to retrieve across")
         skipped.setdefault("pid", "one tower only, so there is no second representation to share information with")
-    for name in cross:  # the trained encoder's head (and a fission model's parts): its backbone says nothing new here
-        if featurizers.kinds.get(name) != "trained" or featurizers.stages.get(name) == "backbone":
-            continue
-        pid = _tower_pid(train, test, name, tuple(list(test.features[name])[:2]), options)
+    # the trained encoder's head (and a fission model's parts): its backbone says nothing new here
+    decomposed = [n for n in cross if featurizers.kinds.get(n) == "trained" and featurizers.stages.get(n) != "backbone"]
+    targets = pid_targets(train, test, min(options.analysis_items, len(train)),
+                          min(options.analysis_items, len(test))) if decomposed else {}
+    for name in decomposed:
+        pid = tower_pid(train, test, name, tuple(list(test.features[name])[:2]), targets, seed=options.seed)
         if pid:
             cross[name]["pid"] = pid
         else:
@@ -471,7 +404,7 @@ def _measure_rest(train: Collected, test: Collected, featurizers: Featurizers, r
                 geometry, information = _split_information(
                     _pair_geometry(own, pairs.towers, head=head, temperature=pairs.temperature if head else None))
                 encoders[row]["geometry"].update(geometry)
-                augmented = _augmentation_sets(own, pairs.towers, towers)
+                augmented = augmentation_sets(own, pairs.towers, towers)
                 if augmented is not None:
                     encoders[row].setdefault("sets", {})["augmentations"] = set_summary(*augmented, search=False)
                 if information:
@@ -480,7 +413,7 @@ def _measure_rest(train: Collected, test: Collected, featurizers: Featurizers, r
                 geometry = _pair_geometry(views, pairs.towers, head=True, temperature=pairs.temperature)
                 if geometry:
                     cross[name]["geometry"] = geometry
-                paired = _modality_sets(views, pairs.towers)
+                paired = modality_sets(views, pairs.towers)
                 if paired is not None:
                     cross[name]["sets"] = set_summary(*paired, search=False)
 
@@ -491,30 +424,6 @@ def _measure_rest(train: Collected, test: Collected, featurizers: Featurizers, r
             encoders[row]["invariance"] = invariance(name, towers)
             bar.update(1)
     return cross
-
-
-def _augmentation_sets(views: Mapping[str, Tensor], towers: Mapping[str, str],
-                       row_towers: tuple[str, ...]) -> tuple[Tensor, Tensor] | None:
-    """Invariance sets of a row from the positive pairs: every item's views read by the row's towers (SimCLR's two
-    augmentations; with several towers, member k is the k-th view of each tower side by side). ``None`` when the
-    row's towers read one view each (no set has two members)."""
-    per_tower = {t: [v for v in views if towers.get(v, v) == t] for t in row_towers}
-    counts = {len(vs) for vs in per_tower.values()}
-    if len(counts) != 1 or counts.pop() < 2:
-        return None
-    members = [torch.cat([views[per_tower[t][k]] for t in row_towers], dim=1)
-               for k in range(len(next(iter(per_tower.values()))))]
-    n = members[0].shape[0]
-    return torch.cat(members), torch.arange(n).repeat(len(members))
-
-
-def _modality_sets(views: Mapping[str, Tensor], towers: Mapping[str, str]) -> tuple[Tensor, Tensor] | None:
-    """Sets of one item's views across towers that share a space (an image and its caption at the head)."""
-    names = list(views)
-    if len(names) < 2 or len({views[v].shape[1] for v in names}) != 1 or len({towers.get(v, v) for v in names}) < 2:
-        return None
-    n = views[names[0]].shape[0]
-    return torch.cat([views[v] for v in names]), torch.arange(n).repeat(len(names))
 
 
 def _positive_pairs(model: Encoder, views: ViewGenerator, batch: Batch, stage: str,

@@ -51,14 +51,18 @@ def match_ranks(queries, candidates, *, chunk: int = 1024, tie_tol: float = 1e-6
         q, c = l2_normalize(q), l2_normalize(c)
     if q.shape != c.shape:
         raise ValueError(f"queries and candidates must have the same shape (N, D); got {tuple(q.shape)} and {tuple(c.shape)}")
-    better = torch.empty(q.shape[0], dtype=torch.int64)
-    tied = torch.empty(q.shape[0], dtype=torch.int64)
-    for start in range(0, q.shape[0], chunk):
-        if similarity is None:
-            sims = q[start:start + chunk] @ c.T
-        else:
-            with torch.no_grad():
-                sims = similarity(q[start:start + chunk], c).float()
+    if similarity is None:
+        return _ranks(lambda start, stop: q[start:stop] @ c.T, q.shape[0], chunk, tie_tol)
+    with torch.no_grad():
+        return _ranks(lambda start, stop: similarity(q[start:stop], c).float(), q.shape[0], chunk, tie_tol)
+
+
+def _ranks(scores, n: int, chunk: int, tie_tol: float) -> tuple[Tensor, Tensor]:
+    """``(better, tied)`` of :func:`match_ranks` from ``scores(start, stop)``: the queries' rows of similarities."""
+    better = torch.empty(n, dtype=torch.int64)
+    tied = torch.empty(n, dtype=torch.int64)
+    for start in range(0, n, chunk):
+        sims = scores(start, start + chunk)
         rows = torch.arange(sims.shape[0])
         own = sims[rows, rows + start].unsqueeze(1)
         better[start:start + sims.shape[0]] = (sims > own + tie_tol).sum(dim=1)
@@ -116,8 +120,16 @@ def retrieval_metrics(a, b, *, names: tuple[str, str] = ("a", "b"), ks: Sequence
     if len(names) != 2 or names[0] == names[1]:
         raise ValueError(f"names must be two different tower names; got {names!r}")
     ks = [check_positive_int(k, "K") for k in ks]
-    fwd = match_ranks(a, b, tie_tol=tie_tol, similarity=similarity)
-    backward = None if similarity is None else (lambda q, c: similarity(c, q).T)
-    bwd = match_ranks(b, a, tie_tol=tie_tol, similarity=backward)
+    if similarity is None:
+        fwd = match_ranks(a, b, tie_tol=tie_tol)
+        bwd = match_ranks(b, a, tie_tol=tie_tol)
+    else:  # a learned function costs far more than a product: score every pair once, read it both ways
+        xa, xb = as_features(a, name="a"), as_features(b, name="b")
+        if xa.shape != xb.shape:
+            raise ValueError(f"a and b must have the same shape (N, D); got {tuple(xa.shape)} and {tuple(xb.shape)}")
+        with torch.no_grad():
+            scores = torch.cat([similarity(xa[s:s + 1024], xb).float() for s in range(0, xa.shape[0], 1024)])
+        fwd = _ranks(lambda start, stop: scores[start:stop], scores.shape[0], 1024, tie_tol)
+        bwd = _ranks(lambda start, stop: scores.T[start:stop], scores.shape[0], 1024, tie_tol)
     return {f"{names[0]}->{names[1]}": _direction_metrics(*fwd, ks),
             f"{names[1]}->{names[0]}": _direction_metrics(*bwd, ks)}

@@ -187,8 +187,7 @@ class Fission(nn.Module):
             sa, _ = split_code(out.embeddings[a], self.shared_dim)
             sb, _ = split_code(out.embeddings[b], self.shared_dim)
             check_pair(sa, sb, min_batch=2)
-            terms.append(info_nce(F.normalize(sa, dim=-1), F.normalize(sb, dim=-1), temperature=self.temperature,
-                                  symmetric=True, **extra))
+            terms.append(info_nce(sa, sb, temperature=self.temperature, symmetric=True, normalize=True, **extra))
         return mean_of(terms)
 
     def forward(self, out: Outputs) -> Tensor:

@@ -232,8 +232,11 @@ def build_components(
     sample = sample_views(views, dataset)
     shapes = {v: tuple(sample[v].shape[1:]) for v in views.view_names}
     recon = reconstruction_views(views.view_names, views.view_modalities) if "reconstructions" in needs else {}
+    # an autoencoder reads only reconstructions; an objective that also reads embeddings (fission) reconstructs some
+    # views beside its other terms, and fuses nothing
+    autoencoder = bool(recon) and "embeddings" not in needs
     discrete = [v for v in recon if not sample[v].is_floating_point()]
-    if discrete and spec.kind == "method" and len(discrete) < len(recon):  # fission: reconstruct the real-valued ones
+    if discrete and not autoencoder and len(discrete) < len(recon):  # fission: reconstruct the real-valued ones
         recon = {v: m for v, m in recon.items() if v not in discrete}
     elif discrete:
         raise ValueError(
@@ -260,7 +263,7 @@ def build_components(
             decoder=(m.decoder.name, m.decoder.options) if recon else None,
             encoder_defaults={"vocab_size": None if vocabulary is None else len(vocabulary),
                               "layout": getattr(views, "layout", None)},
-            fusion_views=list(recon) if len(recon) > 1 and spec.kind == "reconstruction" else None,
+            fusion_views=list(recon) if len(recon) > 1 and autoencoder else None,
             fusion_mode=m.fusion.mode,
             modality_dropout=m.fusion.modality_dropout,
             temperature=parts.temperature,
