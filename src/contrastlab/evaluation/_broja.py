@@ -51,7 +51,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 
 
 @dataclass(frozen=True)
@@ -171,6 +170,8 @@ class _Dual:
         gauge = self.gauge / scale[:, None]
         gauge /= np.linalg.norm(gauge, axis=0)
         system = hess * scale[:, None] * scale[None, :] + gauge @ gauge.T  # positive definite
+        import scipy.linalg  # here, not at the top: the training monitors import this package, and scipy costs 0.3 s
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
             try:

@@ -88,9 +88,28 @@ def check_range(name: str, value: Sequence[float], *, low: float | None = None, 
     return a, b
 
 
-def check_count(name: str, value: int, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+#: The largest output side of a view, in pixels, and the most views of one item: bounds checked when a
+#: view generator is built, so that a typo (``size: 100000000``) is one line instead of a process the
+#: kernel kills for memory. 4096 pixels is 201 MB per float32 RGB image.
+MAX_SIDE, MAX_VIEWS = 4096, 64
+
+
+def check_count(name: str, value: int, minimum: int, maximum: int | None = None) -> int:
+    """An integer option in ``[minimum, maximum]``.
+
+    Raises:
+        ValueError: naming the option and the value.
+
+    Example:
+        >>> check_count("size[0]", 10**8, 2, MAX_SIDE)
+        Traceback (most recent call last):
+        ...
+        ValueError: size[0] must be an int in [2, 4096], got 100000000
+    """
+    bad = not isinstance(value, int) or isinstance(value, bool) or value < minimum
+    if bad or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an int {bounds}, got {value!r}")
     return value
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.data.base import Batch
-from contrastlab.views._common import ViewsBase, check_count, check_names
+from contrastlab.views._common import MAX_VIEWS, ViewsBase, check_count, check_names
 
 PRESETS: dict[str, tuple[str, ...]] = {"A": ("colour",), "B": ("location",), "C": ("shape", "location")}
 
@@ -62,7 +62,7 @@ class FactorResampleViews(ViewsBase):
         else:
             names = check_names("resample", resample)
         dataset.expand(names)  # validates the names against this data set
-        check_count("n_views", n_views, 2)
+        check_count("n_views", n_views, 2, MAX_VIEWS)
         self.dataset, self.preset = dataset, preset
         #: The factor names (or groups) resampled between views.
         self.factors: tuple[str, ...] = tuple(names)

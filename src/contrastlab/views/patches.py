@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.data.base import Batch, Dataset
-from contrastlab.views._common import ViewsBase, check_count, require_modality
+from contrastlab.views._common import MAX_SIDE, ViewsBase, check_count, require_modality
 
 DIRECTIONS = {"diagonal": (1, 1), "horizontal": (1, 0), "vertical": (0, 1)}
 
@@ -66,8 +66,8 @@ class PatchViews(ViewsBase):
         c, h, w = require_modality(dataset, "image", ndim=3)
         if not isinstance(direction, str) or direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-        size = check_count("patch_size", min(h, w) // 2 if patch_size is None else patch_size, 1)
-        check_count("offset", offset, 0)
+        size = check_count("patch_size", min(h, w) // 2 if patch_size is None else patch_size, 1, MAX_SIDE)
+        check_count("offset", offset, 0, MAX_SIDE)
         ux, uy = DIRECTIONS[direction]
         self.dx, self.dy = ux * offset, uy * offset
         if size + self.dx > w or size + self.dy > h:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.data.base import Batch, Dataset
-from contrastlab.views._common import ViewsBase, check_count, check_range, require_modality, uniform
+from contrastlab.views._common import MAX_VIEWS, ViewsBase, check_count, check_range, require_modality, uniform
 
 
 def warp_signal(x: Tensor, shift: Tensor, stretch: Tensor) -> Tensor:
@@ -74,7 +74,7 @@ class SignalViews(ViewsBase):
     def __init__(self, dataset: Dataset, *, n_views: int = 2, modality: str = "signal", max_shift: float = 0.1,
                  stretch: Sequence[float] = (0.8, 1.25), gain: Sequence[float] = (0.8, 1.2), noise: float = 0.05):
         shape = require_modality(dataset, modality, ndim=1)
-        check_count("n_views", n_views, 1)
+        check_count("n_views", n_views, 1, MAX_VIEWS)
         if not isinstance(max_shift, (int, float)) or not 0.0 <= max_shift < 1.0:
             raise ValueError(f"max_shift must be in [0, 1), got {max_shift!r}")
         if not isinstance(noise, (int, float)) or noise < 0:

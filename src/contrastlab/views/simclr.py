@@ -22,7 +22,7 @@ from torch import Tensor
 
 from contrastlab.data.base import Batch, Dataset
 from contrastlab.views import augment as A
-from contrastlab.views._common import ViewsBase, check_count, check_probability, check_range, require_modality, uniform
+from contrastlab.views._common import MAX_SIDE, MAX_VIEWS, ViewsBase, check_count, check_probability, check_range, require_modality, uniform
 
 
 class SimCLRAugment:
@@ -52,7 +52,7 @@ class SimCLRAugment:
                  blur_kernel: int | None = None):
         if not isinstance(size, (list, tuple)) or len(size) != 2:
             raise ValueError(f"size must be (height, width) in pixels, got {size!r}")
-        self.size = (check_count("size[0]", size[0], 2), check_count("size[1]", size[1], 2))
+        self.size = (check_count("size[0]", size[0], 2, MAX_SIDE), check_count("size[1]", size[1], 2, MAX_SIDE))
         self.crop_scale = check_range("crop_scale", crop_scale, low=0.0, high=1.0, positive=True)
         self.crop_ratio = check_range("crop_ratio", crop_ratio, positive=True)
         self.flip_p, self.jitter_p = check_probability("flip_p", flip_p), check_probability("jitter_p", jitter_p)
@@ -146,7 +146,7 @@ class SimCLRViews(ViewsBase):
 
     def __init__(self, dataset: Dataset, *, n_views: int = 2, modality: str = "image",
                  size: int | Sequence[int] | None = None, **options):
-        check_count("n_views", n_views, 1)
+        check_count("n_views", n_views, 1, MAX_VIEWS)
         shape = require_modality(dataset, modality, ndim=3)
         hw = tuple(shape[1:]) if size is None else ((size, size) if isinstance(size, int) else tuple(size))
         self.augment = SimCLRAugment(size=hw, **options)
