@@ -33,21 +33,35 @@ def check_image_options(channels: int, size) -> tuple[int, tuple[int, int] | Non
 
 
 def _to_uint8(img, where: str):
-    """A Pillow image of any depth as an 8-bit one: 16-bit and 32-bit integers are scaled from their range,
-    floats must lie in [0, 1] (Pillow's own conversion clips these to 0..255, so a 16-bit PNG read as 2 values)."""
+    """A Pillow image of any depth as an 8-bit one (Pillow's own conversion clips deeper values to 0..255, so
+    a 16-bit PNG would read as nearly all white):
+
+    * 16-bit integers (modes ``I;16``, ``I;16B``, ...; a 16-bit PNG that an older Pillow opens as mode ``I``)
+      are scaled from [0, 65535];
+    * 32-bit integers (mode ``I`` from any other format) are refused: their range is not known, and
+      scaling from [0, 2**31 - 1] would turn any real image black;
+    * floats (mode ``F``, e.g. a float TIFF) must already lie in [0, 1], else they are refused with the
+      range found.
+
+    Raises:
+        UserError: naming ``where``, the mode and the values found.
+    """
     from PIL import Image
 
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):  # PNG holds at most 16 bits
         arr = np.asarray(img, dtype=np.int64)
-        top = 65535 if img.mode.startswith("I;16") or arr.max(initial=0) <= 65535 else 2**32 - 1
-        if arr.min(initial=0) < 0:
-            raise UserError(f"{where} holds negative pixel values ({int(arr.min())})")
-        return Image.fromarray(np.round(arr * (255.0 / top)).astype(np.uint8), "L")
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+            raise UserError(f"{where} is a 16-bit image (Pillow mode {img.mode}) with values in "
+                            f"[{int(arr.min())}, {int(arr.max())}]; 16-bit images must lie in [0, 65535]")
+        return Image.fromarray(np.round(arr * (255.0 / 65535.0)).astype(np.uint8), "L")
+    if img.mode == "I":
+        raise UserError(f"{where} is a 32-bit integer image (Pillow mode I), whose range is not known; save it "
+                        f"as 8 or 16 bits, or as floats in [0, 1]")
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
-            raise UserError(f"{where} is a floating-point image with values in [{lo:g}, {hi:g}]; "
+            raise UserError(f"{where} is a floating-point image (Pillow mode F) with values in [{lo:g}, {hi:g}]; "
                             f"float images must lie in [0, 1]")
         return Image.fromarray(np.round(arr * 255.0).astype(np.uint8), "L")
     return img
@@ -57,10 +71,11 @@ def decode_image(source: Path | bytes, *, channels: int = 3, size: tuple[int, in
                  where: str = "", name: str | None = None) -> np.ndarray:
     """One image file (a path, or its bytes from an archive) as uint8 (C, H, W).
 
-    8-bit images are read as they are; 16-bit and 32-bit integer images are scaled from their full
-    range and float images from [0, 1] (anything else is refused). :class:`UserError` names the file
-    when it is missing, unreadable, truncated, or larger than ``PIL.Image.MAX_IMAGE_PIXELS`` (a
-    decompression bomb).
+    8-bit images are read as they are; 16-bit images (e.g. a 16-bit PNG) are scaled from [0, 65535], so
+    65535 reads as 255; float images (e.g. a float TIFF) must lie in [0, 1] and are scaled from it;
+    32-bit integer images, whose range is not known, are refused (see :func:`_to_uint8`).
+    :class:`UserError` names the file when it is missing, unreadable, truncated, of such a depth or
+    range, or larger than ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb).
     """
     import io
 

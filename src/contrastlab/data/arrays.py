@@ -3,7 +3,8 @@ r"""Arrays from ``.npz`` and ``.npy`` files, memory-mapped: a batch reads only i
 * ``.npy``: the file is memory-mapped (the ``numpy.load(mmap_mode="r")`` way).
 * ``.npz`` written by ``numpy.savez`` (members stored uncompressed): each member is memory-mapped in
   place, at its data offset in the zip file (local header offset + 30 + name length + extra length,
-  then the member's own ``.npy`` header).
+  then the member's own ``.npy`` header). Its CRC-32 is checked at load, in one streamed read, as
+  :mod:`zipfile` would when reading it: a damaged member fails naming the file and member.
 * ``.npz`` written by ``numpy.savez_compressed``: a compressed member cannot be mapped; it is loaded
   into memory (store large data with ``numpy.savez`` or as ``.npy`` files).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +93,13 @@ def _in_memory_chunks(x: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> Iterator
         yield flat[start:start + per]
 
 
+def is_npy(path: Path) -> bool:
+    """Whether the file starts with the ``.npy`` magic string (``numpy.load`` takes any other file for a
+    pickle, and refuses it as one)."""
+    with path.open("rb") as f:
+        return f.read(6) == b"\x93NUMPY"
+
+
 def _ref_at(file: Path, start: int, what: str) -> ArrayRef | None:
     """The ``.npy`` array whose header starts at byte ``start`` of ``file`` (``None`` for a header version
     the public readers do not parse; the caller then loads the array)."""
@@ -144,11 +153,32 @@ class _Npz:
         self._check(key, kind)
         try:
             value = self.archive[key]
-        except ValueError as err:  # object arrays need pickle, which is never allowed
-            raise UserError(f"array {key!r} in '{self.file}' cannot be read without pickle: {err}") from None
+        except ValueError as err:
+            if "pickle" in str(err):  # object arrays need pickle, which is never allowed
+                raise UserError(f"array {key!r} in '{self.file}' cannot be read without pickle: {err}") from None
+            raise UserError(f"member {key!r} of '{self.file}' is not a readable .npy array: {one_line(err)}") \
+                from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:  # a bad CRC-32, torn compressed data
+            raise UserError(f"member {key!r} of '{self.file}' is damaged: {one_line(err)}") from None
         if not isinstance(value, np.ndarray):
             raise UserError(f"member {key!r} of '{self.file}' is not a .npy array")
         return value
+
+    def _check_crc(self, key: str, info: zipfile.ZipInfo, start: int) -> None:
+        """Compare the CRC-32 of a stored member's bytes (from ``start``, read in chunks) with the one its
+        zip entry records: a mapped member is never read through :mod:`zipfile`, which would check it."""
+        crc, left = 0, info.file_size
+        with self.file.open("rb") as f:
+            f.seek(start)
+            while left:
+                chunk = f.read(min(left, CHUNK_BYTES))
+                if not chunk:
+                    raise UserError(f"member {key!r} of '{self.file}' is truncated: the file ends {left} bytes "
+                                    f"before the member's end")
+                crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+        if crc != info.CRC:
+            raise UserError(f"member {key!r} of '{self.file}' is damaged: its CRC-32 is {crc:08x} but the archive "
+                            f"records {info.CRC:08x}")
 
     def source(self, key: str) -> ArrayRef | np.ndarray:
         """Member ``key`` memory-mappable in place when stored uncompressed, else loaded."""
@@ -162,8 +192,15 @@ class _Npz:
         if len(head) < 30 or head[:4] != b"PK\x03\x04":
             raise UserError(f"cannot read npz file '{self.file}': member {key!r} has no local header")
         name_length, extra_length = struct.unpack("<HH", head[26:30])
-        ref = _ref_at(self.file, info.header_offset + 30 + name_length + extra_length, self.label("array", key))
-        return self.load(key) if ref is None else ref
+        start = info.header_offset + 30 + name_length + extra_length
+        ref = _ref_at(self.file, start, self.label("array", key))
+        if ref is None:
+            return self.load(key)
+        if ref.offset + ref.nbytes > start + info.file_size:
+            raise UserError(f"member {key!r} of '{self.file}' is truncated: its header promises {ref.shape} "
+                            f"values of {ref.dtype}, more than the member holds")
+        self._check_crc(key, info, start)
+        return ref
 
     def close(self) -> None:
         self.archive.close()
@@ -200,6 +237,8 @@ class _Npy:
 
     def load(self, key: str, kind: str = "array") -> np.ndarray:
         path = self._check(key, kind)
+        if not is_npy(path):  # else numpy takes it for a pickle and says so
+            raise UserError(f"{self.label(kind, key)} is not a .npy file (it does not start with NumPy's header)")
         try:
             return np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:

@@ -57,6 +57,11 @@ class MelConfig:
         return math.log(self.eps)
 
 
+#: The sample rates a WAV file may have, in Hz: from below telephone speech to above studio rates. A rate
+#: outside is a damaged header; resampling from it to 16 kHz would multiply the samples (1 Hz: 16,000 times).
+MIN_RATE, MAX_RATE = 1_000, 768_000
+
+
 @dataclass(frozen=True)
 class _WavLayout:
     """Where the samples of a 16-bit PCM WAV file are: ``frames`` whole frames of ``channels`` samples
@@ -78,7 +83,7 @@ def _wav_layout(read: Callable[[int, int], bytes], total: int) -> _WavLayout:
 
     Raises:
         ValueError: When the file is not a RIFF/WAVE file with 16-bit PCM samples, or its header is
-            cut short or inconsistent.
+            cut short or inconsistent (0 channels, a sample rate outside [:data:`MIN_RATE`, :data:`MAX_RATE`]).
     """
     head = read(0, 12)
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -103,6 +108,8 @@ def _wav_layout(read: Callable[[int, int], bytes], total: int) -> _WavLayout:
                 raise ValueError(f"only 16-bit PCM WAV is supported, got format {kind} with {bits} bits")
             if channels == 0 or rate == 0:
                 raise ValueError(f"WAV fmt chunk gives {channels} channels at {rate} Hz; both must be positive")
+            if not MIN_RATE <= rate <= MAX_RATE:
+                raise ValueError(f"WAV sample rate {rate} Hz is outside [{MIN_RATE}, {MAX_RATE}] Hz")
         elif tag == b"data":
             if channels is None:
                 raise ValueError("WAV data chunk before its fmt chunk")

@@ -184,9 +184,16 @@ def _check_shards(base: Path, report: _Report, progress: bool) -> None:
 
 def _check_arrays(file: Path, report: _Report) -> None:
     import zipfile
+    import zlib
 
     import numpy as np
 
+    from contrastlab.data.arrays import is_npy
+
+    if file.suffix.lower() == ".npz" and not zipfile.is_zipfile(file):
+        raise UserError(f"'{file}' is not an .npz archive (numpy.savez writes one)")
+    if file.suffix.lower() == ".npy" and not is_npy(file):  # else numpy takes it for a pickle
+        raise UserError(f"'{file}' is not a .npy file (it does not start with NumPy's header)")
     try:
         loaded = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
@@ -195,8 +202,11 @@ def _check_arrays(file: Path, report: _Report) -> None:
     for name in names:
         try:
             x = loaded[name] if hasattr(loaded, "files") else loaded
-        except (ValueError, OSError, zipfile.BadZipFile) as err:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a bad CRC-32, torn data
             report.problem(name, f"cannot read array: {one_line(err)}")
+            continue
+        if not isinstance(x, np.ndarray):  # numpy gives the bytes of a member that is not a .npy array
+            report.problem(name, "not a .npy array")
             continue
         entry = {"name": name, "shape": list(x.shape), "dtype": str(x.dtype)}
         if np.issubdtype(x.dtype, np.floating):

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from contrastlab.data._limits import check_fits_in_memory, option_key
 from contrastlab.data._split import check_fraction, check_split, split_indices
 from contrastlab.data.base import Batch
 from contrastlab.data.tensor_dataset import TensorDataset
@@ -102,6 +103,22 @@ def bayes_accuracy(label_dims: Sequence[int], parts: Sequence[str]) -> float:
     return 0.5 + math.asin(math.sqrt(known / total)) / math.pi
 
 
+def _check_memory(n: int, sizes: tuple[int, int, int], width: int, read: int) -> None:
+    """Refuse, before drawing, sizes whose arrays would not fit in memory: the peak of the draw is about
+    ``n`` rows of the float64 latents (twice: parts and their concatenation), the two float64 inputs, the
+    split's rows of each (one at a time) and their float32 copies, and the two float64 maps (measured:
+    within 10% of the peak at 200,000 x 1,000)."""
+    shared, d1, d2 = sizes
+    latent = shared + d1 + d2
+    rows = n * (8 * (latent + shared + max(d1, d2) + read) + 32 * width + 4 * latent + 16)
+    maps = 8 * width * (2 * shared + d1 + d2)
+    if maps > rows:  # the maps dominate: the widths are at fault, not the number of items
+        value = f"{width} (with shared_dim {shared} and unique_dims [{d1}, {d2}])"
+        check_fits_in_memory(option_key("input_dim"), rows + maps, value=value)
+    else:
+        check_fits_in_memory(option_key("n_samples"), rows + maps, value=f"{n} (with input_dim {width})", items=n)
+
+
 class FactorCLSynthetic(TensorDataset):
     r"""FactorCL's synthetic data (see the module docstring): modalities ``x1`` and ``x2``, float32 (D,), labels
     0/1, factors ``shared``, ``unique1``, ``unique2``.
@@ -123,8 +140,13 @@ class FactorCLSynthetic(TensorDataset):
         transforms: ``(T_1, T_2)``, the (d_s + d_m, D) float32 maps (the same for both splits).
         label_dims: :math:`(k_s, k_1, k_2)` as used.
 
+    Bounds: ``n_samples`` in [2, 10,000,000], each width in [0, 100,000] (``input_dim`` >= 1), and the
+    arrays of the draw must fit in the memory available (estimated before anything is drawn).
+
     Raises:
         ValueError: For a bad option, naming the value.
+        contrastlab.errors.UserError: When the arrays would not fit in memory, naming
+            ``data.options.n_samples`` (or ``data.options.input_dim`` when the maps are the larger part).
 
     Example:
         >>> ds = FactorCLSynthetic(n_samples=100, seed=1)
@@ -154,6 +176,8 @@ class FactorCLSynthetic(TensorDataset):
         if any(k > d for k, d in zip(labels_read, sizes)) or sum(labels_read) == 0:
             raise ValueError(f"label_dims must read at most each part's size {list(sizes)} and at least one coordinate "
                              f"in all, got {list(labels_read)}")
+
+        _check_memory(n_samples, sizes, input_dim, sum(labels_read))
 
         rng = np.random.default_rng(seed)
         scale = math.sqrt(variance)

@@ -32,6 +32,7 @@ the next readable item (and counted in ``Batch.skipped``).
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -42,42 +43,64 @@ from contrastlab.data._split import check_fraction, check_split, split_indices
 from contrastlab.data.audio import MelConfig, log_mel, parse_wav, resample, trim_silence, wav_length
 from contrastlab.data.captions import TokenRows, Vocabulary
 from contrastlab.data.lazy import OnDemand, check_on_error
-from contrastlab.errors import UserError
+from contrastlab.errors import UserError, one_line
 
 FIELDS = ("image", "caption", "audio", "label", "split")
 
 
+def _line_of(data: bytes, offset: int) -> int:
+    """The 1-based line number of byte ``offset`` of ``data``."""
+    return data.count(b"\n", 0, offset) + 1
+
+
 def read_manifest(path: Path) -> list[tuple[int, dict[str, str]]]:
-    """The manifest's rows as (line number, fields); :class:`UserError` naming the line when malformed."""
+    """The manifest's rows as (line number, fields); :class:`UserError` naming the file and line when malformed.
+
+    The file must be UTF-8 text (a byte-order mark, as spreadsheet programs write, is skipped). A JSON line
+    nested too deeply to parse, a number too long to read, or a CSV field longer than the csv module's limit
+    (:func:`csv.field_size_limit`, 131,072 characters) is refused naming the line.
+    """
     if not path.is_file():
         raise UserError(f"manifest '{path}' not found")
-    rows: list[tuple[int, dict[str, str]]] = []
+    data = path.read_bytes()
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            if path.suffix.lower() in (".jsonl", ".ndjson"):
-                for number, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise UserError(f"{path.name} line {number}: not valid JSON ({err.msg})") from None
-                    if not isinstance(obj, dict):
-                        raise UserError(f"{path.name} line {number}: expected a JSON object, got "
-                                        f"{type(obj).__name__}")
-                    rows.append((number, {str(k): "" if v is None else str(v) for k, v in obj.items()}))
-            else:
-                reader = csv.DictReader(f)
-                if not reader.fieldnames:
-                    raise UserError(f"manifest '{path}' is empty (a CSV needs a header row)")
-                for row in reader:
-                    if None in row:
-                        raise UserError(f"{path.name} line {reader.line_num}: more values than header columns")
-                    rows.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items()}))
-    except UnicodeDecodeError:
-        raise UserError(f"manifest '{path}' is not UTF-8 text") from None
-    except csv.Error as err:
-        raise UserError(f"manifest '{path}': {err}") from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        start = err.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        raise UserError(f"{path.name} line {_line_of(data, start)}: the manifest '{path}' is not UTF-8 text "
+                        f"(byte 0x{data[start]:02x} at offset {start})") from None
+    rows: list[tuple[int, dict[str, str]]] = []
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except RecursionError:
+                raise UserError(f"{path.name} line {number}: not valid JSON (arrays or objects nested too "
+                                f"deeply)") from None
+            except ValueError as err:  # JSONDecodeError, or an integer too long to convert
+                reason = err.msg if isinstance(err, json.JSONDecodeError) else one_line(err)
+                raise UserError(f"{path.name} line {number}: not valid JSON ({reason})") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{path.name} line {number}: expected a JSON object, got "
+                                f"{type(obj).__name__}")
+            rows.append((number, {str(k): "" if v is None else str(v) for k, v in obj.items()}))
+    else:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            if not reader.fieldnames:
+                raise UserError(f"manifest '{path}' is empty (a CSV needs a header row)")
+            for row in reader:
+                if None in row:
+                    raise UserError(f"{path.name} line {reader.line_num}: more values than header columns")
+                rows.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items()}))
+        except csv.Error as err:
+            line = reader.reader.line_num  # DictReader.line_num is that of the last row it returned
+            if "field limit" in str(err):
+                raise UserError(f"{path.name} line {line}: a field is longer than {csv.field_size_limit()} "
+                                f"characters, the CSV reader's limit (an unclosed quote?)") from None
+            raise UserError(f"{path.name} line {line}: not a valid CSV line ({one_line(err)})") from None
     if not rows:
         raise UserError(f"manifest '{path}' has no entries")
     return rows

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from contrastlab.data._limits import check_fits_in_memory, option_key
 from contrastlab.data._split import check_split
 from contrastlab.data.base import Batch
 from contrastlab.data.captions import CAPTION_WORDS, N_PHRASINGS, check_named, describe, level, shapes_vocabulary
@@ -41,8 +42,14 @@ DEFAULT_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "cyan", "m
 #: Ranges of the continuous factors, in units of the image side (rotation in radians).
 RANGES: dict[str, tuple[float, float]] = {"x": (0.25, 0.75), "y": (0.25, 0.75),
                                           "size": (3 / 32, 7.5 / 32), "rotation": (0.0, 2 * math.pi)}
-#: Upper bounds on the size options: far above any experiment here, far below what would exhaust memory.
-MAX_ITEMS, MAX_IMAGE_SIZE = 10_000_000, 1024
+#: Upper bounds on the size options: far above any experiment here. Images are rendered per batch, so
+#: ``image_size`` costs memory per batch (3 x W x W float32 an item); what the items hold is estimated
+#: up front instead (:data:`ITEM_BYTES`).
+MAX_ITEMS, MAX_IMAGE_SIZE, MAX_WORKERS = 10_000_000, 1024, 1024
+#: Bytes a split holds per item, measured (peak while building): factors and nuisances; with captions,
+#: their text and token ids; with speech, the spectrograms of about 3 s of speech, (40, 300) float32,
+#: held twice while they are padded into one tensor.
+ITEM_BYTES: dict[str, int] = {"factors": 100, "captions": 1_000, "speech": 2 * 40 * 300 * 4}
 #: Factor groups accepted by :meth:`ShapesDataset.resample` besides the factor names.
 GROUPS: dict[str, tuple[str, ...]] = {"location": ("x", "y")}
 
@@ -69,11 +76,12 @@ class ShapesDataset:
     r"""A seeded, factor-controlled set of Shapes items (implements the ``Dataset`` protocol).
 
     Args:
-        n_items: Items in the training split.
-        n_test: Items in the test split (default ``max(1, n_items // 5)``).
+        n_items: Items in the training split, in [1, 10,000,000], and few enough for the split to fit in the
+            memory available (an estimate from :data:`ITEM_BYTES` is checked before anything is made).
+        n_test: Items in the test split (default ``max(1, n_items // 5)``), bounded as ``n_items``.
         split: ``"train"`` or ``"test"``.
         seed: Seed of every random draw (factors, phrasings, voices).
-        image_size: Image height and width W in pixels.
+        image_size: Image height and width W in pixels, in [8, 1024].
         shapes: Shape names (keys of ``shapes_render.SHAPES``), at least two.
         colours: Colour names (keys of ``shapes_render.PALETTE``), at least two.
         rotation: Add a ``rotation`` factor.
@@ -82,13 +90,14 @@ class ShapesDataset:
         with_speech: Add an ``"audio"`` modality: the caption spoken by espeak-ng as a log-mel
             spectrogram, float32 (40, T), padded with the silence floor, lengths in ``Batch.lengths``.
         cache_dir: Speech cache folder (default ``$CONTRASTLAB_CACHE`` or ``~/.cache/contrastlab``).
-        workers: Parallel espeak-ng processes.
+        workers: Parallel espeak-ng processes, in [1, 1024].
         caption_words: What captions (and spoken captions) name: a subset of size, colour, shape and position
             (default all); ``[shape]`` leaves colour, size and position to the image alone (fission's private part).
 
     Raises:
         ValueError: For an unknown name, a split other than train/test or a size out of range.
-        contrastlab.errors.UserError: With speech, when espeak-ng is missing.
+        contrastlab.errors.UserError: With speech, when espeak-ng is missing; when the split's items would
+            not fit in the memory available (naming ``data.options.n_items`` or ``data.options.n_test``).
 
     Example:
         >>> ds = ShapesDataset(n_items=8, seed=1)
@@ -116,8 +125,9 @@ class ShapesDataset:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise ValueError(f"{key} must be an int in [{low}, {high}], got {value!r}")
-        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
-            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool)
+                                    or not 1 <= workers <= MAX_WORKERS):
+            raise ValueError(f"workers must be an int in [1, {MAX_WORKERS}], got {workers!r}")
         if cache_dir is not None and not isinstance(cache_dir, str):
             raise ValueError(f"cache_dir must be a folder path, got {cache_dir!r}")
         for key, flag in (("rotation", rotation), ("background", background), ("with_captions", with_captions),
@@ -146,6 +156,10 @@ class ShapesDataset:
         self._background_rgb = torch.tensor([BACKGROUNDS[c] for c in self.background_names] or [[0.0] * 3])
 
         n = n_items if split == "train" else (n_test if n_test is not None else max(1, n_items // 5))
+        per_item = ITEM_BYTES["factors"] + ITEM_BYTES["captions"] * (with_captions or with_speech) \
+            + ITEM_BYTES["speech"] * with_speech
+        check_fits_in_memory(option_key("n_test" if split == "test" and n_test is not None else "n_items"),
+                             n * per_item, value=n_items if split == "train" or n_test is None else n_test, items=n)
         self.factors = self.sample_factors(n, torch.Generator().manual_seed(stream_seed(seed, split, "factors")))
         g = torch.Generator().manual_seed(stream_seed(seed, split, "nuisance"))
         from contrastlab.data.speech import PITCH_RANGE, SPEED_RANGE, VOICES

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from contrastlab.data._images import IMAGE_SUFFIXES, check_image_options, decode_image
+from contrastlab.data._limits import check_fits_in_memory, option_key
 from contrastlab.data._split import check_split
 from contrastlab.data.base import Batch
 from contrastlab.data.captions import Vocabulary
@@ -57,7 +58,9 @@ def read_index(root: str | os.PathLike) -> dict:
                         f"(or an interrupted one: pack it again with --overwrite)")
     try:
         index = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except RecursionError:
+        raise UserError(f"'{file}' is not valid JSON: it nests arrays or objects too deeply") from None
+    except (UnicodeDecodeError, ValueError) as err:  # ValueError: JSONDecodeError, or an integer too long to read
         raise UserError(f"'{file}' is not valid JSON: {one_line(err)}") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise UserError(f"'{file}' is not a contrastlab shard index (no \"format\": \"{FORMAT}\")")
@@ -448,7 +451,9 @@ def load_shards(*, root: str, split: str = "train", seed: int = 0, channels: int
         size: Resize every image to this (int or (height, width)); needed when the images differ in size.
         on_error: An unreadable item stops the run with one line naming the shard and member (``"fail"``) or
             is replaced by the next readable one of its lane and counted (``"skip"``).
-        shuffle_buffer: Records in each lane's shuffle buffer (0 or 1: no shuffling within lanes).
+        shuffle_buffer: Records in each lane's shuffle buffer (0 or 1: no shuffling within lanes); the records
+            it holds (at most the split's items, at their average size in the shards) must fit in the memory
+            available.
 
     Returns:
         A :class:`Shards` stream with ``"image"`` uint8 (C, H, W), int64 labels when the source had classes,
@@ -456,8 +461,8 @@ def load_shards(*, root: str, split: str = "train", seed: int = 0, channels: int
 
     Raises:
         ValueError: For a bad option value.
-        contrastlab.errors.UserError: For a folder that is not a pack, a missing shard, an empty split, or
-            images of several sizes without ``size``.
+        contrastlab.errors.UserError: For a folder that is not a pack, a malformed index, a missing shard, an
+            empty split, images of several sizes without ``size``, or a shuffle buffer too large for memory.
 
     Example:
         >>> import tempfile
@@ -495,8 +500,13 @@ def load_shards(*, root: str, split: str = "train", seed: int = 0, channels: int
             seen = ", ".join(index.get("image_sizes", {}))
             raise UserError(f"the images of pack '{base}' have {index['image_sizes_distinct']} different sizes "
                             f"({seen}, width x height); pass size=... to resize every image")
-        return Shards(base, index, split, channels=channels, size=hw, on_error=on_error,
-                      shuffle_buffer=shuffle_buffer)
-    except (KeyError, TypeError, ValueError, IndexError) as err:
+        shards = Shards(base, index, split, channels=channels, size=hw, on_error=on_error,
+                        shuffle_buffer=shuffle_buffer)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         raise UserError(f"'{base / INDEX}' is malformed ({type(err).__name__}: {one_line(err)}); pack the source "
                         f"again") from None
+    if shuffle_buffer > 1 and shards.num_items:  # a buffer holds undecoded records: the shards' bytes per item
+        held = min(shuffle_buffer, shards.num_items)
+        per_item = sum(p.stat().st_size for p in shards.shard_paths) / shards.num_items
+        check_fits_in_memory(option_key("shuffle_buffer"), int(held * per_item), value=shuffle_buffer, items=held)
+    return shards
