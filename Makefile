@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench system-deps clean
+.PHONY: demo test bench gpu-check system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: $(STAMP) system-deps
 bench: $(STAMP)
 	$(PY) -m pip install -q --no-deps lightly  # the peer; --no-deps keeps torchvision and another torch out
 	$(PY) -m benchmarks.run
+
+# The device check (benchmarks/gpu_check.py): CUDA-marked tests, the losses up to 65,536 pairs, 300 SimCLR steps of
+# configs/simclr-resnet18-gpu.yaml, a torchrun run; under 8 minutes on one H200, a ~45 s dry run on a CPU. It uses the
+# Python of an existing .venv (else $(PYTHON)) as it is: the CPU wheel pinned above must not replace a CUDA torch.
+# Results: $$OUT/gpu_check.{json,md} when OUT is set, else gpu-check/.
+GPU_PY ?= $(shell test -x $(PY) && echo $(PY) || echo $(PYTHON))
+gpu-check:
+	$(GPU_PY) -m benchmarks.gpu_check
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -133,6 +133,71 @@ def _write(name: str, text: str | bytes) -> Callable[[Path], None]:
     return plant
 
 
+def _rewrite_tensors(file: Path, change: Callable[[dict], None]) -> None:
+    import safetensors.torch
+
+    tensors = safetensors.torch.load_file(file)
+    change(tensors)
+    file.write_bytes(safetensors.torch.save(tensors))
+
+
+def _to_half(tensors: dict) -> None:
+    for key, value in tensors.items():
+        if value.is_floating_point():
+            tensors[key] = value.half()
+
+
+def _cut_rng(tensors: dict) -> None:
+    tensors["rng.torch.0"] = tensors["rng.torch.0"][:100].clone()
+
+
+def _misshape_moment(tensors: dict) -> None:
+    import torch
+
+    key = next(k for k in sorted(tensors) if k.endswith(".exp_avg"))
+    tensors[key] = torch.zeros(3, 3)
+
+
+def _edit_config(run: str, key: str, value) -> Callable[[Path], None]:
+    def plant(ws: Path) -> None:
+        import yaml
+
+        path = ws / run / "config.yaml"
+        raw = yaml.safe_load(path.read_text())
+        *parents, last = key.split(".")
+        node = raw
+        for name in parents:
+            node = node[name]
+        node[last] = value
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    return plant
+
+
+def _dead_run(ws: Path) -> None:
+    """A run killed after its config and one logged step, before its first checkpoint."""
+    from contrastlab.rundir import MARKER
+
+    (ws / "dead").mkdir()
+    for name in ("config.yaml", MARKER):
+        shutil.copy(ws / "run" / name, ws / "dead" / name)
+    rows = (ws / "run" / "metrics.csv").read_text().splitlines()
+    (ws / "dead" / "metrics.csv").write_text("\n".join(rows[:2]) + "\n")
+
+
+def _project(ws: Path) -> None:
+    """A user's project folder that happens to hold a config.yaml (not a run)."""
+    (ws / "proj").mkdir()
+    (ws / "proj" / "config.yaml").write_text(BASE)
+    (ws / "proj" / "notes.md").write_text("my notes")
+
+
+def _unmark(ws: Path) -> None:
+    from contrastlab.rundir import MARKER
+
+    (ws / "run" / MARKER).unlink()
+
+
 @dataclass(frozen=True)
 class Case:
     args: tuple[str, ...]  #: after ``python -m contrastlab``, run in the case's working folder
@@ -149,6 +214,96 @@ def _replace_with_folder(path: Path) -> None:
 
 def _train(*overrides: str, out: str = "new") -> tuple[str, ...]:
     return ("train", "base.yaml", "--out", out, *(a for o in overrides for a in ("--set", o)))
+
+
+def _deep_image_folder(ws: Path) -> None:
+    """Two 32-bit integer TIFFs (Pillow mode I): their range is not known, so they are refused."""
+    from PIL import Image
+
+    (ws / "deep").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 70000 + i, np.int32)).save(ws / "deep" / f"{i}.tif")
+
+
+def _npz_bad_crc(ws: Path, flip: bool = True) -> None:
+    """An .npz whose stored member x has one byte flipped past its .npy header: its CRC-32 no longer matches."""
+    np.savez(ws / "crc.npz", x=np.random.default_rng(0).random((20, 16)), y=np.arange(20) % 2)
+    data = bytearray((ws / "crc.npz").read_bytes())
+    data[data.find(b"x.npy") + 200] ^= 0xFF if flip else 0
+    (ws / "crc.npz").write_bytes(bytes(data))
+
+
+def _wav_cut_short(ws: Path) -> None:
+    """An image-audio manifest whose second WAV file ends inside its fmt chunk."""
+    import struct
+
+    fmt = struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16)
+    wav = b"RIFF" + struct.pack("<I", 236) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+    wav += b"data" + struct.pack("<I", 200) + bytes(200)
+    (ws / "talk").mkdir()
+    for i in range(5):
+        _png(ws / "talk" / f"{i}.png")
+        (ws / "talk" / f"{i}.wav").write_bytes(wav if i != 1 else wav[:30])
+    (ws / "talk" / "talk.csv").write_text("image,audio\n" + "".join(f"{i}.png,{i}.wav\n" for i in range(5)))
+
+
+def _jsonl_nested(ws: Path) -> None:
+    """A JSONL manifest whose third line nests 100,000 arrays (json.loads raises RecursionError)."""
+    (ws / "cap").mkdir()
+    for i in range(3):
+        _png(ws / "cap" / f"{i}.png")
+    lines = [f'{{"image": "{i}.png", "caption": "a grey square"}}' for i in range(2)]
+    lines.append('{"image": "2.png", "caption": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    (ws / "cap" / "deep.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _csv_field_too_long(ws: Path) -> None:
+    """A CSV manifest whose second row opens a quote it never closes: one field runs past the csv limit."""
+    (ws / "long").mkdir()
+    _png(ws / "long" / "0.png")
+    (ws / "long" / "long.csv").write_text('image,caption\n0.png,a grey square\n0.png,"' + "x" * 200_000 + "\n")
+
+
+def _metrics_csv_huge_field(ws: Path) -> None:
+    p = ws / "run" / "metrics.csv"
+    lines = p.read_text().splitlines(True)
+    lines.insert(1, "1,0," + "9" * 200_000 + ",0.1\n")
+    p.write_text("".join(lines))
+
+
+def _metrics_csv_not_a_number(ws: Path) -> None:
+    p = ws / "run" / "metrics.csv"
+    lines = p.read_text().splitlines(True)
+    cells = lines[1].split(",")
+    cells[2] = "lots"
+    lines[1] = ",".join(cells)
+    p.write_text("".join(lines))
+
+
+def _recipe_record_wrong_type(ws: Path) -> None:
+    (ws / "results").mkdir()
+    (ws / "results" / "summary.md").write_text("precious")
+    (ws / "results" / "recipe.json").write_text(
+        '{"recipe": "supervised", "scale": "quick", "seeds": [0], "runs": ["x"], "done": [["x"]]}')
+
+
+def _old_analysis_with_a_folder_in_the_way(ws: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(ws / "ok.npz", x=rng.random((20, 4)), y=np.arange(20) % 2)
+    (ws / "an").mkdir()
+    (ws / "an" / "metrics.json").write_text('{"encoders": {}}\n')
+    (ws / "an" / "report.html").mkdir()
+
+
+_NOISY_PLUGIN = '''import warnings
+from torch import nn
+from contrastlab.plugins import register_encoder
+
+warnings.warn("this plugin warns as it loads")
+register_encoder("noisy", lambda input_shape: nn.Flatten())
+'''
+
+_EVAL = ("eval", "run", "--max-items", "40", "--no-baselines", "--threads", "1", "--invariance-items", "8")
 
 
 _TORCHRUN = {"RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29531"}
@@ -175,7 +330,7 @@ CASES: dict[str, Case] = {
     "seed-out-of-range": Case(_train("seed=99999999999999999999"), ("seed must be in [0, 2**63)", "99999999999999999999")),
     "seed-negative": Case(_train("seed=-3"), ("seed must be in [0, 2**63), got -3",)),
     "threads-absurd": Case(_train("threads=100000"), ("threads must be in [1, 1024], got 100000",)),
-    "model-too-big-for-memory": Case(_train("model.dim=99999999999999"), ("not enough memory", "can't allocate memory", "model.dim")),
+    "model-too-big-for-memory": Case(_train("model.dim=99999999999999"), ("model.dim must be in [1, 65536], got 99999999999999",)),
     "out-empty": Case(("train", "base.yaml", "--out", ""), ("--out is empty",)),
     "duplicate-key": Case(("train", "twice.yaml"), ("twice.yaml: line 15", "the key 'batch_size' is given twice (lines 9 and 15)"),
                           lambda ws: (ws / "twice.yaml").write_text(BASE + "batch_size: 32\n")),
@@ -207,6 +362,27 @@ CASES: dict[str, Case] = {
     "npz-with-inf": Case(_train("data.name=npz", "data.options.path=inf.npz"), ("inf.npz", "1 NaN or infinite", "(7, 2): -inf")),
     "espeak-ng-missing": Case(("train", "speech.yaml", "--out", "new"), ("espeak-ng", "not found on PATH", "apt-get install espeak-ng"),
                               env={"PATH": str(Path(sys.executable).parent), "CONTRASTLAB_CACHE": "speech-cache"}),
+    # -- train: the user's data files
+    "image-32-bit-integer": Case(_train("data.name=image_folder", "data.options.root=deep"),
+                                 ("0.tif", "32-bit integer image (Pillow mode I)", "save it as 8 or 16 bits"),
+                                 _deep_image_folder),
+    "npz-bad-crc": Case(_train("data.name=npz", "data.options.path=crc.npz"),
+                        ("member 'x' of", "crc.npz", "is damaged: its CRC-32 is"), _npz_bad_crc),
+    "wav-header-cut-short": Case(_train("data.name=manifest", "data.options.path=talk/talk.csv", "views.name=modality_pair",
+                                        "objective.name=clip"),
+                                 ("talk.csv line 3", "1.wav", "WAV fmt chunk is truncated"), _wav_cut_short),
+    "jsonl-nested-too-deep": Case(_train("data.name=manifest", "data.options.path=cap/deep.jsonl", "views.name=modality_pair",
+                                         "objective.name=clip"),
+                                  ("deep.jsonl line 3", "nested too deeply"), _jsonl_nested),
+    "csv-field-too-long": Case(_train("data.name=manifest", "data.options.path=long/long.csv", "views.name=modality_pair",
+                                      "objective.name=clip"),
+                               ("long.csv line 3", "longer than 131072 characters"), _csv_field_too_long),
+    "data-check-not-an-npz": Case(("data", "check", "fake.npz"), ("fake.npz", "is not an .npz archive"),
+                                  _write("fake.npz", b"x,y\n1,0\n")),
+    "data-size-beyond-memory": Case(_train("data.name=shapes", "data.options={n_items: 10000000, with_speech: true}",
+                                           "views.name=modality_pair", "objective.name=clip"),
+                                    ("data.options.n_items: 10000000 would need", "GiB for 10000000 items",
+                                     "GiB is available")),
     # -- train: where it writes
     "output-exists": Case(_train(out="run"), ("output directory run already exists", "--overwrite")),
     "output-under-a-file": Case(_train(out="base.yaml/run"), ("base.yaml/run", "base.yaml is a file, not a folder")),
@@ -235,6 +411,64 @@ CASES: dict[str, Case] = {
     "overwrite-a-run-in-use": Case(_train(out="run") + ("--overwrite",), ("run directory run is in use by another",), busy="run"),
     "resume-a-run-in-use": Case(("resume", "run"), ("run directory run is in use by another",), busy="run"),
     "resume-other-world-size": Case(("resume", "run"), ("trained with 1 process(es)", "got 2"), env={**_TORCHRUN, "WORLD_SIZE": "2"}),
+    # -- ownership: --overwrite replaces only a run contrastlab made, and only once the new run has a checkpoint
+    "overwrite-the-project-folder": Case(("train", "base.yaml", "--out", ".", "--overwrite"),
+                                         ("--overwrite refuses to replace .", "no .contrastlab-run marker"),
+                                         _write("config.yaml", BASE)),
+    "overwrite-a-folder-holding-a-config": Case(_train(out="proj") + ("--overwrite",),
+                                                ("--overwrite refuses to replace proj", "not a run directory contrastlab made"),
+                                                _project),
+    "overwrite-a-run-without-marker": Case(_train(out="run") + ("--overwrite",), ("refuses to replace run", ".contrastlab-run"),
+                                           _unmark),
+    "overwrite-then-diverge": Case(_train("optim.lr=1e308", out="run") + ("--overwrite",),
+                                   ("became non-finite at step 1", "run is kept")),
+    # -- a run killed before its first checkpoint
+    "train-into-a-run-that-died": Case(_train(out="dead"), ("dead holds a run that stopped before its first checkpoint",
+                                                            "--overwrite"), _dead_run),
+    "resume-a-run-that-died": Case(("resume", "dead"), ("stopped before its first checkpoint", "metrics.csv logged 1 step(s)",
+                                                         "contrastlab train dead/config.yaml --out dead --overwrite"), _dead_run),
+    # -- what is read back: the config against the checkpoint, the checkpoint against the model
+    "resume-after-editing-the-model": Case(("resume", "run"), ("run/config.yaml was changed since checkpoint", "'model.dim'",
+                                                               "cannot resume"), _edit_config("run", "model.dim", 16)),
+    "resume-after-editing-the-lr": Case(("resume", "run"), ("'optim.lr'", "pass --force"), _edit_config("run", "optim.lr", 0.5)),
+    "resume-checkpoint-in-half-precision": Case(("resume", "run"), ("is float16 in the checkpoint but float32",),
+                                                lambda ws: _rewrite_tensors(_last(ws) / "model.safetensors", _to_half)),
+    "eval-checkpoint-in-half-precision": Case(("eval", "run"), ("is float16 in the checkpoint but float32",),
+                                              lambda ws: _rewrite_tensors(_last(ws) / "model.safetensors", _to_half)),
+    "resume-random-state-cut-short": Case(("resume", "run"), ("random-generator state 'rng.torch.0' is uint8 (100,)",),
+                                          lambda ws: _rewrite_tensors(_last(ws) / "state.safetensors", _cut_rng)),
+    "resume-optimiser-moments-of-another-shape": Case(("resume", "run"), ("optimiser state that does not fit", "is (3, 3)"),
+                                                      lambda ws: _rewrite_tensors(_last(ws) / "state.safetensors", _misshape_moment)),
+    # -- sizes are bounded before anything is allocated
+    "view-size-absurd": Case(_train("views.options.size=100000000"), ("views: size[0] must be an int in [2, 4096]", "100000000")),
+    "batch-of-views-beyond-memory": Case(_train("views.options.size=4096", "batch_size=512"),
+                                         ("batch_size: 512 items of views like 'view1' (1, 4096, 4096)", "GiB is available")),
+    "queue-beyond-memory": Case(_train("objective.name=info_nce", "model.queue_size=16000000", "model.dim=65536"),
+                                ("model.queue_size: 16000000 would need", "GiB is available")),
+    "embedding-width-absurd": Case(_train("model.dim=10000000"), ("model.dim must be in [1, 65536], got 10000000",)),
+    # -- files contrastlab reads back
+    "eval-metrics-csv-huge-field": Case(_EVAL, ("run/metrics.csv", "field larger than field limit"),
+                                        _metrics_csv_huge_field),
+    "eval-metrics-csv-not-a-number": Case(_EVAL, ("run/metrics.csv line 2", "column 'loss': 'lots' is not a number"),
+                                          _metrics_csv_not_a_number),
+    "report-metrics-json-too-deep": Case(("report", "run", "-o", "r.html"), ("run/eval/metrics.json is not valid JSON",),
+                                         _write("run/eval/metrics.json", "[" * 100_000 + "]" * 100_000)),
+    "recipe-resume-record-wrong-type": Case(("recipe", "supervised", "--out", "results", "--resume"),
+                                            ("results/recipe.json is not a recipe record",
+                                             "'done' must be a list of run names"), _recipe_record_wrong_type),
+    # -- outputs the user names, replaced only with --overwrite and never half
+    "report-over-an-existing-file": Case(("report", "run", "-o", "r.html"), ("-o r.html already exists", "--overwrite"),
+                                         _write("r.html", "<p>precious</p>")),
+    "analyze-overwrite-fails-midway": Case(("analyze", "ok.npz", "--out", "an", "--overwrite", "--no-figures"),
+                                           ("cannot write the evaluation", "an/report.html is a folder"),
+                                           _old_analysis_with_a_folder_in_the_way),
+    # -- the run lock
+    "eval-a-run-in-use": Case(_EVAL, ("run directory run is in use by another",), busy="run"),
+    "report-a-run-in-use": Case(("report", "run", "-o", "r.html"), ("run directory run is in use by another",), busy="run"),
+    # -- warnings never add a line to a failure
+    "report-fails-after-a-warning": Case(("report", "other", "-o", "r.html", "--plugin", "noisy.py"),
+                                         ("other/eval/metrics.json does not exist",),
+                                         _write("noisy.py", _NOISY_PLUGIN), env={"PYTHONWARNINGS": "default"}),
     # -- eval
     "eval-truncated-state": Case(("eval", "run"), ("state.json is not valid JSON",), lambda ws: _truncate(_last(ws) / "state.json")),
     "eval-metrics-is-a-folder": Case(("eval", "run"), ("cannot write the evaluation", "run/eval/metrics.json is a folder"),
@@ -266,6 +500,41 @@ CASES: dict[str, Case] = {
     "demo-into-a-data-folder": Case(("demo", "--out", "pairs"), ("pairs is not empty and holds no recipe",)),
     "objectives-unknown-flag": Case(("objectives", "--verbose"), ("unrecognized arguments: --verbose",)),
 }
+
+
+#: For each class of bad input added for reliability, a deliberately broken case: a command that
+#: succeeds or changes the workspace. The harness must fail on each (proof that the class's checks can
+#: fail); ``CLASSES`` names the cases of each class.
+CLASSES: dict[str, tuple[str, ...]] = {
+    "ownership": ("overwrite-the-project-folder", "overwrite-a-folder-holding-a-config", "overwrite-a-run-without-marker",
+                  "overwrite-then-diverge"),
+    "died-before-checkpoint": ("train-into-a-run-that-died", "resume-a-run-that-died"),
+    "read-back": ("resume-after-editing-the-model", "resume-after-editing-the-lr", "resume-checkpoint-in-half-precision",
+                  "eval-checkpoint-in-half-precision", "resume-random-state-cut-short",
+                  "resume-optimiser-moments-of-another-shape"),
+    "bounds": ("view-size-absurd", "data-size-beyond-memory", "batch-of-views-beyond-memory", "queue-beyond-memory",
+               "embedding-width-absurd"),
+    "files-read-back": ("eval-metrics-csv-huge-field", "eval-metrics-csv-not-a-number", "report-metrics-json-too-deep",
+                        "recipe-resume-record-wrong-type"),
+    "user-outputs": ("report-over-an-existing-file", "analyze-overwrite-fails-midway"),
+    "locks": ("eval-a-run-in-use", "report-a-run-in-use", "overwrite-a-run-in-use", "resume-a-run-in-use"),
+    "warnings": ("report-fails-after-a-warning",),
+    "data-files": ("image-32-bit-integer", "npz-bad-crc", "wav-header-cut-short", "jsonl-nested-too-deep", "csv-field-too-long",
+                   "data-check-not-an-npz"),
+}
+BROKEN: dict[str, Case] = {
+    "ownership": Case(_train(out="fresh"), ("refuses",)),  # a new run: exit 0 and a new folder
+    "died-before-checkpoint": Case(_train(out="dead") + ("--overwrite",), ("stopped",), _dead_run),  # restarted: exit 0
+    "read-back": Case(("resume", "run"), ("changed",), _edit_config("run", "log.every", 2)),  # a free key: resumes, exit 0
+    "bounds": Case(_train("views.options.size=12"), ("size",)),  # within bounds: trains
+    "files-read-back": Case(("report", "run", "-o", "r.html"), ("not valid",)),  # intact files: a report, exit 0
+    "user-outputs": Case(("report", "run", "-o", "r.html", "--overwrite"), ("exists",), _write("r.html", "old")),
+    "locks": Case(("report", "run", "-o", "r.html"), ("in use",)),  # nobody holds the run: exit 0
+    "warnings": Case(("report", "run", "-o", "r.html", "--plugin", "noisy.py"), ("warns",),  # succeeds, warning shown
+                     _write("noisy.py", _NOISY_PLUGIN), env={"PYTHONWARNINGS": "default"}),
+    "data-files": Case(("data", "check", "crc.npz"), ("damaged",), lambda ws: _npz_bad_crc(ws, flip=False)),  # intact: exit 0
+}
+
 
 def _run_case(case: Case, template: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
@@ -300,3 +569,10 @@ def test_the_catalogue_covers_every_command():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     assert set(sub.choices) <= commands
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_a_broken_case_of_each_class_fails_the_harness(name, template, tmp_path):
+    assert set(CLASSES[name]) <= set(CASES)
+    with pytest.raises(AssertionError):
+        _run_case(BROKEN[name], template, tmp_path)

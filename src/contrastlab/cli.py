@@ -1,6 +1,7 @@
 """The command line: a thin front that parses, validates and calls the library.
 
-Every mistake in the user's input ends as one line on stderr and exit status 2, without a traceback:
+Every mistake in the user's input ends as one line on stderr and exit status 2, without a traceback (the
+warnings a command raises are shown only when it succeeds):
 a :class:`~contrastlab.errors.UserError`, a ``ValueError`` from a library check, or an ``OSError``
 (a file or folder that cannot be read or written, named in the message).
 Each package that offers commands has a ``commands`` module with ``register(subparsers)``; each
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from importlib import import_module
 
 from contrastlab import __version__
@@ -58,11 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             raise UserError(f"name a command: {', '.join(_commands(parser))}")
-        if getattr(args, "plugins", None):
-            from contrastlab.plugins import load_plugins
-
-            load_plugins(args.plugins)
-        return int(args.func(args) or 0)
+        return _run(args)
     except (UserError, ValueError) as err:
         print(f"contrastlab: error: {one_line(err)}", file=sys.stderr)
         return 2
@@ -81,6 +79,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"contrastlab: error: not enough memory ({one_line(err) or type(err).__name__}); choose a smaller "
               "model (model.dim, hidden widths), batch_size, image size or number of items", file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Load the command's plugins and run it, holding back the warnings it raises (a solver that did not
+    converge, a font matplotlib lacks): shown after a command that succeeds, dropped when it fails, whose one
+    line on stderr is the error."""
+    with warnings.catch_warnings(record=True) as caught:
+        if getattr(args, "plugins", None):
+            from contrastlab.plugins import load_plugins
+
+            load_plugins(args.plugins)
+        code = int(args.func(args) or 0)
+    seen = set()
+    for w in caught:
+        key = (str(w.message), w.category, w.filename, w.lineno)
+        if key not in seen:
+            seen.add(key)
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+    return code
 
 
 def _out_of_memory(err: BaseException) -> bool:

@@ -26,10 +26,14 @@ def fsync_dir(path: str | Path) -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+    r"""Write ``data`` to ``path`` so that readers see the old file or the whole new one.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OSError: when the file cannot be written (a full disk, a missing folder); ``<name>.tmp`` is removed
+            first, and ``path`` is left as it was.
 
     Example:
         >>> import tempfile, os
@@ -38,11 +42,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: leave no half-written file behind
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     fsync_dir(path.parent)
     return path
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastlab.data import _limits
+from contrastlab import limits as _limits
 from contrastlab.data._images import read_image
 from contrastlab.data.arrays import load_npz
 from contrastlab.data.audio import parse_wav, wav_length

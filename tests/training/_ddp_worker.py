@@ -1,14 +1,18 @@
-"""Worker for the two-process gloo test (fixture code, imported by name in spawned processes)."""
+"""Workers for the multi-process tests (fixture code, imported by name in spawned processes), and a spy
+that records what every torch.distributed collective is handed."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 
 import safetensors.torch
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor", "broadcast", "barrier")
 CASES = ("info_nce", "nt_xent", "supcon", "clip_learned_temperature", "byol", "moco", "barlow_twins")
 BATCH, DIM = 8, 6
 
@@ -139,3 +143,67 @@ def read_epoch(rank: int, world: int, out_dir: str) -> None:
     if rank == 0:
         with open(os.path.join(out_dir, "epoch.json"), "w") as f:
             json.dump({"items": len(ds), "read": every}, f)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def collective_spies(calls: list, *, stop: type[Exception] | None = None) -> dict:
+    """Stand-ins for torch.distributed's collectives (by name) that append ``(name, devices, device_ids)`` to
+    ``calls``: the devices of every tensor handed in (inputs and outputs), and ``barrier``'s ``device_ids``.
+    They then run the real collective; with ``stop``, a collective that would need a device or a group this
+    machine lacks, they run nothing: they raise ``stop`` when handed tensors, and return otherwise."""
+
+    def spy_on(name: str):
+        real = getattr(dist, name)
+
+        def spy(*args, **kwargs):
+            flat = [t for a in (*args, *kwargs.values()) for t in (a if isinstance(a, (list, tuple)) else [a])]
+            tensors = [t for t in flat if isinstance(t, torch.Tensor)]
+            calls.append((name, [str(t.device) for t in tensors], kwargs.get("device_ids")))
+            if stop is None:
+                return real(*args, **kwargs)
+            if tensors:
+                raise stop(name)
+            return None
+
+        return spy
+
+    return {name: spy_on(name) for name in COLLECTIVES}
+
+
+def forced_config(device: str):
+    """A few steps, a loss logged at each, a checkpoint at the end (its random states are gathered); BatchNorm
+    in the encoder, which the loop turns into SyncBatchNorm on CUDA."""
+    from _train_fixtures import config
+
+    return config(steps=3, device=device, **{"log.every": 1, "checkpoint.every": 3,
+                                             "model.encoder.options": "{hidden: [32], batch_norm: true}"})
+
+
+def forced_loop(rank: int, world: int, port: int, out_dir: str, device: str) -> None:
+    """The whole loop in a process group formed as under ``CONTRASTLAB_DDP=1 torchrun --nproc-per-node WORLD``
+    (gloo on CPU, NCCL on CUDA), every collective spied on; rank r writes what they were handed to
+    ``collectives.{r}.json``."""
+    from _train_fixtures import Clusters, NoisyViews, ensure_objectives
+
+    from contrastlab.training import train
+
+    ensure_objectives()
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), CONTRASTLAB_DDP="1")
+    calls: list = []
+    for name, spy in collective_spies(calls).items():
+        setattr(dist, name, spy)
+    try:
+        train(forced_config(device), os.path.join(out_dir, "forced"), dataset=Clusters(), views=NoisyViews(sigma=0.0))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    with open(os.path.join(out_dir, f"collectives.{rank}.json"), "w") as f:
+        json.dump(calls, f)
+    os._exit(0)  # see worker: no destructors of gloo's threads at interpreter shutdown

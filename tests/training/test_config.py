@@ -35,6 +35,17 @@ def test_load_typed_config_and_defaults(tmp_path):
     assert cfg.optim.betas == (0.9, 0.999)
 
 
+def test_precision_and_speed_options(tmp_path):
+    cfg = load_config(write(tmp_path))
+    assert (cfg.precision, cfg.tf32, cfg.model.compile, cfg.model.channels_last, cfg.data.pin_memory) == \
+        ("fp32", False, False, False, None)
+    cfg = load_config(write(tmp_path), ["precision=fp16", "tf32=true", "model.compile=true", "model.channels_last=true",
+                                        "data.pin_memory=false"])
+    assert (cfg.precision, cfg.tf32, cfg.model.compile, cfg.model.channels_last, cfg.data.pin_memory) == \
+        ("fp16", True, True, True, False)
+    assert config_from_dict(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg)))) == cfg
+
+
 def test_round_trip_through_yaml(tmp_path):
     cfg = load_config(write(tmp_path))
     again = config_from_dict(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg))))
@@ -62,7 +73,10 @@ def test_overrides_with_dotted_keys_and_yaml_values(tmp_path):
         ("model.normalize=1", "model.normalize: expected true or false or one of 'auto', 'sphere', 'ball', 'none', got 1"),
         ("model.normalize=Sphere", "model.normalize: expected true or false or one of 'auto', 'sphere', 'ball', 'none', "
                                    "got 'Sphere'"),
-        ("precision=fp16", "precision: expected one of 'fp32', 'bf16', got 'fp16'"),
+        ("precision=fp8", "precision: expected one of 'fp32', 'bf16', 'fp16', got 'fp8'"),
+        ("tf32=fast", "tf32: expected true or false, got 'fast' (str)"),
+        ("model.compile=inductor", "model.compile: expected true or false, got 'inductor' (str)"),
+        ("model.channels_last=1", "model.channels_last: expected true or false, got 1 (int)"),
         ("optim.lr=0", "optim.lr must be > 0, got 0.0"),
         ("optim.lr=-1", "optim.lr must be > 0, got -1.0"),
         ("batch_size=0", "batch_size must be > 0, got 0"),

@@ -1,17 +1,11 @@
-import socket
-
+import pytest
 import safetensors.torch
 import torch
 import torch.multiprocessing as mp
 
 import _ddp_worker
-from contrastlab.training.distributed import all_gather_with_grad, detect
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _ddp_worker import free_port
+from contrastlab.training.distributed import DistInfo, all_gather_with_grad, all_reduce_mean, collective_device, detect
 
 
 def test_two_gloo_processes_equal_one_process_with_the_whole_batch(tmp_path):
@@ -83,9 +77,12 @@ def test_gather_is_the_identity_without_a_process_group():
     assert detect().world_size == 1
 
 
-def test_detect_reads_torchrun_variables(monkeypatch):
-    import pytest
+def test_without_a_process_group_the_collectives_are_identities():
+    assert all_reduce_mean(2.5) == 2.5 and all_reduce_mean(torch.tensor([1.25])) == 1.25
+    assert collective_device(torch.zeros(1)) == torch.device("cpu")
 
+
+def test_detect_reads_torchrun_variables(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("LOCAL_RANK", "0")
@@ -93,4 +90,27 @@ def test_detect_reads_torchrun_variables(monkeypatch):
     assert (info.rank, info.world_size, info.local_rank, info.enabled, info.is_main) == (2, 4, 0, True, False)
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(ValueError, match="RANK must be in \\[0, WORLD_SIZE\\), got RANK=4 WORLD_SIZE=4"):
+        detect()
+
+
+def test_contrastlab_ddp_forces_a_process_group_of_one(monkeypatch):
+    """Under ``torchrun --nproc-per-node 1`` (``WORLD_SIZE=1``) ``CONTRASTLAB_DDP=1`` turns the process group
+    on; without ``WORLD_SIZE`` (no torchrun) it changes nothing, and one process stays without a group."""
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "CONTRASTLAB_DDP"):
+        monkeypatch.delenv(key, raising=False)
+    assert not detect().enabled
+    monkeypatch.setenv("CONTRASTLAB_DDP", "1")
+    assert detect() == DistInfo() and not detect().enabled  # no torchrun: as before
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    info = detect()
+    assert (info.world_size, info.forced, info.enabled, info.is_main) == (1, True, True, True)
+    monkeypatch.setenv("CONTRASTLAB_DDP", "0")
+    assert not detect().enabled
+    monkeypatch.delenv("CONTRASTLAB_DDP")
+    assert not detect().enabled
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert detect().enabled and not detect().forced
+    monkeypatch.setenv("CONTRASTLAB_DDP", "yes")
+    with pytest.raises(ValueError, match="CONTRASTLAB_DDP must be 0 or 1, got CONTRASTLAB_DDP='yes'"):
         detect()

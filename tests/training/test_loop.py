@@ -99,7 +99,7 @@ def test_output_directory_rules(tmp_path):
     assert read_metrics(tmp_path / "run" / "metrics.csv")[-1]["step"] == 10
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("keep me")
-    with pytest.raises(UserError, match="refuses to delete"):
+    with pytest.raises(UserError, match="refuses to replace .*precious: it is not a run directory contrastlab made"):
         run(tmp_path, "precious", cfg=config(steps=5), overwrite=True)
     assert (tmp_path / "precious" / "thesis.tex").read_text() == "keep me"
     with pytest.raises(UserError, match="no checkpoint to resume from"):
@@ -109,6 +109,19 @@ def test_output_directory_rules(tmp_path):
 
 def snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(tmp_path):
+    run(tmp_path, cfg=config(steps=10))
+    before = snapshot(tmp_path / "run")
+    with pytest.raises(NonFiniteLoss, match="at step 4 of 40"):  # after the trial step, before the first checkpoint
+        run(tmp_path, cfg=config(steps=40), views=FailingViews(at_call=5, mode="nan"), overwrite=True)
+    assert snapshot(tmp_path / "run") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the new run's hidden sibling is gone
+    with pytest.raises(NonFiniteLoss, match="at step 25 of 40"):  # after the first checkpoint: the new run took over
+        run(tmp_path, cfg=config(steps=40), views=FailingViews(at_call=26, mode="nan"), overwrite=True)
+    assert CheckpointManager(tmp_path / "run" / "checkpoints").path("last").name == "step-00000020"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_overwrite_with_a_config_that_does_not_build_keeps_the_old_run(tmp_path):

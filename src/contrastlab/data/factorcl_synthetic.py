@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from contrastlab.data._limits import check_fits_in_memory, option_key
+from contrastlab.limits import check_fits_in_memory, option_key
 from contrastlab.data._split import check_fraction, check_split, split_indices
 from contrastlab.data.base import Batch
 from contrastlab.data.tensor_dataset import TensorDataset

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from contrastlab.data._limits import check_fits_in_memory, option_key
+from contrastlab.limits import check_fits_in_memory, option_key
 from contrastlab.data._split import check_split
 from contrastlab.data.base import Batch
 from contrastlab.data.captions import CAPTION_WORDS, N_PHRASINGS, check_named, describe, level, shapes_vocabulary

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from contrastlab.data._images import IMAGE_SUFFIXES, check_image_options, decode_image
-from contrastlab.data._limits import check_fits_in_memory, option_key
+from contrastlab.limits import check_fits_in_memory, option_key
 from contrastlab.data._split import check_split
 from contrastlab.data.base import Batch
 from contrastlab.data.captions import Vocabulary

@@ -158,7 +158,7 @@ def _pairs(split: dict[str, Tensor], tower_names: tuple[str, str], limit: int) -
 
 
 def _analyze_arrays(arrays: dict[str, Any], *, options: EvalOptions, out_dir, towers: tuple[str, str],
-                    source: str, started: float) -> dict[str, Any]:
+                    source: str, started: float, report: str | None = None) -> dict[str, Any]:
     if "x_test" not in arrays:
         arrays = _split_train(arrays, arrays.get("y"))
     split: dict[str, dict[str, Tensor]] = {"train": {}, "test": {}}
@@ -245,7 +245,7 @@ def _analyze_arrays(arrays: dict[str, Any], *, options: EvalOptions, out_dir, to
                              for s in n},
                **measured}
     return finish(metrics, collected["train"], collected["test"], about, options=options, out_dir=out_dir,
-                  started=started, class_names=class_names)
+                  started=started, class_names=class_names, report=report)
 
 
 class _FunctionModel:
@@ -311,7 +311,7 @@ def _datasets(dataset, test_dataset, dataset_options: Mapping[str, Any], seed: i
 
 
 def _analyze_encoder(encoder, dataset, *, test_dataset, dataset_options, views, options: EvalOptions, out_dir,
-                     seed: int) -> dict[str, Any]:
+                     seed: int, report: str | None = None) -> dict[str, Any]:
     from contrastlab.views.pairs import IdentityViews
     from contrastlab.views.registry import build_views
 
@@ -340,7 +340,7 @@ def _analyze_encoder(encoder, dataset, *, test_dataset, dataset_options, views, 
             e.eval()
     try:
         metrics = evaluate(_EncoderRun(model, views, datasets), options=options, out_dir=out_dir,
-                           names={"head": "encoder"}, source="encoder")
+                           names={"head": "encoder"}, source="encoder", report=report)
     finally:
         for m, flag in was_training.items():
             encoders[m].train(flag)
@@ -412,7 +412,8 @@ def analyze(x=None, y=None, *, x_test=None, y_test=None, x2=None, x2_test=None, 
         if dataset is None:
             raise ValueError("an encoder needs a dataset to encode (a registered name such as 'shapes', or an object)")
         metrics = _analyze_encoder(encoder, dataset, test_dataset=test_dataset, dataset_options=dataset_options,
-                                   views=views, options=options, out_dir=out_dir, seed=options.seed)
+                                   views=views, options=options, out_dir=out_dir, seed=options.seed,
+                                   report=_report_title(out_dir) if report else None)
     else:
         arrays: dict[str, Any] = {"x": x}
         for key, value in (("y", y), ("x_test", x_test), ("y_test", y_test), ("x2", x2), ("x2_test", x2_test),
@@ -428,9 +429,7 @@ def analyze(x=None, y=None, *, x_test=None, y_test=None, x2=None, x2_test=None, 
             arrays[f"baseline_{name}"], arrays[f"test_baseline_{name}"] = pair
         _check_towers(towers)
         metrics = _analyze_arrays(arrays, options=options, out_dir=out_dir, towers=tuple(towers), source="arrays",
-                                  started=started)
-    if out_dir is not None and report:
-        _write_report(Path(out_dir))
+                                  started=started, report=_report_title(out_dir) if report else None)
     return metrics
 
 
@@ -440,10 +439,9 @@ def _check_towers(towers) -> None:
         raise ValueError(f"towers must be two different names, e.g. ('image', 'caption'); got {towers!r}")
 
 
-def _write_report(out_dir: Path) -> Path:
-    from contrastlab.report.html import write_report
-
-    return write_report([out_dir], out_dir / "report.html", title=f"contrastlab analysis: {out_dir.name}")
+def _report_title(out_dir: str | Path | None) -> str | None:
+    """The title of the ``report.html`` written with the analysis into ``out_dir`` (none without a folder)."""
+    return None if out_dir is None else f"contrastlab analysis: {Path(out_dir).resolve().name}"
 
 
 def analyze_file(path: str | Path, *, out_dir: str | Path | None = None, options: EvalOptions | None = None,
@@ -471,9 +469,8 @@ def analyze_file(path: str | Path, *, out_dir: str | Path | None = None, options
     _check_towers(towers)
     try:
         metrics = _analyze_arrays(arrays, options=options, out_dir=out_dir, towers=tuple(towers),
-                                  source=Path(path).name, started=started)
+                                  source=Path(path).name, started=started,
+                                  report=_report_title(out_dir) if report else None)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
-    if out_dir is not None and report:
-        _write_report(Path(out_dir))
     return metrics

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from contrastlab.errors import UserError, check_can_create
 from contrastlab.plugins import add_plugin_option
+from contrastlab.rundir import hold, is_marked
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "metrics.json files")
     r.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default: report.html)")
     r.add_argument("--title", default=None, help="the page title")
+    r.add_argument("--overwrite", action="store_true", help="replace the file given with -o when it exists")
     add_plugin_option(r)
     r.set_defaults(func=_report)
 
@@ -96,11 +100,48 @@ def _eval(args: argparse.Namespace) -> int:
                           seed=args.seed, baselines=not args.no_baselines, figures=not args.no_figures,
                           invariance_items=args.invariance_items, num_workers=args.workers,
                           progress=not args.no_progress)
-    metrics = evaluate_run_dir(run_dir, options=options)
+    with hold(run_dir, advice="wait for it to finish (a run is evaluated by one process at a time)"):
+        _check_training_log(run_dir, figures=options.figures)
+        metrics = evaluate_run_dir(run_dir, options=options)
     print(_summary(metrics))
     print(f"wrote {run_dir / 'eval' / 'metrics.json'} and {len(metrics['figures'])} figure(s) "
           f"in {metrics['seconds']:.1f} s")
     return 0
+
+
+def _check_training_log(run_dir: Path, *, figures: bool) -> None:
+    """Read the run's ``metrics.csv`` (drawn as the training curves) before any work, so a damaged log is one
+    line naming it, not a failure after the evaluation ran."""
+    from contrastlab.training.logging import read_metrics
+
+    log = run_dir / "metrics.csv"
+    if figures and log.is_file():
+        read_metrics(log)
+
+
+def _run_of(path: Path) -> Path | None:
+    """The folder to lock for an evaluation named on the command line: the run of ``RUN``, ``RUN/eval`` or
+    ``RUN/eval/metrics.json``, or the folder ``contrastlab analyze`` wrote; ``None`` when it is missing."""
+    folder = path if path.is_dir() else path.parent
+    if not folder.is_dir():
+        return None
+    if folder.name == "eval" and not is_marked(folder):
+        folder = folder.parent
+    return folder
+
+
+@contextmanager
+def _holding(paths: list[Path], advice: str) -> Iterator[None]:
+    """Hold the run lock (:func:`contrastlab.rundir.hold`) of every run among ``paths``, each once."""
+    runs: dict[Path, Path] = {}  # resolved -> as the user named it (one lock per folder: flock is per open file)
+    for path in paths:
+        run = _run_of(path)
+        if run is not None:
+            runs.setdefault(run.resolve(), run)
+    with ExitStack() as stack:
+        for run in runs.values():
+            stack.enter_context(hold(run, advice=advice))
+        yield
 
 
 def _check_seed(seed: int) -> None:
@@ -129,7 +170,9 @@ def _analyze(args: argparse.Namespace) -> int:
     check_can_create(out, "output folder")
     options = EvalOptions(max_items=args.max_items, seed=args.seed, figures=not args.no_figures,
                           progress=not args.no_progress)
-    metrics = analyze_file(args.file, out_dir=out, options=options, towers=towers)
+    run = next((p for p in (out.absolute(), *out.absolute().parents) if is_marked(p)), None)  # --out inside a run
+    with _holding([run] if run is not None else [], advice="wait for it to finish before writing an analysis into it"):
+        metrics = analyze_file(args.file, out_dir=out, options=options, towers=towers)
     print(_summary(metrics))
     print(f"wrote {out / 'metrics.json'}, {len(metrics['figures'])} figure(s) and {out / 'report.html'} "
           f"in {metrics['seconds']:.1f} s")
@@ -216,7 +259,10 @@ def _report(args: argparse.Namespace) -> int:
         raise UserError(f"-o {out} is a folder; give the HTML file to write (e.g. {out / 'report.html'})")
     if out.suffix.lower() not in (".html", ".htm"):  # never replace a config, a checkpoint or metrics by mistake
         raise UserError(f"-o {out}: the report is an HTML page; give a file name ending in .html")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"-o {out} already exists; add --overwrite to replace it, or give another file name")
     check_can_create(out, "report")
-    out = write_report(args.run_dirs, out, title=args.title)
+    with _holding([Path(d) for d in args.run_dirs], advice="wait for it to finish before reporting it"):
+        out = write_report(args.run_dirs, out, title=args.title)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {len(args.run_dirs)} run(s))")
     return 0

@@ -129,7 +129,7 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     if "class_names" in meta:
         try:
             names = json.loads(meta["class_names"])
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply to read
             names = None
         if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
             raise UserError(f"{path}: metadata 'class_names' must be a JSON list of strings")

@@ -572,33 +572,128 @@ def _figure_sample(collected: Collected, rows: Mapping[str, tuple[str, tuple[str
                         labels=sample.labels, images=sample.images)
 
 
+#: Prefix of the hidden folder inside an output folder where :func:`finish` writes before it publishes.
+_STAGE = ".contrastlab-new-"
+
+
+def _made_folders(out_dir: Path) -> list[Path]:
+    """Create ``out_dir`` (and missing parents); the folders that did not exist, deepest first."""
+    missing = []
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _sweep_stages(out_dir: Path) -> None:
+    """Remove stages that killed processes left in ``out_dir`` (their process is gone)."""
+    import os
+    import shutil
+
+    for path in out_dir.glob(_STAGE + "*"):
+        pid = path.name[len(_STAGE):]
+        if not (path.is_dir() and pid.isdigit()) or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # alive, another user's: leave it
+            pass
+
+
+def _old_figures(out_dir: Path) -> set[str]:
+    """The figure files the evaluation already in ``out_dir`` lists (to remove those the new one does not write)."""
+    try:
+        figures = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8")).get("figures", {})
+        return {f for f in figures.values() if isinstance(f, str) and "/" not in f and f.endswith(".png")}
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return set()
+
+
+def _publish(stage: Path, out_dir: Path) -> None:
+    """Move every file of ``stage`` into ``out_dir`` (``metrics.json`` last), each by one rename, then remove the
+    figures of the previous evaluation that the new one does not have. Files that are not the evaluation's stay."""
+    import os
+
+    from contrastlab.files import fsync_dir
+
+    stale = _old_figures(out_dir)
+    files = sorted(stage.iterdir(), key=lambda p: p.name == "metrics.json")
+    for path in files:  # find out before anything moves
+        target = out_dir / path.name
+        if target.is_dir() and not target.is_symlink():
+            raise ValueError(f"cannot write the evaluation: {target} is a folder")
+    for path in files:
+        os.replace(path, out_dir / path.name)
+    for name in stale - {p.name for p in files}:
+        old = out_dir / name
+        if old.is_file() and not old.is_symlink():
+            old.unlink()
+    stage.rmdir()
+    fsync_dir(out_dir)
+
+
 def finish(metrics: dict[str, Any], train: Collected, test: Collected, featurizers: Featurizers, *,
            options: EvalOptions, out_dir: str | Path | None, started: float, metrics_csv: Path | None = None,
-           class_names=None) -> dict[str, Any]:
-    """Add the verdict and the figures to ``metrics``, time it, and write ``metrics.json`` into ``out_dir``."""
+           class_names=None, report: str | None = None) -> dict[str, Any]:
+    """Add the verdict and the figures to ``metrics``, time it, and write ``metrics.json`` into ``out_dir``.
+
+    Everything is written first into a hidden folder inside ``out_dir`` and moved into place only once all of it
+    is written: an evaluation that fails (a full disk, an unreadable log, Ctrl-C) leaves ``out_dir`` as it was,
+    with no temporary file, and removes ``out_dir`` itself when it made it.
+
+    Args:
+        report: the title of a ``report.html`` to write beside ``metrics.json`` (``contrastlab analyze``), or ``None``.
+    """
     from contrastlab.evaluation.verdict import verdict
 
     metrics.setdefault("figures", {})
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir is None:
+        metrics["verdict"] = verdict(metrics)
+        metrics["seconds"] = round(time.perf_counter() - started, 3)
+        return metrics
+    import os
+    import shutil
+
+    out_dir = Path(out_dir)
+    made = _made_folders(out_dir)
+    stage = out_dir / f"{_STAGE}{os.getpid()}"
+    try:
+        _sweep_stages(out_dir)
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
         if options.figures:
             from contrastlab.evaluation.run_figures import write_figures
 
             rows = featurizers.rows(test.features)
             draw = [r for r, (name, _) in rows.items() if featurizers.kinds.get(name) == "trained"]
             metrics["figures"] = write_figures(
-                out_dir, metrics=metrics, train=_figure_sample(train, rows), test=_figure_sample(test, rows),
+                stage, metrics=metrics, train=_figure_sample(train, rows), test=_figure_sample(test, rows),
                 draw=draw, class_names=class_names, metrics_csv=metrics_csv, seed=options.seed)
-    metrics["verdict"] = verdict(metrics)
-    metrics["seconds"] = round(time.perf_counter() - started, 3)
-    if out_dir is not None:
-        write_json(metrics, Path(out_dir) / "metrics.json")
+        metrics["verdict"] = verdict(metrics)
+        metrics["seconds"] = round(time.perf_counter() - started, 3)
+        write_json(metrics, stage / "metrics.json")
+        if report is not None:
+            from contrastlab.report.html import write_report
+
+            write_report([stage], stage / "report.html", title=report, names=[out_dir.resolve().name or str(out_dir)])
+        _publish(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in made:  # deepest first; only folders this call made, and only while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     return metrics
 
 
 def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_dir: str | Path | None = None,
-             names: Mapping[str, str] | None = None, source: str = "run") -> dict:
+             names: Mapping[str, str] | None = None, source: str = "run", report: str | None = None) -> dict:
     """Evaluate a loaded run; write ``metrics.json`` and the figures into ``out_dir`` when given.
 
     Args:
@@ -607,6 +702,7 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
         out_dir: folder for ``metrics.json`` and the PNG figures; nothing is written when ``None``.
         names: the row name of each stage (default: the stage's own name), e.g. ``{"head": "encoder"}``.
         source: what was evaluated, recorded as ``run.source`` (``"run"``, or ``"encoder"`` for your own).
+        report: the title of a ``report.html`` to write into ``out_dir`` with the results, or ``None``.
 
     Returns:
         The metrics as a JSON-ready dict: ``run``, ``items`` (split → items evaluated), ``selection``
@@ -684,7 +780,7 @@ def evaluate(run: LoadedRunLike, *, options: EvalOptions = EvalOptions(), out_di
         **measured,
     }
     return finish(metrics, train, test, about, options=options, out_dir=out_dir, started=started,
-                  metrics_csv=getattr(run, "metrics_path", None), class_names=class_names)
+                  metrics_csv=getattr(run, "metrics_path", None), class_names=class_names, report=report)
 
 
 def _class_names(dataset) -> list[str] | None:

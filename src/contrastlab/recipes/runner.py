@@ -58,8 +58,9 @@ def _prepare(out: Path, recipe: Recipe, scale: str, *, overwrite: bool, resume: 
             raise UserError(f"output directory {out} is not empty and holds no recipe ({MARKER}); choose another --out")
         if resume:
             previous = _read_json(marker)
-            if not isinstance(previous, dict) or not isinstance(previous.get("done"), list):
-                raise UserError(f"{marker} is not a recipe record (a JSON object with 'recipe', 'scale' and 'done'); "
+            problem = _record_problem(previous, done=int if len(seeds) > 1 else str)
+            if problem is not None:
+                raise UserError(f"{marker} is not a recipe record: {problem}; "
                                 "use --overwrite to start the recipe again")
             if (previous.get("recipe"), previous.get("scale")) != (recipe.name, scale):
                 raise UserError(f"{out} holds recipe {previous.get('recipe')!r} at scale {previous.get('scale')!r}, "
@@ -78,16 +79,50 @@ def _prepare(out: Path, recipe: Recipe, scale: str, *, overwrite: bool, resume: 
     return state
 
 
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _record_problem(record: Any, *, done: type) -> str | None:
+    """What in a parsed ``recipe.json`` differs from what :func:`_prepare` writes, or ``None``.
+
+    Args:
+        record: the parsed file.
+        done: the type of the entries of ``done``: run names (``str``) in a recipe folder, seeds (``int``) in
+            the folder of several seeds.
+    """
+    if not isinstance(record, dict):
+        return f"it must hold a JSON object, got {_short(record)}"
+    for key in ("recipe", "scale"):
+        if not isinstance(record.get(key), str):
+            return f"'{key}' must be text, got {_short(record.get(key))}"
+    seeds = record.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds):
+        return f"'seeds' must be a list of integers, got {_short(seeds)}"
+    if "runs" in record and not (isinstance(record["runs"], list) and all(isinstance(r, str) for r in record["runs"])):
+        return f"'runs' must be a list of run names, got {_short(record['runs'])}"
+    entries = record.get("done")
+    if not isinstance(entries, list) or not all(isinstance(v, done) and not isinstance(v, bool) for v in entries):
+        what = "run names" if done is str else "seeds"
+        return f"'done' must be a list of {what}, got {_short(entries)}"
+    return None
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise UserError(f"{path} is not valid JSON ({' '.join(str(err).split())}); "
-                        "use --overwrite to start the recipe again") from None
+    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, an integer too long, nested too deeply
+        reason = "nested too deeply" if isinstance(err, RecursionError) else " ".join(str(err).split())
+        raise UserError(f"{path} is not valid JSON ({reason}); use --overwrite to start the recipe again") from None
+    except OSError as err:
+        raise UserError(f"{path} cannot be read ({err.strerror or err}); use --overwrite to start the recipe again") \
+            from None
 
 
 def _finished_metrics(path: Path) -> dict[str, Any] | None:
-    """A finished run's evaluation as the runner wrote it, or ``None`` when the file is not one."""
+    """A finished run's evaluation as the runner wrote it, or ``None`` when the file is not one or the run's
+    ``metrics.csv`` (which the analyses read) is damaged: the run is then trained again."""
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
@@ -95,6 +130,14 @@ def _finished_metrics(path: Path) -> dict[str, Any] | None:
     if not isinstance(metrics, dict) or not isinstance(metrics.get("encoders"), dict) or \
             not isinstance(metrics.get("train_seconds"), (int, float)) or isinstance(metrics.get("train_seconds"), bool):
         return None
+    log = path.parent.parent / "metrics.csv"  # the training log the analyses read
+    if log.is_file():
+        from contrastlab.training.logging import read_metrics
+
+        try:
+            read_metrics(log)
+        except (UserError, OSError):
+            return None
     return metrics
 
 

@@ -37,7 +37,8 @@ def _unique_names(runs: list[EvaluatedRun]) -> None:
             run.name = f"{base} ({seen[base]})"
 
 
-def build_report(run_dirs: list[str | Path], *, title: str | None = None, preamble: str = "") -> str:
+def build_report(run_dirs: list[str | Path], *, title: str | None = None, preamble: str = "",
+                 names: list[str] | None = None) -> str:
     """The HTML page for the evaluated runs, side by side in the order given, the answer first.
 
     The page shows, in order: the verdict of each run (headline, warnings in a marked box, notes), the
@@ -51,6 +52,7 @@ def build_report(run_dirs: list[str | Path], *, title: str | None = None, preamb
             ``contrastlab analyze``, or ``metrics.json`` files.
         title: the page title (default names the runs).
         preamble: trusted HTML shown first (a recipe's comparison of its runs).
+        names: the name shown for each run, in order (default: each run's folder).
 
     Returns:
         The HTML text.
@@ -66,6 +68,8 @@ def build_report(run_dirs: list[str | Path], *, title: str | None = None, preamb
     if not run_dirs:
         raise UserError("name at least one run directory")
     runs = [load_evaluated(d) for d in run_dirs]
+    for run, name in zip(runs, names or []):
+        run.name = name
     _unique_names(runs)
     title = title or "contrastlab report: " + ", ".join(r.name for r in runs)
     body = [preamble] if preamble else []
@@ -91,13 +95,17 @@ def build_report(run_dirs: list[str | Path], *, title: str | None = None, preamb
                                                "Click a figure to enlarge it; click again to close."))
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path, *, title: str | None = None) -> Path:
-    """Build the report (see :func:`build_report`) and write it to ``out``, creating its folder.
+def write_report(run_dirs: list[str | Path], out: str | Path, *, title: str | None = None,
+                 names: list[str] | None = None) -> Path:
+    """Build the report (see :func:`build_report`) and write it to ``out`` in one step, creating its folder.
+
+    A write that fails (a full disk) leaves no partial file and removes the folders it made.
 
     Args:
         run_dirs: one or more evaluations (run folders, ``contrastlab analyze`` folders, ``metrics.json`` files).
         out: the HTML file to write.
         title: the page title.
+        names: the name shown for each run (default: each run's folder).
 
     Returns:
         ``out``.
@@ -110,6 +118,15 @@ def write_report(run_dirs: list[str | Path], out: str | Path, *, title: str | No
         PosixPath('report.html')
     """
     out = Path(out)
-    html = build_report(run_dirs, title=title)
+    html = build_report(run_dirs, title=title, names=names)
+    made = [folder for folder in out.parents if not folder.exists()]  # deepest first
     out.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(out, html)
+    try:
+        return atomic_write_text(out, html)
+    except BaseException:
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise

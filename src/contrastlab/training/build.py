@@ -231,6 +231,9 @@ def build_components(
     check_compatible(cfg, spec, views, dataset)
     sample = sample_views(views, dataset)
     shapes = {v: tuple(sample[v].shape[1:]) for v in views.view_names}
+    if cfg.model.channels_last and not any(len(shape) == 3 for shape in shapes.values()):
+        raise ValueError(f"model.channels_last: no view is a batch of images (N, C, H, W) to lay out channels last; "
+                         f"view shapes: {shapes}; remove model.channels_last")
     recon = reconstruction_views(views.view_names, views.view_modalities) if "reconstructions" in needs else {}
     # an autoencoder reads only reconstructions; an objective that also reads embeddings (fission) reconstructs some
     # views beside its other terms, and fuses nothing
@@ -279,8 +282,10 @@ def build_components(
     _check_foreign_towers(model, sample)
     dim = model.towers[model.view_towers[views.view_names[0]]].out_dim
     if parts.queue_size is not None:
+        from contrastlab.limits import check_fits_in_memory
         from contrastlab.objectives.queue import NegativeQueue
 
+        check_fits_in_memory("model.queue_size", parts.queue_size * dim * 4, value=parts.queue_size)
         model.queue = NegativeQueue(parts.queue_size, dim)
     options = with_defaults(spec.factory, cfg.objective.options, {"num_classes": dataset.num_classes, "dim": dim})
     if options.get("reduction", "mean") not in ("mean", "sum"):
@@ -329,6 +334,22 @@ def _coordinate(cfg: TrainConfig, model: MultiViewModel, objective: nn.Module, v
 
     dim = model.shared_dim or model.towers[model.view_towers[views.view_names[0]]].out_dim
     model.coordination = GatedCoordination(dim)
+
+
+def compile_towers(model: MultiViewModel) -> None:
+    """``torch.compile`` every tower (backbone and head) of ``model`` in place, momentum targets included; the
+    objective, the predictor and the rest stay eager.
+
+    Each tower's call is compiled (``nn.Module.compile``), not the tower wrapped in an ``OptimizedModule``: the
+    state dict keeps its names (no ``_orig_mod.`` prefix), so checkpoints of compiled and eager runs are alike.
+    Compilation happens at the first call; methods other than the call (``features``, used by evaluation and
+    the monitors) stay eager.
+    """
+    towers = list(model.towers.values())
+    if model.targets is not None:
+        towers += list(model.targets.towers.values())
+    for tower in towers:
+        tower.compile()
 
 
 def _check_foreign_towers(model: MultiViewModel, sample: dict[str, torch.Tensor]) -> None:

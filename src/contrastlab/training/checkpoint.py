@@ -218,6 +218,12 @@ def check_state_fits(saved: Mapping[str, Tensor], expected: Mapping[str, Tensor]
         for k, v in expected.items()
         if k in saved and tuple(saved[k].shape) != tuple(v.shape)
     ][:1]
+    problems += [
+        f"{k!r} is {str(saved[k].dtype).removeprefix('torch.')} in the checkpoint but "
+        f"{str(v.dtype).removeprefix('torch.')} in the {what}"
+        for k, v in expected.items()
+        if k in saved and not problems and saved[k].dtype != v.dtype
+    ][:1]
     missing = [k for k in expected if k not in saved]
     extra = [k for k in saved if k not in expected]
     if missing:
@@ -262,6 +268,153 @@ def check_resumable(ckpt: Checkpoint, model: nn.Module, objective: nn.Module, *,
     missing = [f"rng.{name}.{r}" for r in range(world_size) for name in ("views", "torch") if f"rng.{name}.{r}" not in ckpt.tensors]
     if missing:
         raise UserError(f"checkpoint {ckpt.path} lacks the random-generator state {missing[0]!r}; it cannot be resumed exactly")
+    cpu_state = torch.get_rng_state()
+    for key, state in ckpt.tensors.items():
+        if key.startswith(("rng.views.", "rng.torch.")) and (state.dtype != torch.uint8 or state.shape != cpu_state.shape):
+            raise UserError(f"checkpoint {ckpt.path}: the random-generator state {key!r} is {str(state.dtype).removeprefix('torch.')} "
+                            f"{tuple(state.shape)}, not uint8 {tuple(cpu_state.shape)}; it cannot be resumed exactly")
+
+
+def check_optimizer_fits(ckpt: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
+    """Refuse an optimiser state that does not fit the optimiser built for the run, before loading it.
+
+    ``Optimizer.load_state_dict`` checks only the number of parameters per group; moments of another
+    shape or dtype would fail (or broadcast silently) at the first step. This checks the groups, the
+    parameters per group, the hyper-parameter names, and every tensor held per parameter (a scalar
+    such as Adam's ``step``, or a tensor of the parameter's shape).
+
+    Raises:
+        UserError: naming the checkpoint and the first thing that does not fit.
+
+    Example:
+        >>> opt = torch.optim.Adam(torch.nn.Linear(2, 1).parameters())
+        >>> opt.zero_grad(); sum(p.sum() for g in opt.param_groups for p in g["params"]).backward(); opt.step()
+        >>> tensors, plain = flatten_optimizer(opt.state_dict())
+        >>> check_optimizer_fits(Checkpoint(Path("c"), {}, {}, tensors, {"optimizer": plain}), opt)
+        >>> tensors["optimizer.0.exp_avg"] = torch.zeros(3, 3)
+        >>> check_optimizer_fits(Checkpoint(Path("c"), {}, {}, tensors, {"optimizer": plain}), opt)
+        Traceback (most recent call last):
+        ...
+        contrastlab.errors.UserError: checkpoint c holds an optimiser state that does not fit this run: 'exp_avg' of parameter 0 is (3, 3), the parameter (1, 2)
+    """
+    where = f"checkpoint {ckpt.path} holds an optimiser state that does not fit this run"
+    plain = ckpt.meta.get("optimizer")
+    try:
+        saved = unflatten_optimizer(ckpt.tensors, plain)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{where} ({one_line(err)})") from None
+    groups, state = saved["param_groups"], saved["state"]
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        raise UserError(f"{where}: {len(groups) if isinstance(groups, list) else groups!r} parameter group(s), "
+                        f"the optimiser has {len(optimizer.param_groups)} (was optim.name or exclude_bias_and_norm changed?)")
+    params = []
+    for i, (group, mine) in enumerate(zip(groups, optimizer.param_groups)):
+        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
+            raise UserError(f"{where}: parameter group {i} is not a group of parameters")
+        if len(group["params"]) != len(mine["params"]):
+            raise UserError(f"{where}: parameter group {i} has {len(group['params'])} parameters, the model "
+                            f"{len(mine['params'])}")
+        unknown = sorted(set(group) - set(mine) - {"params"})
+        if unknown:
+            raise UserError(f"{where}: group {i} has the option {unknown[0]!r}, which {type(optimizer).__name__} does not "
+                            "know (was optim.name changed?)")
+        params += list(zip(group["params"], mine["params"]))
+    by_id = dict(params)
+    for index, entries in state.items():
+        if index not in by_id:
+            raise UserError(f"{where}: state for parameter {index}, which no group holds")
+        param = by_id[index]
+        for name, value in entries.items():
+            if not isinstance(value, Tensor):
+                continue
+            if value.dim() and tuple(value.shape) != tuple(param.shape):
+                raise UserError(f"{where}: {name!r} of parameter {index} is {tuple(value.shape)}, the parameter "
+                                f"{tuple(param.shape)}")
+            if value.is_floating_point() != param.is_floating_point() and value.dim():
+                raise UserError(f"{where}: {name!r} of parameter {index} is {str(value.dtype).removeprefix('torch.')}")
+
+
+#: Keys of a run's config that may change between training and ``resume`` without changing what the
+#: weights mean (its length: a run is extended by raising ``steps``; how it is logged, kept or fed), that
+#: need ``--force`` (the run goes on, but no longer as it started: the optimiser's settings, its schedule,
+#: its precision, its monitors), and, by elimination, those that never
+#: may (model, objective, views, data, seed, batch): the checkpoint's weights or its random state would
+#: no longer mean the same.
+FREE_KEYS = ("steps", "epochs", "log", "threads", "device", "checkpoint", "out", "plugins", "model.given", "data.num_workers", "data.prefetch",
+             "data.pin_memory", "data.on_error", "monitor.every")
+FORCE_KEYS = ("optim.lr", "optim.weight_decay", "optim.grad_clip", "optim.momentum",
+              "optim.nesterov", "optim.betas", "optim.trust_coefficient", "schedule", "precision", "monitor")
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _as_lists(value: Any) -> Any:
+    """Tuples as lists, so that a config read from YAML and one recorded in JSON compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def config_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The keys whose values differ between the config a checkpoint was written with and the run's config now.
+
+    Returns:
+        ``(needs_force, never)``: changed keys that ``--force`` allows (:data:`FORCE_KEYS`), and changed
+        keys that no resume may change; keys in :data:`FREE_KEYS` are left out.
+
+    Example:
+        >>> config_changes({"optim": {"lr": 0.1}, "seed": 0, "steps": 10},
+        ...                {"optim": {"lr": 0.2}, "seed": 1, "steps": 20})
+        (['optim.lr'], ['seed'])
+    """
+    a, b = _leaves(_as_lists(_decode(dict(recorded)))), _leaves(_as_lists(dict(current)))
+    changed = sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>") and not _under(k, FREE_KEYS))
+    force = [k for k in changed if _under(k, FORCE_KEYS)]
+    return force, [k for k in changed if k not in force]
+
+
+def check_config_unchanged(ckpt: Checkpoint, current: Mapping[str, Any], *, config_path: str | Path, force: bool) -> list[str]:
+    """Refuse to resume when the run's ``config.yaml`` was edited since the checkpoint was written.
+
+    Checkpoints written before the config was recorded in them (``state.json``'s ``config``) pass.
+
+    Args:
+        ckpt: the checkpoint to resume from.
+        current: the run's config now, as plain data (:func:`~contrastlab.training.config.config_to_dict`).
+        config_path: the file, for the message.
+        force: allow the changes listed in :data:`FORCE_KEYS`.
+
+    Returns:
+        The changed keys that ``force`` allowed (for a warning line).
+
+    Raises:
+        UserError: naming the first changed key, and whether ``--force`` would allow it.
+    """
+    recorded = ckpt.meta.get("config")
+    if not isinstance(recorded, dict):
+        return []
+    needs_force, never = config_changes(recorded, current)
+    if never:
+        raise UserError(f"{config_path} was changed since checkpoint {ckpt.path} was written: {never[0]!r} "
+                        f"({len(never)} key(s) in all) changes what the weights mean, so the run cannot resume; "
+                        "train a new run with the new config")
+    if needs_force and not force:
+        raise UserError(f"{config_path} was changed since checkpoint {ckpt.path} was written: {needs_force[0]!r} "
+                        f"({len(needs_force)} key(s) in all); pass --force to resume with the new value(s)")
+    return needs_force
 
 
 class CheckpointManager:

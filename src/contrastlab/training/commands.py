@@ -11,21 +11,22 @@ last checkpoint fits them. A mistake therefore never leaves a half-made run behi
 deletes the run that ``--overwrite`` would have replaced, and never hangs other processes
 waiting in the process group.
 
-While it trains, the main process holds an exclusive lock on the run directory, so a second
-``train --overwrite`` or ``resume`` of the same directory is refused instead of deleting or
-interleaving with a live run.
+While it trains, the main process holds an exclusive lock on the run directory
+(:func:`contrastlab.rundir.hold`), so a second ``train --overwrite``, ``resume``, ``eval`` or ``report``
+of the same directory is refused instead of deleting or interleaving with a live run. ``--overwrite``
+replaces only a folder contrastlab made, and only once the new run has its first checkpoint
+(:class:`contrastlab.rundir.Replacement`).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
+from contrastlab import rundir
 from contrastlab.errors import UserError, check_can_create
 from contrastlab.plugins import add_plugin_option
 
@@ -43,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
     r = sub.add_parser("resume", help="continue an interrupted run exactly where its last checkpoint left it")
     r.add_argument("run_dir", help="the run directory")
+    r.add_argument("--force", action="store_true",
+                   help="resume although config.yaml's steps, optimiser settings or schedule were edited since the checkpoint")
     add_plugin_option(r)
     r.set_defaults(func=_resume)
 
@@ -91,53 +94,29 @@ def preflight(cfg, world_size: int):
         ShardedBatches(len(comps.dataset), cfg.batch_size, seed=cfg.seed, world_size=world_size)
     except ValueError as err:
         raise UserError(f"batch_size: {err}") from None
+    _check_batch_memory(cfg.batch_size, local_batch_size(cfg.batch_size, world_size), comps.views)
     trial_step(comps, local_batch_size(cfg.batch_size, world_size), device=choose_device(cfg.device, detect()),
                precision=cfg.precision)
     return comps
 
 
-@contextmanager
-def hold_run_dir(run_dir: Path, *, main: bool) -> Iterator[None]:
-    """Create ``run_dir`` if needed and hold an exclusive lock on it (the main process only).
-
-    The lock is an ``flock`` on the directory itself: it is released when the process ends, however
-    it ends, and nothing is written for it.
-
-    Raises:
-        UserError: another process holds the lock.
-    """
-    try:
-        import fcntl
-    except ImportError:  # no flock on this platform: run unguarded
-        fcntl = None
-    if not main or fcntl is None:
-        yield
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"run directory {run_dir} is in use by another contrastlab process; "
-                            "wait for it to finish or choose another --out") from None
-        yield
-    finally:
-        os.close(fd)
+#: A step holds each view several times over (the batch, the augmented copy, the encoder's first
+#: activations and their gradients): the views alone times this must fit, or the step would be killed.
+STEP_COPIES = 4
 
 
-def _clear(run_dir: Path) -> None:
-    """Empty a previous run's directory, keeping the directory (and so the lock held on it).
+def _check_batch_memory(batch_size: int, local: int, views) -> None:
+    """Refuse, before the trial step allocates it, a batch whose views cannot fit in memory."""
+    from contrastlab.limits import GIB, available_memory
 
-    ``config.yaml`` goes last, so that at every moment the directory either still holds a run or is
-    empty: other processes of a torchrun job checking it meanwhile never see a folder that is neither.
-    """
-    config = run_dir / "config.yaml"
-    for child in sorted(run_dir.iterdir(), key=lambda p: p == config):
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+    shapes = getattr(views, "view_shapes", None) or {}
+    per_item = 4 * sum(math.prod(shape) for shape in shapes.values())
+    need, free = STEP_COPIES * local * per_item, available_memory()
+    if free is not None and need > free:
+        largest = max(shapes.items(), key=lambda kv: math.prod(kv[1]))
+        raise UserError(f"batch_size: {batch_size} items of views like {largest[0]!r} {tuple(largest[1])} would need about "
+                        f"{need / GIB:.1f} GiB for one step; at most {free / GIB:.1f} GiB is available "
+                        "(lower batch_size or views.options.size)")
 
 
 def _require_config_plugins(path: Path) -> None:
@@ -158,9 +137,9 @@ def _require_config_plugins(path: Path) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from contrastlab.training.distributed import detect
     from contrastlab.training.config import load_config
-    from contrastlab.training.loop import check_new_run_dir, train
+    from contrastlab.training.distributed import detect
+    from contrastlab.training.loop import train
 
     if args.out is not None and not args.out.strip():
         raise UserError("--out is empty; name the run directory")
@@ -168,31 +147,53 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out or cfg.out or Path("runs") / Path(args.config).stem)
     cfg.out = str(out)
-    check_new_run_dir(out, overwrite=args.overwrite)
+    rundir.check_new_run_dir(out, overwrite=args.overwrite)
     check_can_create(out, "output directory")
     info = detect()
     comps = preflight(cfg, info.world_size)
-    with hold_run_dir(out, main=info.is_main):
+    lock = rundir.hold(out, create=True, advice="wait for it to finish or choose another --out") if info.is_main else nullcontext()
+    with lock:
         if info.is_main:
-            check_new_run_dir(out, overwrite=args.overwrite)  # again: another run may have finished there meanwhile
-            if args.overwrite:
-                _clear(out)
+            rundir.check_new_run_dir(out, overwrite=args.overwrite)  # again: another run may have finished there meanwhile
         _report(train(cfg, out, overwrite=args.overwrite, dataset=comps.dataset, views=comps.views))
     return 0
 
 
+def _no_checkpoint(run_dir: Path) -> UserError:
+    """What to say about a run that was stopped before it wrote its first checkpoint."""
+    from contrastlab.training.loop import CONFIG_FILE, METRICS_FILE
+
+    logged = ""
+    try:
+        rows = (run_dir / METRICS_FILE).read_text(encoding="utf-8", errors="replace").count("\n") - 1
+        logged = f" (metrics.csv logged {rows} step(s))" if rows > 0 else ""
+    except OSError:
+        pass
+    return UserError(f"run {run_dir} stopped before its first checkpoint{logged}, so there is nothing to resume; "
+                     f"start it again with: contrastlab train {run_dir / CONFIG_FILE} --out {run_dir} --overwrite")
+
+
 def _resume(args: argparse.Namespace) -> int:
-    from contrastlab.training.checkpoint import check_resumable, read_checkpoint
+    from contrastlab.training.checkpoint import check_config_unchanged, check_resumable, read_checkpoint
+    from contrastlab.training.config import config_to_dict
     from contrastlab.training.distributed import detect
-    from contrastlab.training.loop import train
+    from contrastlab.training.loop import CONFIG_FILE, train
     from contrastlab.training.run import last_checkpoint, read_run_config
 
     run_dir = Path(args.run_dir)
     _, cfg = read_run_config(run_dir)
     info = detect()
-    with hold_run_dir(run_dir, main=info.is_main):
+    with rundir.hold(run_dir, advice="wait for it to finish") if info.is_main else nullcontext():
+        if not rundir.has_checkpoint(run_dir):
+            raise _no_checkpoint(run_dir)
         ckpt = read_checkpoint(last_checkpoint(run_dir))
+        forced = check_config_unchanged(ckpt, config_to_dict(cfg), config_path=run_dir / CONFIG_FILE, force=args.force)
         comps = preflight(cfg, info.world_size)
         check_resumable(ckpt, comps.model, comps.objective, world_size=info.world_size)
+        if info.is_main:
+            if forced:
+                print(f"contrastlab: resuming with the edited {', '.join(forced)} (--force)", file=sys.stderr)
+            if not rundir.is_marked(run_dir):  # a run made before the marker existed: it is ours
+                rundir.mark(run_dir)
         _report(train(cfg, run_dir, resume=True, dataset=comps.dataset, views=comps.views))
     return 0

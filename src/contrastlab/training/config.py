@@ -33,7 +33,8 @@ class DataConfig:
     #: loader worker processes (null: none for in-memory data, min(4, cores - 1) for data read from files)
     num_workers: int | None = None
     prefetch: int = 2  #: batches each worker prepares ahead
-    pin_memory: bool | None = None  #: page-locked batches for fast copies to a GPU (null: when training on CUDA)
+    #: page-locked batches, copied to a GPU without blocking (null: on when training on CUDA; true on the CPU does nothing)
+    pin_memory: bool | None = None
 
 
 @dataclass
@@ -101,6 +102,12 @@ class ModelConfig:
     #: the coordination function of two modalities' embeddings: "none" (the objective's own similarity option,
     #: cosine by default) or "gated" (learned gates on both embeddings, computed for every pair; lecture 4.1)
     coordination: Literal["none", "gated"] = "none"
+    #: image towers and image views in torch.channels_last memory layout (faster convolutions on tensor-core GPUs);
+    #: views that are not 4-D batches are left as they are; an error when no view is a batch of images
+    channels_last: bool = False
+    #: torch.compile each tower (the encoders and heads, not the objective), after building and before DDP;
+    #: checkpoints keep the uncompiled parameter names
+    compile: bool = False
 
 
 @dataclass
@@ -172,7 +179,12 @@ class TrainConfig:
     epochs: int | None = None
     steps: int | None = None  #: give exactly one of epochs and steps
     seed: int = 0  #: in [0, 2**63), so that torch and numpy both take it
-    precision: Literal["fp32", "bf16"] = "fp32"
+    #: autocast of the towers' forward pass: fp32 (none), bf16, or fp16 with a gradient scaler (its state is checkpointed);
+    #: losses are always computed in float32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    #: TF32 tensor cores for float32 matrix products and convolutions on CUDA (false: full float32 precision there,
+    #: cuDNN's TF32 convolutions included; no effect on the CPU)
+    tf32: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: torch.set_num_threads in each process (null: torch's default, less one per loader worker when training on the CPU)
     threads: int | None = None
@@ -188,6 +200,12 @@ class TrainConfig:
 MAX_THREADS = 1024
 #: The most held-out items a monitor holds in memory (and encodes at each measurement, twice: bank and queries).
 MAX_MONITOR_ITEMS = 10_000
+
+
+#: Upper bounds of size-like model keys, checked before anything is built: the embedding width, and the
+#: MoCo queue's length (its memory, ``queue_size × dim × 4`` bytes, is also checked against the memory
+#: available when the queue is built).
+MAX_DIM, MAX_QUEUE = 65536, 2**24
 
 
 def _require(ok: bool, key: str, rule: str, value: Any) -> None:
@@ -238,7 +256,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
              mon.knn_temperature)
     _require(mon.probe_lr > 0, "monitor.probe_lr", "> 0", mon.probe_lr)
     m = cfg.model
-    _require(m.dim > 0, "model.dim", "> 0", m.dim)
+    _require(0 < m.dim <= MAX_DIM, "model.dim", f"in [1, {MAX_DIM}]", m.dim)
     _require(isinstance(m.normalize, bool) or m.normalize in ("auto", "sphere", "ball", "none"), "model.normalize",
              "true, false, 'auto', 'sphere', 'ball' or 'none'", m.normalize)
     _require(m.momentum is None or 0 <= m.momentum < 1, "model.momentum", "in [0, 1)", m.momentum)
@@ -251,7 +269,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         m.learnable_temperature,
     )
     _require(0 <= m.fusion.modality_dropout <= 1, "model.fusion.modality_dropout", "in [0, 1]", m.fusion.modality_dropout)
-    _require(m.queue_size is None or m.queue_size > 0, "model.queue_size", "> 0", m.queue_size)
+    _require(m.queue_size is None or 0 < m.queue_size <= MAX_QUEUE, "model.queue_size", f"in [1, {MAX_QUEUE}]", m.queue_size)
     temperature = cfg.objective.options.get("temperature")
     if temperature is not None:
         _require(

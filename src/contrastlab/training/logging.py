@@ -48,10 +48,37 @@ def _fmt(value: float, *, empty: bool = False) -> str:
     return f"{value:.6g}"
 
 
+#: The columns every ``metrics.csv`` has, whichever version of contrastlab wrote it.
+REQUIRED_COLUMNS = ("step", "epoch", "loss")
+
+
+def _cell(value: str, column: str) -> float:
+    """One cell as a float: an empty monitor cell is ``nan``; ``nan`` and ``inf`` are values (a diverged loss)."""
+    if value == "" and column in MONITOR_COLUMNS:
+        return float("nan")
+    try:
+        number = float(value)
+    except ValueError:  # text, or an empty cell of a column every row fills
+        raise ValueError("is not a number") from None
+    if column in ("step", "epoch") and not (math.isfinite(number) and number == int(number) and number >= 0):
+        raise ValueError("is not a whole number >= 0")
+    return number
+
+
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    """The rows of a ``metrics.csv`` as dicts of floats (``step`` and ``epoch`` as ints); a torn
-    last line (a run killed mid-write) is skipped. Empty cells of the :data:`MONITOR_COLUMNS` (rows that
-    are not monitor steps) read as ``nan``; an empty cell anywhere else marks a torn line.
+    """The rows of a ``metrics.csv`` as dicts of floats (``step`` and ``epoch`` as ints), checked.
+
+    A torn last line (a run killed mid-write: too few cells, an empty or unreadable cell) is skipped. Empty
+    cells of the :data:`MONITOR_COLUMNS` (rows that are not monitor steps) read as ``nan``; ``nan`` and
+    ``inf`` are read as they are (a loss that diverged is part of the record). Anything else a run never
+    writes is an error naming the file, the line and the value.
+
+    Raises:
+        contrastlab.errors.UserError: the file is not UTF-8 text or not CSV (a cell past the csv module's
+            size limit, a NUL byte), has no header or lacks one of :data:`REQUIRED_COLUMNS`, or a line other
+            than the last has the wrong number of cells, a cell that is not a number, or a step or epoch that
+            is not a whole number.
+        OSError: the file cannot be read.
 
     Example:
         >>> import tempfile, pathlib
@@ -60,20 +87,47 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
         >>> read_metrics(p)[0]["loss"]
         1.5
     """
+    from contrastlab.errors import UserError
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            lines = list(enumerate(csv.reader(f), 1))  # (line number, cells); no cell spans lines in our files
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 text (byte {err.start}); it is not a metrics.csv written by "
+                        "contrastlab train") from None
+    except csv.Error as err:
+        raise UserError(f"{path} is not a readable CSV file ({err})") from None
+    if not lines or not any(cell.strip() for cell in lines[0][1]):
+        raise UserError(f"{path} has no header row (expected {','.join(COLUMNS[:3])},...)")
+    header = [cell.strip() for cell in lines[0][1]]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise UserError(f"{path} has no column {missing[0]!r} (its header is {_clip(','.join(header))!r})")
+    body = [(number, values) for number, values in lines[1:] if values]  # blank lines carry nothing
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        for values in reader:
-            if header is None or len(values) != len(header):
+    for i, (number, values) in enumerate(body):
+        last = i == len(body) - 1
+        try:
+            if len(values) != len(header):
+                raise ValueError(f"has {len(values)} cells, the header {len(header)}")
+            row = {}
+            for column, value in zip(header, values):
+                try:
+                    row[column] = _cell(value.strip(), column)
+                except ValueError as err:
+                    raise ValueError(f"column {column!r}: {_clip(value)!r} {err}") from None
+        except ValueError as err:
+            if last:  # a torn line: the run was killed while writing it
                 continue
-            try:
-                row = {k: float("nan") if v == "" and k in MONITOR_COLUMNS else float(v) for k, v in zip(header, values)}
-            except ValueError:
-                continue
-            row["step"], row["epoch"] = int(row["step"]), int(row["epoch"])
-            rows.append(row)
+            raise UserError(f"{path} line {number}: {err}") from None
+        row["step"], row["epoch"] = int(row["step"]), int(row["epoch"])
+        rows.append(row)
     return rows
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 class MetricsLog:

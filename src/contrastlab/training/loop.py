@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -18,13 +17,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from contrastlab.data.base import Dataset, to_device
 from contrastlab.data.loading import Batches, LoaderOptions, sample_batch, trainer_threads
+from contrastlab import rundir
 from contrastlab.errors import UserError, one_line
 from contrastlab.files import atomic_write_text
 from contrastlab.plugins import loaded as loaded_plugins
 from contrastlab.training import distributed
-from contrastlab.training.build import Components, build_components, check_given, make_dataset
+from contrastlab.training.build import Components, build_components, check_given, compile_towers, make_dataset
 from contrastlab.training.checkpoint import (
     CheckpointManager,
+    check_optimizer_fits,
     check_resumable,
     checkpoint_step,
     discard,
@@ -74,15 +75,42 @@ def choose_device(name: str, info: distributed.DistInfo) -> torch.device:
     return torch.device("cuda", info.local_rank % torch.cuda.device_count())
 
 
-def step_inputs(comps: Components, batch, views: dict, device: torch.device) -> dict:
-    """The keyword arguments of one call of the loss module, on ``device``: a batch and its views."""
+#: The autocast dtype of each ``precision`` (fp32: no autocast).
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_options(precision: str, device: torch.device) -> dict:
+    """The keyword arguments of ``torch.autocast`` for a run's ``precision`` on ``device``.
+
+    Example:
+        >>> autocast_options("fp16", torch.device("cpu"))
+        {'device_type': 'cpu', 'dtype': torch.float16, 'enabled': True}
+        >>> autocast_options("fp32", torch.device("cpu"))["enabled"]
+        False
+    """
+    dtype = AUTOCAST_DTYPES[precision]
+    return {"device_type": device.type, "dtype": dtype or torch.bfloat16, "enabled": dtype is not None}
+
+
+def image_layout(views: dict, memory_format: torch.memory_format | None) -> dict:
+    """``views`` with every 4-D batch ``(N, C, H, W)`` in ``memory_format`` (``None``: unchanged); other views as
+    they are (what ``model.channels_last`` does to the inputs)."""
+    if memory_format is None:
+        return views
+    return {k: v.contiguous(memory_format=memory_format) if v.dim() == 4 else v for k, v in views.items()}
+
+
+def step_inputs(comps: Components, batch, views: dict, device: torch.device,
+                memory_format: torch.memory_format | None = None) -> dict:
+    """The keyword arguments of one call of the loss module, on ``device``: a batch and its views (4-D views in
+    ``memory_format`` when given, see :func:`image_layout`)."""
 
     def move(d):
         return None if d is None else {k: v.to(device, non_blocking=True) for k, v in d.items()}
 
     gen = comps.views
     return {
-        "views": move(views),
+        "views": image_layout(move(views), memory_format),
         "lengths": move({v: batch.lengths[m] for v, m in gen.view_modalities.items() if m in batch.lengths}),
         "labels": None if batch.labels is None else batch.labels.to(device),
         "clean": move(gen.eval_views(batch)) if comps.recon_views else None,
@@ -104,7 +132,7 @@ def trial_step(comps: Components, batch_size: int, *, device: torch.device, prec
     module = comps.loss_module()
     saved = copy.deepcopy(module.state_dict())
     where = f"a trial step on the first {batch_size} items (before anything is written)"
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = autocast_options(precision, device)
     try:
         with torch.random.fork_rng(devices=[]):
             module.to(device)
@@ -126,18 +154,6 @@ def trial_step(comps: Components, batch_size: int, *, device: torch.device, prec
                         f"e.g. a tiny temperature, and at the data's range)")
 
 
-def check_new_run_dir(run_dir: Path, *, overwrite: bool) -> None:
-    """Refuse to write a new run into an existing, non-empty directory unless ``overwrite``; even then,
-    only a previous run's directory (one with a ``config.yaml``) is ever deleted."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"output {run_dir} exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise UserError(f"output directory {run_dir} already exists; pass --overwrite to replace it or use resume")
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise UserError(f"--overwrite refuses to delete {run_dir}: it is not empty and holds no run (no {CONFIG_FILE})")
-
-
 def train(
     cfg: TrainConfig,
     run_dir: str | Path,
@@ -156,7 +172,9 @@ def train(
         cfg: the checked config.
         run_dir: the run directory (created; refused if it exists, unless ``resume`` or ``overwrite``).
         resume: continue from the last checkpoint in ``run_dir``.
-        overwrite: replace an existing run directory.
+        overwrite: replace an existing run directory, only one contrastlab made (:mod:`contrastlab.rundir`).
+            The new run is written beside it and takes its place when it writes its first checkpoint; a
+            new run that fails before then leaves the old one as it was.
         dataset: use this data set instead of building ``cfg.data`` (tests, notebooks).
         views: use this view generator instead of building ``cfg.views``.
         encoders: your own backbones: a view or modality name -> an ``nn.Module`` mapping a batch of
@@ -173,42 +191,79 @@ def train(
     """
     run_dir = Path(run_dir)
     info = distributed.detect()
+    replacement = None
     if not resume and info.is_main:  # only rank 0 owns the run directory; other ranks would race its creation
-        check_new_run_dir(run_dir, overwrite=overwrite)
+        if rundir.check_new_run_dir(run_dir, overwrite=overwrite):
+            replacement = rundir.Replacement(run_dir)  # the old run stays until the new one has a checkpoint
     device = choose_device(cfg.device, info)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":  # NCCL, pinned memory and new tensors use this process's own GPU
+        torch.cuda.set_device(device)
     joined = info.enabled and not dist.is_initialized()
     distributed.init(info, device)
     clean = False
+    tf32 = set_tf32(cfg.tf32) if device.type == "cuda" else None
     try:
-        result = _Run(cfg, run_dir, info, device).run(resume=resume, dataset=dataset, views=views, encoders=encoders)
+        result = _Run(cfg, run_dir, info, device, replacement).run(resume=resume, dataset=dataset, views=views,
+                                                                   encoders=encoders)
         clean = True
         return result
     finally:
+        if replacement is not None:  # a new run that never reached its first checkpoint leaves nothing behind
+            replacement.abort()
+        if tf32 is not None:
+            set_tf32(*tf32)
         if joined:
             distributed.shutdown(together=clean)
 
 
+def set_tf32(matmul: bool, conv: bool | None = None) -> tuple[bool, bool]:
+    """Allow (or forbid) TF32 tensor cores in CUDA float32 matrix products and cuDNN convolutions (``conv``: as
+    ``matmul`` when not given). Process-wide settings of torch, through ``torch.set_float32_matmul_precision``
+    ("high" or "highest") and ``torch.backends.cudnn.allow_tf32`` (torch refuses to read its settings once they
+    were set through both these and the newer ``fp32_precision`` attributes, so only these are used).
+
+    Returns:
+        The previous ``(matmul, conv)`` settings, to restore them with ``set_tf32(*previous)``.
+
+    Example:
+        >>> previous = set_tf32(True); set_tf32(*previous) == (True, True)
+        True
+    """
+    conv = matmul if conv is None else conv
+    previous = (torch.get_float32_matmul_precision() != "highest", bool(torch.backends.cudnn.allow_tf32))
+    torch.set_float32_matmul_precision("high" if matmul else "highest")
+    torch.backends.cudnn.allow_tf32 = conv
+    return previous
+
+
 class _Run:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, info: distributed.DistInfo, device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, info: distributed.DistInfo, device: torch.device,
+                 replacement: rundir.Replacement | None = None) -> None:
         self.cfg, self.run_dir, self.info, self.device = cfg, run_dir, info, device
+        self.target = run_dir  # where the run ends up; run_dir is a sibling until a replacement is committed
+        self.replacement = replacement
+        self.first_checkpoint = True  # a new run's weights are checked before its first checkpoint
         self.skipped0 = 0  # unreadable items replaced before this process started (from the checkpoint)
         self.lanes: int | None = None  # a stream's lanes per rank: recorded in checkpoints, kept on resume
+        self.scaler = torch.amp.GradScaler("cpu", enabled=False)  # fp16's gradient scaler, made by run()
 
     def _barrier(self) -> None:
         if self.info.enabled:
-            dist.barrier()
+            distributed.barrier()
 
     def _setup_dir(self, resume: bool, encoders: Mapping[str, torch.nn.Module] | None) -> None:
         if resume:
             return
         if self.info.is_main:
-            if self.run_dir.is_dir() and (self.run_dir / CONFIG_FILE).is_file():
-                shutil.rmtree(self.run_dir)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.replacement is not None:
+                self.run_dir = self.replacement.begin()
+            else:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            rundir.mark(self.run_dir)  # first: from now on the folder is known to be a run contrastlab made
             raw = config_to_dict(self.cfg)
-            raw["out"] = str(self.run_dir)
+            raw["out"] = str(self.target)
             raw["model"]["given"] = {k: f"{type(e).__module__}.{type(e).__qualname__}" for k, e in (encoders or {}).items()}
             raw["plugins"] = loaded_plugins()  # recorded so that eval and resume ask for them
             atomic_write_text(self.run_dir / CONFIG_FILE, yaml.safe_dump(raw, sort_keys=False))
@@ -229,12 +284,18 @@ class _Run:
         # About to replace a run: try a step first. Not under a process group, where ranks could disagree
         # on whether the run directory holds a run and the step's gathers would wait for each other
         # (the command line tries the step on every rank before the group is formed).
-        if not resume and not info.enabled and (self.run_dir / CONFIG_FILE).is_file():
+        if not resume and not info.enabled and self.replacement is not None:
             trial_step(comps, cfg.batch_size, device=device, precision=cfg.precision)
         self._setup_dir(resume, encoders)
         module = comps.loss_module().to(device)
         if info.enabled and device.type == "cuda" and cfg.model.sync_batchnorm:
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        if cfg.model.channels_last:
+            module.model.to(memory_format=torch.channels_last)  # 4-D weights (convolutions); others unchanged
+        if cfg.model.compile:
+            compile_towers(module.model)
+        #: fp16 scales the loss so that small gradients survive in half precision; a no-op otherwise
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         wrapped = module
         if info.enabled:
             wrapped = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -289,6 +350,7 @@ class _Run:
             raise UserError(f"no checkpoint to resume from in {manager.directory}")
         ckpt = read_checkpoint(path)
         check_resumable(ckpt, module.model, module.objective, world_size=self.info.world_size)
+        check_optimizer_fits(ckpt, optimizer)
         step = checkpoint_step(ckpt)
         if step > total:
             raise UserError(f"checkpoint {path} is at step {step}, past the {total} steps the run's "
@@ -307,6 +369,7 @@ class _Run:
         torch.set_rng_state(ckpt.tensors[f"rng.torch.{r}"])
         if self.device.type == "cuda" and f"rng.cuda.{r}" in ckpt.tensors:
             torch.cuda.set_rng_state(ckpt.tensors[f"rng.cuda.{r}"], self.device)
+        self._restore_scaler(ckpt.meta.get("grad_scaler"), path)
         if self.info.is_main:  # checkpoints a killed run wrote after the one we resume from
             for name in manager.names():
                 if name > path.name:
@@ -314,9 +377,22 @@ class _Run:
         elapsed = ckpt.meta.get("elapsed_s", 0.0)
         skipped = ckpt.meta.get("skipped", 0)
         self.skipped0 = int(skipped) if isinstance(skipped, int) and skipped >= 0 else 0
+        self.first_checkpoint = False
         lanes = ckpt.meta.get("lanes")
         self.lanes = lanes if isinstance(lanes, int) and 0 < lanes <= 4096 else None
         return step, float(elapsed) if isinstance(elapsed, (int, float)) else 0.0
+
+    def _restore_scaler(self, state, path: Path) -> None:
+        """The fp16 gradient scaler's scale and growth tracker as the checkpoint holds them (a checkpoint written
+        without one, e.g. by an older contrastlab, leaves the scaler at its start)."""
+        if not self.scaler.is_enabled() or state is None:
+            return
+        numbers = isinstance(state, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in state.values())
+        if not numbers or not {"scale", "_growth_tracker"} <= set(state):
+            raise UserError(f"checkpoint {path} holds a gradient scaler state that is not a mapping of numbers "
+                            f"with 'scale' and '_growth_tracker': {state!r}")
+        self.scaler.load_state_dict(state)
 
     def _rng_tensors(self, view_rng: torch.Generator) -> dict[str, torch.Tensor]:
         states = {"views": view_rng.get_state(), "torch": torch.get_rng_state()}
@@ -335,7 +411,10 @@ class _Run:
             return None
         opt_tensors, opt_plain = flatten_optimizer(optimizer.state_dict())
         meta = {"step": step, "epoch": epoch, "world_size": self.info.world_size, "loss": loss, "elapsed_s": elapsed,
-                "skipped": skipped, "lanes": self.lanes, "optimizer": opt_plain, "temperature": run_temperature(module.model, module.objective)}
+                "skipped": skipped, "lanes": self.lanes, "optimizer": opt_plain, "temperature": run_temperature(module.model, module.objective),
+                "config": {k: v for k, v in config_to_dict(self.cfg).items() if k != "out"}}  # resume compares config.yaml with it
+        if self.scaler.is_enabled():  # plain numbers: the scale and how many finite steps since it last changed
+            meta["grad_scaler"] = self.scaler.state_dict()
         mon_tensors: dict[str, torch.Tensor] = {}
         if monitors is not None:
             mon_tensors, meta["monitor"] = monitors.state()
@@ -348,7 +427,9 @@ class _Run:
               monitors: Monitors | None) -> TrainResult:
         cfg, device = self.cfg, self.device
         views_gen, dataset = comps.views, comps.dataset
-        autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        autocast = autocast_options(cfg.precision, device)
+        layout = torch.channels_last if cfg.model.channels_last else None
+        scaler = self.scaler
         module.train()
         t_start = time.perf_counter()
         window, since_ckpt = Window(device), Window(device)
@@ -375,7 +456,7 @@ class _Run:
             batch = to_device(batch, device)  # the views run on the training device
             views = views_gen(batch, view_rng)
             t_views = time.perf_counter() - t0
-            inputs = step_inputs(comps, batch, views, device)
+            inputs = step_inputs(comps, batch, views, device, layout)
             lr = cfg.optim.lr * lr_factor(
                 step, total_steps=total, warmup_steps=cfg.schedule.warmup_steps, schedule=cfg.schedule.name, min_ratio=cfg.schedule.min_lr_ratio
             )
@@ -383,10 +464,15 @@ class _Run:
             with torch.autocast(**autocast):
                 loss, out = wrapped(**inputs)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # fp16: the scaled loss's gradients are unscaled before clipping; a step whose gradients overflowed is
+            # skipped by the scaler (and the scale lowered). The loss itself is float32 and finite then, so the
+            # non-finite check below still reads the loss, not the gradients. Without fp16 these are plain calls.
+            scaler.scale(loss).backward()
             if cfg.optim.grad_clip is not None:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             done = step + 1
             module.after_step(done, total)
             if monitors is not None:
@@ -426,9 +512,14 @@ class _Run:
             else:
                 logs.tick()
             if ckpt_now:
+                if self.first_checkpoint:
+                    self._check_weights(module, done, total)
                 mean = since_ckpt.loss(self.info.enabled)
                 saved = self._save(manager, module, optimizer, view_rng, done, epoch, mean, elapsed0 + time.perf_counter() - t_start,
                                    skipped, monitors)
+                if self.first_checkpoint:
+                    self.first_checkpoint = False
+                    saved = self._commit(manager) or saved
                 last_ckpt = saved or last_ckpt
                 since_ckpt = Window(device)
         self._barrier()
@@ -436,6 +527,26 @@ class _Run:
             print(f"contrastlab: {skipped} unreadable items were replaced by readable ones (data.on_error: skip); "
                   f"metrics.csv counts them in its 'skipped' column", file=sys.stderr)
         return TrainResult(run_dir=self.run_dir, step=total, loss=last_loss, checkpoint=manager.path("last"))
+
+    def _check_weights(self, module, done: int, total: int) -> None:
+        """Refuse to write a new run's first checkpoint (and so to replace an old run) with non-finite weights: a
+        step can turn the weights to inf or NaN while its loss, computed before the update, is still finite.
+        Every process decides alike (data-parallel weights are equal)."""
+        bad = next((name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())), None)
+        if bad is None:
+            return
+        kept = f"; {self.target} is kept as it was" if self.replacement is not None else "; no checkpoint was written"
+        raise NonFiniteLoss(f"the weights became non-finite at step {done} of {total} ({bad!r}), before the first "
+                            f"checkpoint{kept} (try a lower optim.lr or optim.grad_clip)")
+
+    def _commit(self, manager: CheckpointManager) -> Path | None:
+        """Put a replacing run in the old one's place, now that it has a checkpoint; returns its new path."""
+        if self.replacement is None:
+            return None
+        self.replacement.commit()
+        self.run_dir = self.target  # open files (metrics.csv, TensorBoard) follow the folder; new ones go here
+        manager.directory = self.target / "checkpoints"
+        return manager.path("last")
 
     def _sum(self, count: int) -> int:
         """A count summed over the processes (every process calls it at the same step)."""

@@ -6,6 +6,10 @@ gradients where they carry any) so negatives and batch statistics span the globa
 objective's reader (chosen by its spec, see :mod:`contrastlab.objectives._spec`) turns the outputs into
 the loss. Work that belongs after the optimiser step — the EMA update of target towers, enqueueing
 keys, clamping a learned temperature — is done by after-step hooks (:meth:`LossModule.after_step`).
+
+Precision: under ``torch.autocast`` (the loop's ``precision: bf16`` or ``fp16``) the model's towers, heads and
+predictors run in half precision; the gather, the queue and the objective run with autocast switched off on
+float32 copies of the outputs, so every loss is computed in float32 whatever the precision.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from torch import Tensor, nn
 from contrastlab.encoders.model import MultiViewModel
 from contrastlab.objectives._spec import READERS, Reader
 from contrastlab.outputs import Outputs
-from contrastlab.training.distributed import all_gather_no_grad, all_gather_with_grad, world
+from contrastlab.training.distributed import active, all_gather_no_grad, all_gather_with_grad
 
 #: An after-step hook: ``hook(step, total)`` with ``step`` the optimiser steps completed.
 AfterStep = Callable[[int, int], None]
@@ -139,8 +143,9 @@ class LossModule(nn.Module):
             index: ``(B,)`` item indices (kept with queued keys so an item is never its own negative).
 
         Returns:
-            ``(loss, outputs)``: the 0-dim loss (float32; identical on every process when it reads
-            gathered outputs) and this process's :class:`~contrastlab.outputs.Outputs`.
+            ``(loss, outputs)``: the 0-dim loss (float32, also under autocast: the objective runs with autocast
+            off on float32 outputs; identical on every process when it reads gathered outputs) and this
+            process's :class:`~contrastlab.outputs.Outputs` (in the autocast dtype, as the towers made them).
         """
         if self.recon_views and clean is None:
             raise ValueError("a reconstruction objective needs the clean inputs (clean=)")
@@ -177,7 +182,7 @@ def _gathered(out: Outputs) -> Outputs:
     """The outputs of every process's rows (float32): embeddings and predictions keep their gradients.
     Reconstructions and their clean inputs stay this process's own (a reconstruction error is per item)."""
     out = _to_full(out)
-    if world()[1] == 1:
+    if not active():
         return out
     return out.replace(
         embeddings={v: all_gather_with_grad(z) for v, z in out.embeddings.items()},
