@@ -446,6 +446,8 @@ CASES: dict[str, Case] = {
     "queue-beyond-memory": Case(_train("objective.name=info_nce", "model.queue_size=16000000", "model.dim=65536"),
                                 ("model.queue_size: 16000000 would need", "GiB is available")),
     "embedding-width-absurd": Case(_train("model.dim=10000000"), ("model.dim must be in [1, 65536], got 10000000",)),
+    "model-beyond-memory": Case(_train("model.head={name: mlp, hidden: 300000000}"),
+                                ("model: its 7,800,001,064 weights would need about 116.2 GiB to train", "GiB is available")),
     # -- files contrastlab reads back
     "eval-metrics-csv-huge-field": Case(_EVAL, ("run/metrics.csv", "field larger than field limit"),
                                         _metrics_csv_huge_field),
@@ -513,7 +515,7 @@ CLASSES: dict[str, tuple[str, ...]] = {
                   "eval-checkpoint-in-half-precision", "resume-random-state-cut-short",
                   "resume-optimiser-moments-of-another-shape"),
     "bounds": ("view-size-absurd", "data-size-beyond-memory", "batch-of-views-beyond-memory", "queue-beyond-memory",
-               "embedding-width-absurd"),
+               "embedding-width-absurd", "model-beyond-memory"),
     "files-read-back": ("eval-metrics-csv-huge-field", "eval-metrics-csv-not-a-number", "report-metrics-json-too-deep",
                         "recipe-resume-record-wrong-type"),
     "user-outputs": ("report-over-an-existing-file", "analyze-overwrite-fails-midway"),

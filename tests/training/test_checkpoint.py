@@ -140,3 +140,26 @@ def test_leftovers_of_a_crash_are_replaced(tmp_path):
     m.save(20, model={"w": torch.full((1,), 2.0)}, loss=1.0)
     assert read_checkpoint(tmp_path / "step-00000020").model["w"].item() == 2.0
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_checkpoint_write_that_fails_midway_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    import errno
+
+    from contrastlab.training import checkpoint as ckpt_module
+
+    manager = CheckpointManager(tmp_path / "checkpoints", keep_last=2)
+    manager.save(1, model={"w": torch.ones(2)}, loss=1.0)
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    real = ckpt_module.atomic_write_bytes
+    calls = []
+
+    def full_disk(path, data):
+        calls.append(path)
+        if len(calls) == 2:  # the second file of the checkpoint: the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(ckpt_module, "atomic_write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        manager.save(2, model={"w": torch.zeros(2)}, loss=0.5)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before

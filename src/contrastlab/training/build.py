@@ -146,6 +146,38 @@ class _Parts:
     logit_bias: float | None
 
 
+#: Training holds each weight four times: the weight, its gradient and up to two optimiser moments.
+WEIGHT_COPIES = 4
+
+
+def _check_model_memory(make_model) -> None:
+    """Refuse, before one weight is allocated, a model whose training cannot fit in memory.
+
+    The model is built once on PyTorch's ``meta`` device (shapes, no storage) to count its weights; a
+    model whose layers cannot be built there (rare: a custom tower that computes with real data while it is
+    built) is not checked.
+
+    Raises:
+        UserError: naming the weights, the memory they would need, and the keys that size them.
+    """
+    from contrastlab.errors import UserError
+    from contrastlab.limits import GIB, available_memory
+
+    free = available_memory()
+    if free is None:
+        return
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the real build draws the same weights
+            count = sum(p.numel() for p in make_model().parameters())
+    except Exception:  # noqa: BLE001 - only an estimate: the real build says what is wrong
+        return
+    need = WEIGHT_COPIES * 4 * count
+    if need > free:
+        raise UserError(f"model: its {count:,} weights would need about {need / GIB:.1f} GiB to train (weights, gradients, "
+                        f"optimiser moments); at most {free / GIB:.1f} GiB is available (lower model.dim or the hidden widths "
+                        "of model.encoder / model.head)")
+
+
 def _model_parts(cfg: TrainConfig, spec: ObjectiveSpec) -> _Parts:
     """What ``build_components`` adds to the towers for ``spec`` (see its docstring).
 
@@ -252,8 +284,8 @@ def build_components(
     head_options = {"hidden": m.head.hidden, "batch_norm": m.head.batch_norm} if m.head.name == "mlp" else {}
     vocabulary = getattr(dataset, "vocabulary", None)
     parts = _model_parts(cfg, spec)
-    try:
-        model = build_model(
+    def make_model() -> MultiViewModel:
+        return build_model(
             shapes,
             views.view_modalities,
             encoder=(m.encoder.name, m.encoder.options),
@@ -277,6 +309,10 @@ def build_components(
             crops=bool(getattr(views, "global_views", ())),
             decoder_views=list(recon) if recon else None,
         )
+
+    try:
+        _check_model_memory(make_model)
+        model = make_model()
     except ValueError as err:
         raise ValueError(f"model: {err}") from None
     _check_foreign_towers(model, sample)

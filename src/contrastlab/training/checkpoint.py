@@ -130,11 +130,15 @@ def write_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    atomic_write_bytes(tmp / MODEL_FILE, _tensors_bytes(model))
-    if objective:
-        atomic_write_bytes(tmp / OBJECTIVE_FILE, _tensors_bytes(objective))
-    atomic_write_bytes(tmp / STATE_FILE, _tensors_bytes(tensors or {}))
-    atomic_write_text(tmp / META_FILE, json.dumps(_encode(dict(meta or {})), indent=1, allow_nan=True))
+    try:
+        atomic_write_bytes(tmp / MODEL_FILE, _tensors_bytes(model))
+        if objective:
+            atomic_write_bytes(tmp / OBJECTIVE_FILE, _tensors_bytes(objective))
+        atomic_write_bytes(tmp / STATE_FILE, _tensors_bytes(tensors or {}))
+        atomic_write_text(tmp / META_FILE, json.dumps(_encode(dict(meta or {})), indent=1, allow_nan=True))
+    except BaseException:  # a full disk, Ctrl-C: no half-assembled checkpoint is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if path.exists():
         discard(path)
     os.replace(tmp, path)

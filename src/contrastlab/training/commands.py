@@ -94,7 +94,7 @@ def preflight(cfg, world_size: int):
         ShardedBatches(len(comps.dataset), cfg.batch_size, seed=cfg.seed, world_size=world_size)
     except ValueError as err:
         raise UserError(f"batch_size: {err}") from None
-    _check_batch_memory(cfg.batch_size, local_batch_size(cfg.batch_size, world_size), comps.views)
+    _check_step_memory(cfg.batch_size, local_batch_size(cfg.batch_size, world_size), comps)
     trial_step(comps, local_batch_size(cfg.batch_size, world_size), device=choose_device(cfg.device, detect()),
                precision=cfg.precision)
     return comps
@@ -103,16 +103,24 @@ def preflight(cfg, world_size: int):
 #: A step holds each view several times over (the batch, the augmented copy, the encoder's first
 #: activations and their gradients): the views alone times this must fit, or the step would be killed.
 STEP_COPIES = 4
+#: Besides the weights (already allocated when the model is built), training holds their gradients and up to
+#: two optimiser moments (Adam, LARS): three more copies.
+STATE_COPIES = 3
 
 
-def _check_batch_memory(batch_size: int, local: int, views) -> None:
-    """Refuse, before the trial step allocates it, a batch whose views cannot fit in memory."""
+def _check_step_memory(batch_size: int, local: int, comps) -> None:
+    """Refuse, before the trial step allocates it, a step that cannot fit in memory: the views of the batch
+    beside the gradients and optimiser moments of the model's weights."""
     from contrastlab.limits import GIB, available_memory
 
-    shapes = getattr(views, "view_shapes", None) or {}
+    free = available_memory()
+    if free is None:
+        return
+    weights = 4 * sum(p.numel() for p in comps.loss_module().parameters())  # the model alone: checked when built
+    shapes = getattr(comps.views, "view_shapes", None) or {}
     per_item = 4 * sum(math.prod(shape) for shape in shapes.values())
-    need, free = STEP_COPIES * local * per_item, available_memory()
-    if free is not None and need > free:
+    need = STEP_COPIES * local * per_item + STATE_COPIES * weights
+    if need > free:
         largest = max(shapes.items(), key=lambda kv: math.prod(kv[1]))
         raise UserError(f"batch_size: {batch_size} items of views like {largest[0]!r} {tuple(largest[1])} would need about "
                         f"{need / GIB:.1f} GiB for one step; at most {free / GIB:.1f} GiB is available "
