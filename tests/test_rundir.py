@@ -89,9 +89,15 @@ def test_an_aborted_replacement_leaves_the_old_run_byte_for_byte(tmp_path):
 def test_the_lock_refuses_a_second_holder_and_the_new_run_is_locked_after_the_swap(tmp_path):
     old = _run(tmp_path / "run")
     with rundir.hold(old):
-        with pytest.raises(UserError, match="run directory .*run is in use by another contrastlab process"):
-            with rundir.hold(old):
-                pass
+        with rundir.hold(old):  # this process holds it already: a nested hold is a no-op
+            pass
+        with pytest.raises(UserError, match="in use"):  # ... but the lock is still held by the outer one
+            _held_elsewhere(old)
+    fd = rundir._flock(old)  # as another process would hold it
+    with pytest.raises(UserError, match="run directory .*run is in use by another contrastlab process"):
+        with rundir.hold(old):
+            pass
+    rundir._release(fd)
     replacement = rundir.Replacement(old)
     replacement.begin()
     replacement.commit()
@@ -101,6 +107,13 @@ def test_the_lock_refuses_a_second_holder_and_the_new_run_is_locked_after_the_sw
     replacement.close()
     with rundir.hold(old):
         pass
+
+
+def _held_elsewhere(path: Path) -> None:
+    fd = rundir._flock(path)
+    if fd is None:
+        raise UserError("in use")
+    rundir._release(fd)
 
 
 def test_sweep_removes_only_siblings_no_process_holds(tmp_path):
@@ -123,9 +136,13 @@ def test_config_changes_split_free_forced_and_forbidden_keys():
     same = {"optim": {"lr": 0.1, "betas": [0.9, 0.99]}, "seed": 0, "log": {"every": 1}, "model": {"dim": 8, "given": {}},
             "steps": 10}
     assert config_changes(recorded, same) == ([], [])
-    edited = {**same, "log": {"every": 7}, "steps": 20, "optim": {"lr": 0.2, "betas": [0.9, 0.99]},
-              "model": {"dim": 16, "given": {"image": "x.Net"}}}
-    assert config_changes(recorded, edited) == (["optim.lr"], ["model.dim"])
+    edited = {**same, "log": {"every": 7}, "steps": 20, "optim": {"lr": 0.1, "betas": [0.9, 0.99]},
+              "model": {"dim": 16, "given": {"image": "x.Net"}, "compile": True}, "tf32": True}
+    assert config_changes(recorded, edited) == (["steps"], ["model.dim"])
+    newer = {**same, "future_key": 3}  # a key of a later version: not a change
+    assert config_changes(recorded, newer) == ([], [])
+    added = {**same, "objective": {"options": {"temperature": 0.5}}}  # an option written by hand: a change
+    assert config_changes(recorded, added) == ([], ["objective.options.temperature"])
 
 
 BASE = """\

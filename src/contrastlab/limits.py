@@ -88,3 +88,28 @@ def check_fits_in_memory(key: str, nbytes: int, *, value: object, items: int | N
 def option_key(name: str) -> str:
     """``"data.options.<name>"``: how messages name a data set's option ``name``."""
     return f"{OPTIONS_KEY}.{name}"
+
+
+def training_memory(device: str = "cpu") -> int | None:
+    """Bytes free where a run's weights, gradients and batches will live.
+
+    Args:
+        device: the config's ``device`` (``"auto"``, ``"cuda"`` or ``"cpu"``).
+
+    Returns:
+        On CUDA, the free memory of this process's GPU; else this process's share of the host's available
+        memory (divided by ``LOCAL_WORLD_SIZE``: torchrun's processes on one machine share it); ``None`` when
+        unknown.
+    """
+    import os
+
+    import torch
+
+    if device in ("cuda", "auto") and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[0])
+    free = available_memory()
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return None if free is None else free // local

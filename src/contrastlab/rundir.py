@@ -31,6 +31,7 @@ from contrastlab.files import atomic_write_text, fsync_dir
 
 MARKER = ".contrastlab-run"
 _STAGING, _RETIRED = ".new-", ".old-"
+_HELD: set[str] = set()  # the run directories this process holds (a nested hold of one is a no-op)
 
 
 def mark(run_dir: str | Path, *, kind: str = "run") -> Path:
@@ -94,15 +95,18 @@ def hold(run_dir: str | Path, *, create: bool = False, advice: str = "wait for i
     run_dir = Path(run_dir)
     if create:
         run_dir.mkdir(parents=True, exist_ok=True)
-    if not run_dir.is_dir():
+    key = os.path.realpath(run_dir)
+    if not run_dir.is_dir() or key in _HELD:  # nothing to lock, or this process holds it already (the CLI, then train())
         yield
         return
     fd = _flock(run_dir)
     if fd is None:
         raise UserError(f"run directory {run_dir} is in use by another contrastlab process; {advice}")
+    _HELD.add(key)
     try:
         yield
     finally:
+        _HELD.discard(key)
         _release(fd)
 
 
@@ -199,7 +203,11 @@ class Replacement:
         else:
             retired = self.target.parent / f".{self.target.name}{_RETIRED}{os.getpid()}"
             os.replace(self.target, retired)
-            os.replace(self.staging, self.target)
+            try:
+                os.replace(self.staging, self.target)
+            except BaseException:  # put the old run back: the path must never be left empty
+                os.replace(retired, self.target)
+                raise
         fsync_dir(self.target.parent)
         self.committed = True
         shutil.rmtree(retired, ignore_errors=True)

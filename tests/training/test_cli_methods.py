@@ -53,7 +53,7 @@ def test_byol_trains_resumes_and_evaluates_through_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr
     # resume continues the run its config.yaml describes: ask for 4 more steps there
     (tmp_path / "run" / "config.yaml").write_text((tmp_path / "run" / "config.yaml").read_text().replace("steps: 4", "steps: 8"))
-    assert cli.main(["resume", str(tmp_path / "run")]) == 0  # in-process from here: the subprocess proved the CLI
+    assert cli.main(["resume", str(tmp_path / "run"), "--force"]) == 0  # in-process from here: the subprocess proved the CLI
     ckpt = read_checkpoint(CheckpointManager(tmp_path / "run" / "checkpoints").path("last"))
     assert ckpt.meta["step"] == 8 and any(k.startswith("targets.towers.") for k in ckpt.model)
     assert any(k.startswith("predictor.") for k in ckpt.model) and ckpt.meta["temperature"] is None

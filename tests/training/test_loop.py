@@ -124,6 +124,23 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_overwrite_with_tensorboard_keeps_logging_after_the_swap(tmp_path):
+    """TensorBoard writes its event file by path: the writer is reopened in the run's folder at its new place."""
+    pytest.importorskip("tensorboard")
+    run(tmp_path, cfg=config(steps=10))
+    result = run(tmp_path, cfg=config(steps=40, **{"log.tensorboard": True}), overwrite=True)
+    assert result.run_dir == tmp_path / "run" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert read_metrics(tmp_path / "run" / "metrics.csv")[-1]["step"] == 40
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = set()
+    for events in (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        steps |= {e.step for e in acc.Scalars("train/loss")}
+    assert steps == set(range(5, 45, 5))  # before and after the swap at step 10
+
+
 def test_overwrite_with_a_config_that_does_not_build_keeps_the_old_run(tmp_path):
     run(tmp_path, cfg=config(steps=10))
     before = snapshot(tmp_path / "run")

@@ -150,7 +150,7 @@ class _Parts:
 WEIGHT_COPIES = 4
 
 
-def _check_model_memory(make_model) -> None:
+def _check_model_memory(make_model, device: str) -> None:
     """Refuse, before one weight is allocated, a model whose training cannot fit in memory.
 
     The model is built once on PyTorch's ``meta`` device (shapes, no storage) to count its weights; a
@@ -161,9 +161,9 @@ def _check_model_memory(make_model) -> None:
         UserError: naming the weights, the memory they would need, and the keys that size them.
     """
     from contrastlab.errors import UserError
-    from contrastlab.limits import GIB, available_memory
+    from contrastlab.limits import GIB, training_memory
 
-    free = available_memory()
+    free = training_memory(device)
     if free is None:
         return
     try:
@@ -311,7 +311,7 @@ def build_components(
         )
 
     try:
-        _check_model_memory(make_model)
+        _check_model_memory(make_model, cfg.device)
         model = make_model()
     except ValueError as err:
         raise ValueError(f"model: {err}") from None

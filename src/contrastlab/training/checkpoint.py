@@ -339,15 +339,17 @@ def check_optimizer_fits(ckpt: Checkpoint, optimizer: torch.optim.Optimizer) -> 
 
 
 #: Keys of a run's config that may change between training and ``resume`` without changing what the
-#: weights mean (its length: a run is extended by raising ``steps``; how it is logged, kept or fed), that
-#: need ``--force`` (the run goes on, but no longer as it started: the optimiser's settings, its schedule,
-#: its precision, its monitors), and, by elimination, those that never
-#: may (model, objective, views, data, seed, batch): the checkpoint's weights or its random state would
-#: no longer mean the same.
-FREE_KEYS = ("steps", "epochs", "log", "threads", "device", "checkpoint", "out", "plugins", "model.given", "data.num_workers", "data.prefetch",
-             "data.pin_memory", "data.on_error", "monitor.every")
-FORCE_KEYS = ("optim.lr", "optim.weight_decay", "optim.grad_clip", "optim.momentum",
-              "optim.nesterov", "optim.betas", "optim.trust_coefficient", "schedule", "precision", "monitor")
+#: weights mean (how the run is logged, kept, fed or compiled), that need ``--force`` (the run goes on, but
+#: no longer as it started: its length, which moves the learning-rate and momentum schedules, the optimiser's
+#: settings, its precision, the data's location), and, by elimination, those that never may (model,
+#: objective, views, data, seed, batch): the checkpoint's weights or random state would no longer mean the same.
+FREE_KEYS = ("log", "threads", "device", "checkpoint", "out", "plugins", "tf32", "model.given", "model.compile",
+             "model.channels_last", "data.num_workers", "data.prefetch", "data.pin_memory", "data.on_error",
+             "monitor.every")
+FORCE_KEYS = ("steps", "epochs", "optim.lr", "optim.weight_decay", "optim.grad_clip", "optim.momentum",
+              "optim.nesterov", "optim.betas", "optim.trust_coefficient", "optim.exclude_bias_and_norm", "schedule",
+              "precision", "monitor", "model.sync_batchnorm", "data.options.root", "data.options.path",
+              "data.options.paths")
 
 
 def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -380,12 +382,15 @@ def config_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> t
         keys that no resume may change; keys in :data:`FREE_KEYS` are left out.
 
     Example:
-        >>> config_changes({"optim": {"lr": 0.1}, "seed": 0, "steps": 10},
-        ...                {"optim": {"lr": 0.2}, "seed": 1, "steps": 20})
+        >>> config_changes({"optim": {"lr": 0.1}, "seed": 0, "log": {"every": 1}},
+        ...                {"optim": {"lr": 0.2}, "seed": 1, "log": {"every": 5}})
         (['optim.lr'], ['seed'])
     """
     a, b = _leaves(_as_lists(_decode(dict(recorded)))), _leaves(_as_lists(dict(current)))
-    changed = sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>") and not _under(k, FREE_KEYS))
+    # A key on one side only is a key of another contrastlab version (its default applies) unless it is one of
+    # the options a user writes (objective.options.temperature added by hand is a change).
+    compared = (set(a) & set(b)) | {k for k in set(a) ^ set(b) if ".options." in f".{k}." or ".encoders." in f".{k}."}
+    changed = sorted(k for k in compared if a.get(k, "<unset>") != b.get(k, "<unset>") and not _under(k, FREE_KEYS))
     force = [k for k in changed if _under(k, FORCE_KEYS)]
     return force, [k for k in changed if k not in force]
 

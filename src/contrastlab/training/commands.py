@@ -94,7 +94,7 @@ def preflight(cfg, world_size: int):
         ShardedBatches(len(comps.dataset), cfg.batch_size, seed=cfg.seed, world_size=world_size)
     except ValueError as err:
         raise UserError(f"batch_size: {err}") from None
-    _check_step_memory(cfg.batch_size, local_batch_size(cfg.batch_size, world_size), comps)
+    _check_step_memory(cfg.batch_size, local_batch_size(cfg.batch_size, world_size), comps, cfg.device)
     trial_step(comps, local_batch_size(cfg.batch_size, world_size), device=choose_device(cfg.device, detect()),
                precision=cfg.precision)
     return comps
@@ -108,12 +108,12 @@ STEP_COPIES = 4
 STATE_COPIES = 3
 
 
-def _check_step_memory(batch_size: int, local: int, comps) -> None:
+def _check_step_memory(batch_size: int, local: int, comps, device: str) -> None:
     """Refuse, before the trial step allocates it, a step that cannot fit in memory: the views of the batch
     beside the gradients and optimiser moments of the model's weights."""
-    from contrastlab.limits import GIB, available_memory
+    from contrastlab.limits import GIB, training_memory
 
-    free = available_memory()
+    free = training_memory(device)
     if free is None:
         return
     weights = 4 * sum(p.numel() for p in comps.loss_module().parameters())  # the model alone: checked when built

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -205,8 +206,9 @@ def train(
     clean = False
     tf32 = set_tf32(cfg.tf32) if device.type == "cuda" else None
     try:
-        result = _Run(cfg, run_dir, info, device, replacement).run(resume=resume, dataset=dataset, views=views,
-                                                                   encoders=encoders)
+        with rundir.hold(run_dir, create=not resume) if info.is_main else contextlib.nullcontext(), _terminate_as_exit():
+            result = _Run(cfg, run_dir, info, device, replacement).run(resume=resume, dataset=dataset, views=views,
+                                                                       encoders=encoders)
         clean = True
         return result
     finally:
@@ -216,6 +218,29 @@ def train(
             set_tf32(*tf32)
         if joined:
             distributed.shutdown(together=clean)
+
+
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """SIGTERM (``kill``, Slurm's ``scancel`` or time limit, torchrun stopping the other ranks when one fails)
+    raises ``SystemExit`` while a run trains, so that its ``finally`` blocks run: a replacing run that has no
+    checkpoint yet removes its hidden sibling, as on Ctrl-C. Only from the main thread, and only when nobody
+    else set a handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def set_tf32(matmul: bool, conv: bool | None = None) -> tuple[bool, bool]:
@@ -519,7 +544,7 @@ class _Run:
                                    skipped, monitors)
                 if self.first_checkpoint:
                     self.first_checkpoint = False
-                    saved = self._commit(manager) or saved
+                    saved = self._commit(manager, logs) or saved
                 last_ckpt = saved or last_ckpt
                 since_ckpt = Window(device)
         self._barrier()
@@ -539,13 +564,15 @@ class _Run:
         raise NonFiniteLoss(f"the weights became non-finite at step {done} of {total} ({bad!r}), before the first "
                             f"checkpoint{kept} (try a lower optim.lr or optim.grad_clip)")
 
-    def _commit(self, manager: CheckpointManager) -> Path | None:
+    def _commit(self, manager: CheckpointManager, logs: _Logs) -> Path | None:
         """Put a replacing run in the old one's place, now that it has a checkpoint; returns its new path."""
         if self.replacement is None:
             return None
+        logs.pause()  # TensorBoard writes its event file by path: closed before the move, reopened after
         self.replacement.commit()
-        self.run_dir = self.target  # open files (metrics.csv, TensorBoard) follow the folder; new ones go here
+        self.run_dir = self.target  # metrics.csv's open handle follows the folder; new files go here
         manager.directory = self.target / "checkpoints"
+        logs.resume(self.target)
         return manager.path("last")
 
     def _sum(self, count: int) -> int:
@@ -594,6 +621,16 @@ class _Logs:
         """One line to stderr (above the progress bar), from the main process."""
         if self.enabled:
             self.bar.note(text)
+
+    def pause(self) -> None:
+        """Flush and close the TensorBoard writer before the run's folder moves (:meth:`resume` reopens it)."""
+        if self.enabled and self.tb is not None:
+            self.tb.close()
+
+    def resume(self, run_dir: Path) -> None:
+        """Reopen the TensorBoard writer in the run's folder at its new place (a new event file beside the first)."""
+        if self.enabled and self.tb is not None:
+            self.tb = TensorBoard(run_dir / "tensorboard")
 
     def close(self) -> None:
         if self.enabled:
