@@ -29,6 +29,10 @@ class Config:
     memory_budget_gib: float = 6.0  #: cases predicted to need more extra memory are skipped, and said so
     time_budget_s: float = 20.0  #: repeats per case are limited to roughly this much time
     max_n: int | None = None  #: the loss section's largest batch (pairs), ``None`` for all sizes
+    loss_sizes: tuple[int, ...] | None = None  #: the loss section's batches (pairs), ``None`` for the mode's
+    loss_families: tuple[str, ...] | None = None  #: loss families to run, ``None`` for all
+    loss_methods: tuple[str, ...] | None = None  #: methods to run, ``None`` for all (peers included)
+    memory: bool = True  #: measure each loss case's peak memory in a subprocess
     notes: list[str] = field(default_factory=list)
 
 

@@ -6,10 +6,18 @@ flop count, 6 R^2 D for an R x R logit matrix (one product forward, two backward
 compare times; the tiled kernels execute 4 R^2 D (NT-Xent, upper triangle only), 6 R^2 D (one-way InfoNCE,
 gradients formed in the forward sweep) or 8 R^2 D (CLIP, logits recomputed in backward), reported as
 ``executed``.
+
+The matmul peak is measured at the start and end of the section and, for every size, *in turns with the
+methods* (a square float32 product timed in the same interleaved rounds): percentages use the in-turns peak,
+so a busy spell slows the numerator and the denominator alike. A focused run of a few cases:
+
+    python -m benchmarks.losses --sizes 4096 8192 --families info_nce clip --methods tiled --threads 1
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Any
 
 import torch
@@ -52,6 +60,12 @@ def _skip_reason(method: str, family: str, n: int, config: Config, failed: dict[
     return None
 
 
+def _peak_call(n: int):
+    """A square float32 product of size ``n`` and its flop count, to time in turns with the losses."""
+    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    return (lambda: torch.mm(a, b, out=out)), 2 * n**3
+
+
 def _step(loss_fn, z1: torch.Tensor, z2: torch.Tensor):
     def step() -> None:
         z1.grad = z2.grad = None
@@ -61,8 +75,9 @@ def _step(loss_fn, z1: torch.Tensor, z2: torch.Tensor):
 
 
 def _family_rows(family: str, config: Config, log) -> list[dict[str, Any]]:
-    sizes = QUICK_SIZES[family] if config.quick else FULL_SIZES
+    sizes = config.loss_sizes or (QUICK_SIZES[family] if config.quick else FULL_SIZES)
     sizes = [n for n in sizes if config.max_n is None or n <= config.max_n]
+    peak_fn, peak_flops = _peak_call(1024 if config.quick else 2048)
     failed: dict[str, str] = {}
     builders: dict[str, Any] = {}
     out: list[dict[str, Any]] = []
@@ -70,7 +85,7 @@ def _family_rows(family: str, config: Config, log) -> list[dict[str, Any]]:
         z1, z2 = _inputs(n)
         r = _peers.rows(family, n)
         size_rows: dict[str, dict[str, Any]] = {}
-        for method in _peers.METHODS[family]:
+        for method in _methods(family, config):
             row = size_rows[method] = {"family": family, "n": n, "rows": r, "method": method}
             reason = _skip_reason(method, family, n, config, failed)
             if reason is None and method not in builders:
@@ -82,7 +97,11 @@ def _family_rows(family: str, config: Config, log) -> list[dict[str, Any]]:
             row["status"] = reason or "pending"
         runnable = [m for m, row in size_rows.items() if row["status"] == "pending"]
         log(f"  {family} N={n}: {', '.join(runnable)}")
-        timings = time_interleaved({m: _step(builders[m], z1, z2) for m in runnable}, budget_s=config.time_budget_s)
+        calls = {m: _step(builders[m], z1, z2) for m in runnable}
+        timings = time_interleaved({**calls, PEAK: peak_fn}, budget_s=config.time_budget_s)
+        peak_timing = timings.pop(PEAK)
+        # The median, like the methods' times: under load the best sample would flatter the peak.
+        peak_now = None if isinstance(peak_timing, BaseException) else peak_flops / peak_timing["seconds"] / 1e9
         reference_value = None
         for method in runnable:
             row, timing = size_rows[method], timings[method]
@@ -95,7 +114,9 @@ def _family_rows(family: str, config: Config, log) -> list[dict[str, Any]]:
             reference_value = value if reference_value is None else reference_value
             gflops = 6 * r * r * DIM / timing["seconds"] / 1e9
             row.update(status="ok", loss=value, loss_rel_diff=abs(value - reference_value) / abs(reference_value))
-            row.update(timing, gflops=round(gflops, 1))
+            row.update(timing, gflops=round(gflops, 1), peak_in_turns_gflops=peak_now and round(peak_now, 1))
+            if not config.memory:
+                continue
             if not config.quick or (family, n, method) == ("nt_xent", sizes[-1], _peers.OURS_TILED):
                 case = {"family": family, "method": method, "n": n, "d": DIM, "tau": TAU}
                 mem = probe_memory(case, threads=config.threads)
@@ -107,6 +128,14 @@ def _family_rows(family: str, config: Config, log) -> list[dict[str, Any]]:
         z1.grad = z2.grad = None
         del z1, z2
     return out
+
+
+PEAK = "matmul peak"  #: the square product timed in turns with each size's methods
+
+
+def _methods(family: str, config: Config) -> tuple[str, ...]:
+    wanted = config.loss_methods
+    return tuple(m for m in _peers.METHODS[family] if wanted is None or any(w in m for w in wanted))
 
 
 def _ok(rows: list[dict[str, Any]], family: str, n: int, method: str) -> dict[str, Any] | None:
@@ -162,19 +191,19 @@ def _goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(config: Config, log=print) -> dict[str, Any]:
-    peak_sizes = (1024,) if config.quick else (2048, 4096)
+    peak_sizes = (1024,) if config.quick else (2048,) if config.loss_sizes else (2048, 4096)
     log("  matmul peak ...")
     peak_start = matmul_peak(peak_sizes)
     lightly_cls, lightly_note = _peers.load_lightly()
     rows: list[dict[str, Any]] = []
-    for family in ("nt_xent", "info_nce", "clip"):
+    for family in config.loss_families or ("nt_xent", "info_nce", "clip"):
         rows += _family_rows(family, config, log)
     peak_end = matmul_peak(peak_sizes)
     # The better of the two measurements is nearer the machine's real peak: percentages are conservative.
     peak = max(peak_start["gflops"], peak_end["gflops"])
     for r in rows:
-        if r["status"] == "ok":
-            r["pct_peak"] = round(100 * r["gflops"] / peak, 1)
+        if r["status"] == "ok":  # against the peak timed in turns with the case, the section's where missing
+            r["pct_peak"] = round(100 * r["gflops"] / (r.get("peak_in_turns_gflops") or peak), 1)
             if r["method"] == _peers.OURS_TILED:
                 r["executed_pct_peak"] = round(r["pct_peak"] * EXECUTED[r["family"]] / 6, 1)
     threshold = _threshold()
@@ -206,13 +235,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"and {end['gflops']:.0f} (end), square "
         f"n={start['n']}. {result['lightly']}.",
         "GFLOP/s count the naive algorithm's 6·R²·D flops for every method; `exec %` is the share of the peak the "
-        "tiled kernel actually executes. `spread` is slowest / fastest repeat.",
+        "tiled kernel actually executes. Both are shares of the peak timed in turns with that size's methods "
+        "(`peak`, GFLOP/s). `spread` is slowest / fastest repeat.",
     ]
-    columns = ["family", "N", "rows", "method", "seconds", "spread", "GFLOP/s", "% peak", "exec %", "extra MiB",
-               "loss", "status"]
+    columns = ["family", "N", "rows", "method", "seconds", "spread", "GFLOP/s", "peak", "% peak", "exec %",
+               "extra MiB", "loss", "status"]
     table = [
         [r["family"], r["n"], r["rows"], r["method"], r.get("seconds"), r.get("spread"), r.get("gflops"),
-         r.get("pct_peak"), r.get("executed_pct_peak"), r.get("extra_mib"), r.get("loss"), r["status"]]
+         r.get("peak_in_turns_gflops"), r.get("pct_peak"), r.get("executed_pct_peak"), r.get("extra_mib"),
+         r.get("loss"), r["status"]]
         for r in result["rows"]
     ]
     parts.append(markdown_table(columns, table))
@@ -228,3 +259,31 @@ def markdown(result: dict[str, Any]) -> str:
                  f"than naive here: {proposed}. Cases marked `skipped` were predicted not to fit the memory budget "
                  "(or, for pytorch-metric-learning, are beyond the N <= 512 it can handle).")
     return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A focused run of chosen sizes, families and methods, printed as the section's markdown."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.losses", description="a focused run of the loss section")
+    p.add_argument("--sizes", type=int, nargs="+", required=True, help="batches (pairs)")
+    p.add_argument("--families", nargs="+", choices=("nt_xent", "info_nce", "clip"), default=None)
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="substrings of method names, e.g. 'tiled' 'torch naive' (default: all)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--memory", action="store_true", help="also measure peak memory (a subprocess per case)")
+    p.add_argument("--time-budget-s", type=float, default=20.0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = Config(threads=args.threads, time_budget_s=args.time_budget_s, loss_sizes=tuple(args.sizes),
+                    loss_families=args.families and tuple(args.families),
+                    loss_methods=args.methods and tuple(args.methods), memory=args.memory)
+    from benchmarks._common import load_average
+
+    before = load_average()
+    result = run(config, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(markdown(result))
+    print(f"\n{args.threads} thread(s); load average (1 min) {before} at the start, {load_average()} at the end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

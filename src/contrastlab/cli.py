@@ -54,6 +54,10 @@ def _commands(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Threads waiting at OpenMP barriers sleep instead of spinning: beside other busy processes (loader workers,
+    # other jobs) spinning made a two-thread step up to 64x slower; read when torch loads, so set before it does.
+    # Measured in docs/PERFORMANCE.md ("Oversubscription"); an OMP_WAIT_POLICY the user set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

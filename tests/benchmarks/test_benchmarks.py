@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # ``benchmarks`` is a top-level package of the repository, not of contrastlab
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import _peers, losses, run, training  # noqa: E402
+from benchmarks import _peers, losses, oversubscription, run, training  # noqa: E402
 from benchmarks._common import Config, markdown_table, probe_memory, time_interleaved  # noqa: E402
 
 
@@ -194,3 +194,34 @@ def test_quick_run_writes_every_section(tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert "## Contrastive losses (forward + backward)" in text and "| family | N | rows | method |" in text
     assert elapsed < 120, f"quick mode took {elapsed:.0f} s"
+
+
+def test_focused_loss_run_filters_and_uses_the_peak_timed_in_turns():
+    config = Config(quick=True, loss_sizes=(64,), loss_families=("clip",), loss_methods=("tiled", "torch naive"),
+                    memory=False, time_budget_s=0.2)
+    assert losses._methods("clip", config) == (_peers.OURS_TILED, _peers.TORCH_NAIVE)
+    result = losses.run(config, log=lambda _: None)
+    rows = [r for r in result["rows"] if r["status"] == "ok"]
+    assert {(r["family"], r["n"], r["method"]) for r in rows} == {("clip", 64, _peers.OURS_TILED),
+                                                                 ("clip", 64, _peers.TORCH_NAIVE)}
+    for r in rows:
+        assert r["peak_in_turns_gflops"] > 0 and "extra_mib" not in r
+        assert r["pct_peak"] == pytest.approx(100 * r["gflops"] / r["peak_in_turns_gflops"], abs=0.1)
+
+
+def test_oversubscription_trainer_cases_and_table():
+    out = oversubscription.trainer(n=48, threads=1, block=16, repeats=2)
+    for method in ("tiled", "naive"):
+        assert out[method]["seconds"] > 0 and len(out[method]["wall"]) == 2
+        assert out[method]["operators"] > 0 and out[method]["cpu_per_wall"] > 0
+    assert out["tiled"]["operators"] > out["naive"]["operators"]  # many small operators per call: the cause
+    quick = oversubscription.cases(True, (None,))
+    assert {(c["k"], c["threads"]) for c in quick} == {(0, 1), (4, 1), (0, 2), (4, 2)}
+    rows = [{"k": k, "threads": 1, "policy": "default", "block": None,
+             "tiled": {**out["tiled"], "seconds": t}, "naive": {**out["naive"], "seconds": 1.0},
+             "load_before": 1.0, "load_after": 1.0} for k, t in ((0, 0.5), (4, 2.0))]
+    oversubscription._slowdowns(rows)
+    assert rows[1]["tiled"]["slowdown"] == 4.0 and rows[1]["naive"]["slowdown"] == 1.0
+    text = oversubscription.markdown({"n": 48, "rows_of_logits": 96, "dim": 128, "repeats": 2,
+                                      "competitor_threads": 2, "cores": 2, "rows": rows})
+    assert "| 4 | 1 | default | default | 2.000 | 4.00 |" in text

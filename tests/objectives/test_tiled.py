@@ -11,7 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from contrastlab.objectives._tiled import DEFAULT_BLOCK_SIZE, tiled_info_nce, tiled_nt_xent
+from contrastlab.objectives import _tiled
+from contrastlab.objectives._tiled import (
+    CUDA_BLOCK_SIZE,
+    DEFAULT_BLOCK_SIZE,
+    block_rows,
+    tiled_info_nce,
+    tiled_nt_xent,
+)
 
 MODES = ("one_way", "symmetric", "nt_xent")
 
@@ -300,3 +307,138 @@ def test_nt_xent_tiled_equals_naive_through_public_api():
         results.append((loss.detach(), *torch.autograd.grad(loss, (z1, z2))))
     for a, b in zip(*results):
         assert_close_relative(b, a, 1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_running_maximum_path_equals_reference(mode, dtype, monkeypatch):
+    # Bounded logits skip the running maximum (one exp2 per tile); force the other path on the same inputs.
+    z1, z2 = inputs(23, 6, dtype)
+    tau = torch.tensor(0.2, dtype=dtype, requires_grad=True)
+    w1, w2 = (z.detach().double().requires_grad_() for z in (z1, z2))
+    tau64 = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    expected = value_and_grads(lambda a, b, t: reference(a, b, t, mode), w1, w2, tau64)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    for limit in (1e9, -1.0):  # unshifted, then with running maxima
+        monkeypatch.setattr(_tiled, "_NO_SHIFT_LIMIT", {torch.float32: limit, torch.float64: limit})
+        actual = value_and_grads(lambda a, b, t: tiled(a, b, t, mode, 5), z1, z2, tau)
+        for a, e in zip(actual, expected):
+            assert_close_relative(a, e, tol)
+
+
+def test_no_shift_only_for_bounded_logits():
+    x = F.normalize(torch.randn(50, 8), dim=1)
+    assert _tiled._no_shift(x * (1.4427 / 0.1), x)  # cosine, tau = 0.1: |S2| <= 14.4
+    assert not _tiled._no_shift(x * (1.4427 / 0.01), x * 2)  # |S2| up to 289 > 64: running maxima
+    assert _tiled._no_shift(x.double() * (1.4427 / 0.01), x.double() * 2)  # float64 allows 2**(+-960)
+
+
+def _naive(z1, z2, tau, mode):
+    """The naive loss (full logits, ``cross_entropy``) in the inputs' dtype."""
+    from contrastlab.objectives.info_nce import info_nce, nt_xent
+
+    if mode == "nt_xent":
+        return nt_xent(z1, z2, temperature=tau, normalize=False, impl="naive")
+    return info_nce(z1, z2, temperature=tau, symmetric=mode == "symmetric", normalize=False, impl="naive")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bfloat16_inputs_match_float32_naive_loss(mode):
+    # The kernel computes bf16 inputs in float32 (log-sum-exps included) and rounds only its results to bf16.
+    # So against the float32 naive loss of the same (bf16-representable) values the only error is that final
+    # rounding: half a bf16 unit in the last place, 2**-9 relative, checked at 2**-8 of the largest entry.
+    z1, z2 = (z.detach().to(torch.bfloat16).requires_grad_() for z in inputs(300, 32, torch.float32))
+    loss = tiled(z1, z2, 0.1, mode, 64)
+    g1, g2 = torch.autograd.grad(loss, (z1, z2))
+    assert loss.dtype == g1.dtype == g2.dtype == torch.bfloat16
+    w1, w2 = (z.detach().float().requires_grad_() for z in (z1, z2))
+    expected = _naive(w1, w2, 0.1, mode)
+    e1, e2 = torch.autograd.grad(expected, (w1, w2))
+    for a, e in ((loss, expected.detach()), (g1, e1), (g2, e2)):
+        assert_close_relative(a.float(), e, 2**-8)
+
+
+def test_block_rows_per_device_dtype_and_size():
+    assert block_rows("cpu", 100_000, 128, torch.float32) == DEFAULT_BLOCK_SIZE
+    assert block_rows(torch.device("cuda", 0), 100_000, 128, torch.float32) == CUDA_BLOCK_SIZE
+    assert block_rows("cpu", 100_000, 128, torch.float64) == DEFAULT_BLOCK_SIZE // 2  # the same bytes per tile
+    assert block_rows("cpu", 300, 128, torch.float32) == 300 and block_rows("cuda", 5, 8, torch.float32) == 5
+    z1, z2 = (z.detach() for z in inputs(40, 8, torch.float64))
+    assert float(tiled_nt_xent(z1, z2, temperature=0.3)) == pytest.approx(
+        float(tiled_nt_xent(z1, z2, temperature=0.3, block_size=7)), abs=1e-12
+    )
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-4), (torch.bfloat16, 2**-7)])
+def test_cuda_equals_naive_in_float32_and_bfloat16(mode, dtype, tol):
+    # float32: the GPU sums in another order than the float64 reference (1e-4 of the largest entry, TF32 off);
+    # bfloat16: computed in float32 from the bf16 values, then rounded once to bf16 (2**-9, checked at 2**-7).
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        z1, z2 = (z.detach().to("cuda", dtype).requires_grad_() for z in inputs(3000, 128, torch.float32))
+        tau = torch.tensor(0.1, device="cuda", requires_grad=True)
+        loss = tiled(z1, z2, tau, mode, 1024)
+        loss.backward()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    assert loss.device.type == z1.grad.device.type == tau.grad.device.type == "cuda"
+    assert loss.dtype == z1.grad.dtype == z2.grad.dtype == dtype
+    w1, w2 = (z.detach().double().cpu().requires_grad_() for z in (z1, z2))
+    tau64 = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    expected = _naive(w1, w2, tau64, mode)  # float64 here: the naive path in the inputs' dtype
+    e1, e2 = torch.autograd.grad(expected, (w1, w2))
+    for a, e in ((loss, expected.detach()), (z1.grad, e1), (z2.grad, e2)):
+        assert_close_relative(a.detach().double().cpu(), e, tol)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_backward_never_waits_for_the_device(mode):
+    z1, z2 = (z.detach().cuda().requires_grad_() for z in inputs(2000, 64, torch.float32))
+    loss = tiled(z1, z2, 0.1, mode, 512)  # the forward reads one bound on the host (no_shift)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(z1.grad).all()
+
+
+def _cuda_extra_peak(fn, z1, z2):
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn(z1, z2).backward()
+    torch.cuda.synchronize()
+    z1.grad = z2.grad = None
+    return torch.cuda.max_memory_allocated() - before
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_memory_is_linear_in_n():
+    from contrastlab.objectives.info_nce import nt_xent
+
+    n, d = 16384, 128  # NT-Xent: 32,768 rows, one float32 logit matrix is 4 GiB
+    z1, z2 = (torch.randn(n, d, device="cuda").requires_grad_() for _ in range(2))
+    one_matrix = (2 * n) ** 2 * 4
+    tiled_extra = _cuda_extra_peak(lambda a, b: tiled_nt_xent(a, b, temperature=0.1, similarity="cosine"), z1, z2)
+    clip_extra = _cuda_extra_peak(
+        lambda a, b: tiled_info_nce(a, b, temperature=0.1, symmetric=True, similarity="cosine"), z1, z2
+    )
+    one_way_extra = _cuda_extra_peak(lambda a, b: tiled_info_nce(a, b, temperature=0.1, similarity="cosine"), z1, z2)
+    naive_extra = _cuda_extra_peak(lambda a, b: nt_xent(a, b, temperature=0.1, impl="naive"), z1, z2)
+    tiles = 2 * CUDA_BLOCK_SIZE**2 * 4  # the two scratch tiles
+    inputs_and_grads = 32 * n * d * 4  # inputs, normalised and scaled copies, gradients: O(N D)
+    assert naive_extra >= one_matrix  # the probe sees an N^2 matrix when there is one
+    assert tiled_extra <= tiles + inputs_and_grads < one_matrix / 8
+    assert clip_extra <= tiles + inputs_and_grads
+    assert one_way_extra <= CUDA_BLOCK_SIZE * n * 4 + inputs_and_grads < n * n * 4  # a strip of rows

@@ -27,9 +27,16 @@ homogeneous in :math:`X` and :math:`1/\tau`, so :math:`\tau\,\partial_\tau\mathc
 One-way InfoNCE needs no column statistics, so when a backward pass will follow it forms its gradients in the
 forward sweep from a strip of :math:`B` complete rows (no recomputation: the naive flop count).
 
+The kernels work in base 2 (inputs scaled by :math:`\log_2 e/\tau`, so :math:`e^{S} = 2^{S_2}`: ``exp2``
+is several times cheaper than ``exp`` on CPUs). When a Cauchy-Schwarz bound shows every logit small
+(:data:`_NO_SHIFT_LIMIT`), a tile is exponentiated as it is and needs no running maximum: one exponential per
+tile serves rows and columns, forward and backward. Otherwise the running maxima above are kept.
+
 Memory beyond the inputs and their gradients is :math:`O(N + B^2)` for block size :math:`B` (one-way InfoNCE
 with gradients: :math:`O(NB)`); the results equal the naive losses up to floating-point rounding.
-Half-precision inputs are computed in float32.
+Half-precision inputs are computed in float32 (products, log-sum-exps and gradient sums); only the results
+are rounded back. Everything is created on the inputs' device, and the one host synchronisation of a call
+is reading that bound, before the loops: the kernels run unchanged on CUDA (:func:`block_rows`).
 
 Only bilinear similarities are tiled: cosine, dot and linear (:math:`S = XY^\top/\tau` of the normalised or
 given embeddings). The backward pass above — and the temperature gradient, which relies on :math:`S` being
@@ -46,6 +53,8 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -56,13 +65,32 @@ from contrastlab.objectives._checks import check_pair
 from contrastlab.objectives.similarity import Similarity, SimilaritySpec, resolve_similarity
 from contrastlab.objectives.temperature import check_temperature
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "check_tiled_similarity", "tiled_info_nce", "tiled_nt_xent"]
+__all__ = [
+    "CUDA_BLOCK_SIZE",
+    "DEFAULT_BLOCK_SIZE",
+    "block_rows",
+    "check_tiled_similarity",
+    "tiled_info_nce",
+    "tiled_nt_xent",
+]
 
-#: Rows (and columns) of one tile when ``block_size=None``: a 1024 x 1024 float32 tile is 4 MiB, large enough
-#: for efficient matrix products and small enough to stay in cache (measured in ``benchmarks/``).
+#: Rows (and columns) of one tile on the CPU when ``block_size=None``: a 1024 x 1024 float32 tile is 4 MiB (two
+#: stay in a shared L3 cache); measured within a few per cent of the fastest of 256-2048 for every loss, with
+#: a quarter of the operators of 512 rows, which matters when threads outnumber free cores (docs/PERFORMANCE.md).
 DEFAULT_BLOCK_SIZE = 1024
 
+#: Tile rows on a CUDA device when ``block_size=None``: a 4096 x 4096 tile is ~4 GFLOP per product at D = 128
+#: (tens of microseconds on a large GPU), enough to hide the ~10 operator launches a tile costs from Python,
+#: and two float32 tiles (128 MiB) are small next to such a device's memory.
+CUDA_BLOCK_SIZE = 4096
+
 _ONE_WAY, _SYMMETRIC, _NT_XENT = "one_way", "symmetric", "nt_xent"
+_LOG2E, _LN2 = 1.0 / math.log(2.0), math.log(2.0)
+
+#: Largest Cauchy-Schwarz bound on |logit| (base 2) for which tiles are exponentiated without a shift: the
+#: terms stay within 2**(+-64) (float32; 2**(+-960) for float64), so row sums neither overflow nor fall into
+#: subnormals. Above it the kernels keep running maxima (online softmax), at two more passes per tile.
+_NO_SHIFT_LIMIT = {torch.float32: 64.0, torch.float64: 960.0}
 
 
 def check_tiled_similarity(similarity: SimilaritySpec | None) -> Similarity:
@@ -90,9 +118,38 @@ def check_tiled_similarity(similarity: SimilaritySpec | None) -> Similarity:
     return sim
 
 
-def _check_block_size(block_size: int | None) -> int:
+def block_rows(device: torch.device | str, n: int, d: int, dtype: torch.dtype) -> int:
+    """Rows (and columns) per tile for ``n`` rows of ``d`` features: what ``block_size=None`` uses.
+
+    On the CPU the tile should stay in cache while its elementwise passes run: :data:`DEFAULT_BLOCK_SIZE`
+    float32 rows, the same bytes for other dtypes (half the rows for float64). On a CUDA device it should be
+    large enough that the GPU, not Python's operator launches, sets the pace: :data:`CUDA_BLOCK_SIZE`. Never
+    more than ``n``. The feature count does not change the choice: wider features only make the products,
+    which block for the cache on their own, a larger share of the work.
+
+    Args:
+        device: where the tiles live.
+        n: rows of the logit matrix (``N``, or ``2N`` for NT-Xent).
+        d: features per row (taken so that callers pass the whole shape; see above).
+        dtype: the dtype the tiles are computed in.
+
+    Returns:
+        The block size, between 1 and ``n``.
+
+    Example:
+        >>> block_rows("cpu", 10_000, 128, torch.float32), block_rows("cuda", 10_000, 128, torch.float32)
+        (1024, 4096)
+    """
+    if torch.device(device).type == "cuda":
+        block = CUDA_BLOCK_SIZE
+    else:
+        block = DEFAULT_BLOCK_SIZE * 4 // max(4, dtype.itemsize)
+    return max(1, min(block, n))
+
+
+def _check_block_size(block_size: int | None, rows: int, like: Tensor) -> int:
     if block_size is None:
-        return DEFAULT_BLOCK_SIZE
+        return block_rows(like.device, rows, like.shape[1], _compute_dtype(like.dtype))
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be an integer >= 1 or None, got {block_size!r}")
     return block_size
@@ -100,6 +157,15 @@ def _check_block_size(block_size: int | None) -> int:
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _no_shift(xs: Tensor, y: Tensor) -> bool:
+    """Whether every base-2 logit ``xs_i . y_j`` is bounded by :data:`_NO_SHIFT_LIMIT` (Cauchy-Schwarz).
+
+    The one host synchronisation of a forward pass (the loops that follow launch work only).
+    """
+    bound = torch.linalg.vector_norm(xs, dim=1).amax() * torch.linalg.vector_norm(y, dim=1).amax()
+    return bool(bound <= _NO_SHIFT_LIMIT[xs.dtype])
 
 
 def _tiles(n: int, block: int, upper: bool):
@@ -124,79 +190,101 @@ class _Scratch:
         return self._a[:k].view(rows, cols), self._b[:k].view(rows, cols)
 
 
-def _logits(xs: Tensor, y: Tensor, tile: tuple[int, int, int, int], out: Tensor, mask_diagonal: bool) -> Tensor:
+def _tile(xs: Tensor, y: Tensor, tile: tuple[int, int, int, int], out: Tensor, no_shift: bool, mask: bool) -> Tensor:
+    """Tile ``S2 = xs @ y.T`` into ``out``: as ``2 ** S2`` when ``no_shift`` (masked entries 0), else raw (-inf)."""
     r0, r1, c0, c1 = tile
     torch.mm(xs[r0:r1], y[c0:c1].T, out=out)
-    if mask_diagonal:  # NT-Xent: an anchor is not its own candidate
-        out.fill_diagonal_(float("-inf"))
+    if no_shift:
+        out.exp2_()
+    if mask:  # NT-Xent's diagonal: an anchor is not its own candidate
+        out.fill_diagonal_(0.0 if no_shift else float("-inf"))
     return out
 
 
-def _update_lse(run_max: Tensor, run_sum: Tensor, tile: Tensor, dim: int, work: Tensor) -> None:
-    """Fold ``logsumexp(tile, dim)`` into the running ``(max, sum)`` pair, in place (online softmax)."""
-    new_max = torch.maximum(run_max, tile.amax(dim))
-    # A slice whose entries are all masked so far has max -inf: shift by 0 there to avoid inf - inf.
-    shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
-    torch.sub(tile, shift.unsqueeze(dim), out=work).exp_()
-    run_sum.mul_(torch.exp(run_max - shift)).add_(work.sum(dim))
-    run_max.copy_(new_max)
+class _LogSumExp2:
+    """Running base-2 log-sum-exps of ``n`` slices of a matrix seen one tile at a time.
+
+    With ``no_shift`` the tiles arrive exponentiated and only their sums are kept; otherwise a running maximum
+    and a sum rescaled whenever it grows (online softmax) keep every term at most 1.
+    """
+
+    def __init__(self, n: int, like: Tensor, no_shift: bool) -> None:
+        self.sum = torch.zeros(n, dtype=like.dtype, device=like.device)
+        self.max = None if no_shift else torch.full((n,), float("-inf"), dtype=like.dtype, device=like.device)
+
+    def fold(self, lo: int, hi: int, tile: Tensor, dim: int, work: Tensor) -> None:
+        """Fold slices ``lo:hi`` of ``tile`` (its rows for ``dim=1``, columns for ``dim=0``), in place."""
+        if self.max is None:
+            self.sum[lo:hi].add_(tile.sum(dim))
+            return
+        run_max, run_sum = self.max[lo:hi], self.sum[lo:hi]
+        new_max = torch.maximum(run_max, tile.amax(dim))
+        # A slice whose entries are all masked so far has max -inf: shift by 0 there to avoid inf - inf.
+        shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+        torch.sub(tile, shift.unsqueeze(dim), out=work).exp2_()
+        run_sum.mul_(torch.exp2(run_max - shift)).add_(work.sum(dim))
+        run_max.copy_(new_max)
+
+    def result(self) -> Tensor:
+        lse = self.sum.log2()
+        return lse if self.max is None else lse.add_(self.max)
 
 
-def _running(n: int, like: Tensor) -> tuple[Tensor, Tensor]:
-    run_max = torch.full((n,), float("-inf"), dtype=like.dtype, device=like.device)
-    return run_max, torch.zeros_like(run_max)
-
-
-def _forward_lse(xs: Tensor, y: Tensor, mode: str, block: int) -> tuple[Tensor, Tensor | None]:
-    """Row log-sum-exps of ``S = xs @ y.T`` (and column ones when two-way), one tile at a time."""
+def _forward_lse(xs: Tensor, y: Tensor, mode: str, block: int, no_shift: bool) -> tuple[Tensor, Tensor | None]:
+    """Base-2 row log-sum-exps of ``S2 = xs @ y.T`` (and column ones when two-way), one tile at a time."""
     n = xs.shape[0]
     scratch = _Scratch(block, n, xs)
-    row_max, row_sum = _running(n, xs)
-    col_max, col_sum = _running(n, xs) if mode == _SYMMETRIC else (None, None)
+    rows = _LogSumExp2(n, xs, no_shift)
+    cols = _LogSumExp2(n, xs, no_shift) if mode == _SYMMETRIC else None
     for tile in _tiles(n, block, upper=mode == _NT_XENT):
         r0, r1, c0, c1 = tile
         on_diagonal = mode == _NT_XENT and r0 == c0
         s, work = scratch.views(r1 - r0, c1 - c0)
-        _logits(xs, y, tile, s, on_diagonal)
-        _update_lse(row_max[r0:r1], row_sum[r0:r1], s, 1, work)
-        if mode == _SYMMETRIC:
-            _update_lse(col_max[c0:c1], col_sum[c0:c1], s, 0, work)
+        _tile(xs, y, tile, s, no_shift, on_diagonal)
+        rows.fold(r0, r1, s, 1, work)
+        if cols is not None:
+            cols.fold(c0, c1, s, 0, work)
         elif mode == _NT_XENT and not on_diagonal:  # the transposed tile holds rows c0:c1
-            _update_lse(row_max[c0:c1], row_sum[c0:c1], s, 0, work)
-    row_lse = row_max + row_sum.log()
-    return row_lse, (col_max + col_sum.log()) if mode == _SYMMETRIC else None
+            rows.fold(c0, c1, s, 0, work)
+    return rows.result(), None if cols is None else cols.result()
 
 
 def _recomputed_sums(
-    x: Tensor, xs: Tensor, y: Tensor, row_lse: Tensor, col_lse: Tensor | None, nt_xent: bool, block: int
+    x: Tensor, xs: Tensor, y: Tensor, row_lse: Tensor, col_lse: Tensor, nt_xent: bool, block: int, no_shift: bool
 ) -> tuple[Tensor, Tensor]:
     """``G @ y`` and ``G.T @ x`` for ``G = P`` (from ``row_lse``) ``+ Q`` (from ``col_lse``), tile by tile.
 
-    For NT-Xent (``y is x``, upper tiles only) pass the same log-sum-exps twice: ``G = P + P^T``.
+    For NT-Xent (``y is x``, upper tiles only) pass the same log-sum-exps twice: ``G = P + P^T``. Without a
+    shift one exponential serves both: ``G_ij = 2**S2_ij * (2**-row_lse_i + 2**-col_lse_j)``.
     """
     n = xs.shape[0]
     scratch = _Scratch(block, n, xs)
     gx = torch.zeros_like(x)
     gy = gx if nt_xent else torch.zeros_like(y)
+    if no_shift:
+        row_w, col_w = torch.exp2(-row_lse), torch.exp2(-col_lse)
     for tile in _tiles(n, block, upper=nt_xent):
         r0, r1, c0, c1 = tile
         on_diagonal = nt_xent and r0 == c0
         s, g = scratch.views(r1 - r0, c1 - c0)
-        _logits(xs, y, tile, s, on_diagonal)
-        torch.sub(s, row_lse[r0:r1, None], out=g).exp_()
-        if col_lse is not None:
-            g.add_(s.sub_(col_lse[None, c0:c1]).exp_())
+        _tile(xs, y, tile, s, no_shift, on_diagonal)
+        if no_shift:
+            torch.add(row_w[r0:r1, None], col_w[None, c0:c1], out=g).mul_(s)
+        else:
+            torch.sub(s, row_lse[r0:r1, None], out=g).exp2_()
+            g.add_(s.sub_(col_lse[None, c0:c1]).exp2_())
         gx[r0:r1].addmm_(g, y[c0:c1])
         if not on_diagonal:  # on NT-Xent's diagonal tiles g is already P + P^T
             gy[c0:c1].addmm_(g.T, x[r0:r1])
     return gx, gy
 
 
-def _fused_one_way(x: Tensor, xs: Tensor, y: Tensor, block: int) -> tuple[Tensor, Tensor, Tensor]:
-    """One-way InfoNCE's row log-sum-exps with ``P @ y`` and ``P.T @ x`` in one sweep (no recomputation).
+def _fused_one_way(x: Tensor, xs: Tensor, y: Tensor, block: int, no_shift: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One-way InfoNCE's base-2 row log-sum-exps with ``P @ y`` and ``P.T @ x`` in one sweep (no recomputation).
 
-    A strip of ``block`` full rows of ``exp(S - shift)`` is kept (memory ``block * N``): once the strip's
-    log-sum-exps are known, each tile becomes probabilities by rescaling the small operands.
+    A strip of ``block`` full rows of ``2 ** (S2 - shift)`` is kept (memory ``block * N``): once the strip's
+    log-sum-exps are known, each tile becomes probabilities by rescaling the small operands. Without a shift
+    ``P = 2 ** S2 / rowsum`` and ``P @ y`` is summed while the tile is still in cache.
     """
     n = x.shape[0]
     b_max = min(block, n)
@@ -206,22 +294,33 @@ def _fused_one_way(x: Tensor, xs: Tensor, y: Tensor, block: int) -> tuple[Tensor
     for r0 in range(0, n, block):
         r1 = min(r0 + block, n)
         b = r1 - r0
-        run_max, run_sum = _running(b, x)
+        rows = _LogSumExp2(b, x, no_shift)
         tiles = []
         for c0 in range(0, n, block):
             c1 = min(c0 + block, n)
-            e = torch.mm(xs[r0:r1], y[c0:c1].T, out=strip[b * c0 : b * c1].view(b, c1 - c0))
-            shift = torch.maximum(run_max, e.amax(1))
-            e.sub_(shift[:, None]).exp_()
-            run_sum.mul_(torch.exp(run_max - shift)).add_(e.sum(1))
-            run_max = shift
-            tiles.append((c0, c1, e, shift))
+            e = _tile(xs, y, (r0, r1, c0, c1), strip[b * c0 : b * c1].view(b, c1 - c0), no_shift, False)
+            if no_shift:
+                rows.sum.add_(e.sum(1))
+                gx[r0:r1].addmm_(e, y[c0:c1])
+            else:
+                shift = torch.maximum(rows.max, e.amax(1))
+                e.sub_(shift[:, None]).exp2_()
+                rows.sum.mul_(torch.exp2(rows.max - shift)).add_(e.sum(1))
+                rows.max = shift
+            tiles.append((c0, c1, e, rows.max))
         lse = row_lse[r0:r1]
-        torch.add(run_max, run_sum.log(), out=lse)
-        for c0, c1, e, shift in tiles:
-            weight = torch.exp(shift - lse)[:, None]  # P = e * weight, row by row
-            gx[r0:r1].addcmul_(e @ y[c0:c1], weight)
-            gy[c0:c1].addmm_(e.T, x[r0:r1] * weight)
+        lse.copy_(rows.result())
+        if no_shift:
+            weight = rows.sum.reciprocal().unsqueeze(1)  # P = e * weight, row by row
+            gx[r0:r1].mul_(weight)
+            xw = x[r0:r1] * weight
+            for c0, c1, e, _ in tiles:
+                gy[c0:c1].addmm_(e.T, xw)
+        else:
+            for c0, c1, e, shift in tiles:
+                weight = torch.exp2(shift - lse).unsqueeze(1)
+                gx[r0:r1].addcmul_(e @ y[c0:c1], weight)
+                gy[c0:c1].addmm_(e.T, x[r0:r1] * weight)
     return row_lse, gx, gy
 
 
@@ -249,14 +348,16 @@ class _TiledLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor | None, temperature: Tensor, mode: str, block: int, fused: bool) -> Tensor:
         tau = temperature.to(x.dtype)
-        xs = x / tau
-        ctx.mode, ctx.block, ctx.temperature_dtype = mode, block, temperature.dtype
+        xs = x * (_LOG2E / tau)  # base-2 logits: 2 ** (xs @ y.T) = exp(x @ y.T / tau), and exp2 is the cheaper
+        other = x if mode == _NT_XENT else y
+        no_shift = _no_shift(xs, other)
+        ctx.mode, ctx.block, ctx.no_shift, ctx.temperature_dtype = mode, block, no_shift, temperature.dtype
         ctx.fused = fused and mode == _ONE_WAY
         col_lse = None
         if ctx.fused:
-            row_lse, gx, gy = _fused_one_way(x, xs, y, block)
+            row_lse, gx, gy = _fused_one_way(x, xs, y, block, no_shift)
         else:
-            row_lse, col_lse = _forward_lse(xs, x if mode == _NT_XENT else y, mode, block)
+            row_lse, col_lse = _forward_lse(xs, other, mode, block, no_shift)
         positive = (xs * (x.roll(x.shape[0] // 2, dims=0) if mode == _NT_XENT else y)).sum(1)
         loss = (row_lse - positive).mean()
         if mode == _SYMMETRIC:
@@ -265,7 +366,7 @@ class _TiledLoss(torch.autograd.Function):
             ctx.save_for_backward(*_finish_gradients(gx, gy, x, y, tau, mode))
         else:
             ctx.save_for_backward(x, y, temperature, row_lse, col_lse)
-        return loss
+        return loss * _LN2
 
     @staticmethod
     @once_differentiable
@@ -277,8 +378,8 @@ class _TiledLoss(torch.autograd.Function):
             tau = temperature.to(x.dtype)
             nt_xent = ctx.mode == _NT_XENT
             # NT-Xent's column log-sum-exps are its row log-sum-exps (S is symmetric): G = P + P^T.
-            sums = _recomputed_sums(x, x / tau, x if nt_xent else y, row_lse, row_lse if nt_xent else col_lse,
-                                    nt_xent, ctx.block)
+            sums = _recomputed_sums(x, x * (_LOG2E / tau), x if nt_xent else y, row_lse,
+                                    row_lse if nt_xent else col_lse, nt_xent, ctx.block, ctx.no_shift)
             gx, gy, grad_tau = _finish_gradients(*sums, x, y, tau, ctx.mode)
         gx = gx * grad_loss
         gy = None if gy is None else gy * grad_loss
@@ -286,15 +387,15 @@ class _TiledLoss(torch.autograd.Function):
         return gx, gy, grad_tau, None, None, None
 
 
-def _prepare(z1: Tensor, z2: Tensor, temperature: float | Tensor, block_size: int | None, similarity):
+def _prepare(z1: Tensor, z2: Tensor, temperature: float | Tensor, block_size: int | None, similarity, rows: int):
     check_pair(z1, z2, min_batch=2)
     temperature = check_temperature(temperature)
-    block = _check_block_size(block_size)
+    block = _check_block_size(block_size, rows, z1)
     if check_tiled_similarity(similarity).name == "cosine":  # the dot products of the normalised inputs
         z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
     dtype = _compute_dtype(z1.dtype)
     if not isinstance(temperature, Tensor):
-        temperature = torch.tensor(temperature, dtype=dtype, device=z1.device)
+        temperature = torch.full((), temperature, dtype=dtype, device=z1.device)  # a fill: no host copy
     return z1.to(dtype), z2.to(dtype), temperature, block
 
 
@@ -329,7 +430,7 @@ def tiled_info_nce(
         z2: positives, shape ``(N, D)``; row ``i`` is the positive of anchor ``i``, the other rows its negatives.
         temperature: :math:`\tau > 0`, a float or a 0-dim tensor (its gradient is computed).
         symmetric: also the :math:`2\to1` direction (CLIP), averaged with :math:`1\to2`.
-        block_size: rows and columns per tile, ``None`` for :data:`DEFAULT_BLOCK_SIZE`.
+        block_size: rows and columns per tile, ``None`` for :func:`block_rows` of the device.
         similarity: ``None``, ``"dot"`` or ``"linear"`` (the inputs' dot products) or ``"cosine"``
             (normalised first). Other kernels are refused: the backward pass is written for bilinear logits.
 
@@ -345,7 +446,7 @@ def tiled_info_nce(
         >>> round(float(tiled_info_nce(z, z, temperature=1.0, block_size=3)), 4)   # log(1 + 3/e)
         0.7437
     """
-    x, y, temperature, block = _prepare(z1, z2, temperature, block_size, similarity)
+    x, y, temperature, block = _prepare(z1, z2, temperature, block_size, similarity, z1.shape[0])
     # One-way with a backward pass to come: form the gradients in the forward sweep (no recomputation).
     fused = not symmetric and torch.is_grad_enabled() and any(t.requires_grad for t in (x, y, temperature))
     loss = _TiledLoss.apply(x, y, temperature, _SYMMETRIC if symmetric else _ONE_WAY, block, fused)
@@ -377,8 +478,8 @@ def tiled_nt_xent(
         z1: first view's embeddings, shape ``(N, D)``, any floating dtype.
         z2: second view's embeddings, shape ``(N, D)``.
         temperature: :math:`\tau > 0`, a float or a 0-dim tensor (its gradient is computed).
-        block_size: rows and columns per tile of the ``(2N, 2N)`` logits, ``None`` for
-            :data:`DEFAULT_BLOCK_SIZE`.
+        block_size: rows and columns per tile of the ``(2N, 2N)`` logits, ``None`` for :func:`block_rows`
+            of the device.
         similarity: ``None``, ``"dot"``, ``"linear"`` or ``"cosine"``, as :func:`tiled_info_nce`.
 
     Returns:
@@ -393,6 +494,6 @@ def tiled_nt_xent(
         >>> round(float(tiled_nt_xent(z, z, temperature=0.5, block_size=4)), 4)   # all equal: log(2N - 1)
         1.6094
     """
-    x, y, temperature, block = _prepare(z1, z2, temperature, block_size, similarity)
+    x, y, temperature, block = _prepare(z1, z2, temperature, block_size, similarity, 2 * z1.shape[0])
     loss = _TiledLoss.apply(torch.cat([x, y]), None, temperature, _NT_XENT, block, False)
     return loss.to(z1.dtype)
