@@ -225,17 +225,15 @@ def part_torchrun(dry: bool, budget_s: float) -> dict[str, Any]:
     overrides = [o for o in _recipe_overrides(dry, steps) if not o.startswith("device=")]
     overrides += ["model.compile=false", "log.every=1"] + (["device=cpu"] if dry else ["device=cuda"])
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"]
-    out: dict[str, Any] = {"processes": procs, "backend": "gloo" if dry else ("nccl" if procs > 1 else "none"),
-                           "steps": steps}
+    out: dict[str, Any] = {"processes": procs, "backend": "gloo" if dry else "nccl", "steps": steps}
     if not dry and procs == 1:
-        out["note"] = ("one GPU: the training run forms no process group (contrastlab forms none for one process); "
-                       "the NCCL group below runs the collectives")
+        out["note"] = "one GPU: CONTRASTLAB_DDP=1 makes the one training process form an NCCL group of one"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = launcher + ["-m", "contrastlab", "train", str(RECIPE), "--out", str(Path(tmp) / "run")]
         for o in overrides:
             cmd += ["--set", o]
-        run = _child(cmd, timeout=max(5.0, budget_s * (0.6 if not dry else 0.95)))
+        run = _child(cmd, timeout=max(5.0, budget_s * (0.6 if not dry else 0.95)), extra_env={"CONTRASTLAB_DDP": "1"})
         out["train"] = run
         if run["status"] == "ok":
             metrics = Path(tmp) / "run" / "metrics.csv"
@@ -255,10 +253,11 @@ def part_torchrun(dry: bool, budget_s: float) -> dict[str, Any]:
     return out
 
 
-def _child(cmd: list[str], *, timeout: float) -> dict[str, Any]:
+def _child(cmd: list[str], *, timeout: float, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
-        done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, cwd=ROOT, env={**_env(), **(extra_env or {})}, capture_output=True, text=True,
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "seconds": round(time.perf_counter() - t0, 1)}
     out = {"status": "ok" if done.returncode == 0 else "failed", "returncode": done.returncode,
