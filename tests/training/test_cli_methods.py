@@ -68,7 +68,7 @@ def test_byol_trains_resumes_and_evaluates_through_the_command_line(tmp_path):
         (["--set", "model.momentum=1.5"], "model.momentum must be in [0, 1), got 1.5"),
         (["--set", "model.predictor.name=none"], "model.predictor.name: objective 'byol' reads predictions, but the predictor is 'none'"),
         (["--set", "objective.name=nt_xent", "--set", "model.momentum=0.9"], "model.momentum: objective 'nt_xent' reads no momentum targets"),
-        (["--set", "objective.name=moco", "--set", "model.queue_size=0"], "model.queue_size must be > 0, got 0"),
+        (["--set", "objective.name=moco", "--set", "model.queue_size=0"], "model.queue_size must be in [1, 16777216], got 0"),
         (["--set", "objective.name=vicreg", "--set", "model.normalize=none", "--set", "objective.options.normalize=true"],
          "bad options for objective 'vicreg'"),
         (["--set", "objective.name=dcl", "--set", "model.normalize=none", "--set", "objective.options.normalize=true"],
