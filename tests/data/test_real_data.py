@@ -50,3 +50,17 @@ def test_split_is_disjoint_covering_stratified_and_fixed():
         split_indices(10, "valid")
     with pytest.raises(ValueError, match="1.5"):
         split_indices(10, "train", test_fraction=1.5)
+
+
+def test_digits_read_from_the_file_equal_scikit_learns_loader():
+    """The digits are read from the file scikit-learn ships, without importing scikit-learn (a second at every
+    command's start): the same images and labels as ``sklearn.datasets.load_digits``, in the same order."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    from contrastlab.data.bundled import _digits_arrays
+
+    x, y = _digits_arrays()
+    ref = sk_digits()
+    np.testing.assert_array_equal(x, ref.images.astype(np.float32) / 16.0)
+    np.testing.assert_array_equal(y, ref.target)
+    assert x.dtype == np.float32 and y.dtype == np.int64

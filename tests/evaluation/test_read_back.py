@@ -7,6 +7,8 @@ legitimate one (a diverged loss, a run killed mid-line) still reads. ``eval`` ta
 
 from __future__ import annotations
 
+import contextlib
+
 import errno
 import json
 import os
@@ -21,7 +23,6 @@ from contrastlab.evaluation.analyze import analyze
 from contrastlab.evaluation.pipeline import EvalOptions
 from contrastlab.recipes import runner
 from contrastlab.recipes.spec import load_recipe
-from contrastlab.rundir import hold
 from contrastlab.training.logging import COLUMNS, MetricsLog, read_metrics
 
 BASE = """\
@@ -41,6 +42,20 @@ log: {every: 1, progress: false, tensorboard: false}
 """
 HEADER = "step,epoch,loss,lr\n"
 EVAL = ["--max-items", "40", "--no-baselines", "--threads", "1", "--invariance-items", "8", "--no-progress"]
+
+
+@contextlib.contextmanager
+def _held_by_another(path):
+    """The run lock as another process holds it: a second open file description (this process's own
+    ``hold`` is re-entrant and would not conflict with itself)."""
+    from contrastlab import rundir
+
+    fd = rundir._flock(path)
+    assert fd is not None
+    try:
+        yield
+    finally:
+        rundir._release(fd)
 
 
 def _tree(root: Path) -> dict[str, bytes | None]:
@@ -134,7 +149,7 @@ def test_eval_refuses_a_damaged_training_log_before_any_work(ws, capsys):
 
 def test_eval_refuses_a_run_another_process_holds(ws, capsys):
     before = _tree(ws)
-    with hold(ws / "run"):
+    with _held_by_another(ws / "run"):
         assert cli.main(["eval", "run", *EVAL]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("contrastlab: error: run directory run is in use by another contrastlab process")

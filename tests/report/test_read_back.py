@@ -7,6 +7,8 @@ exits 2); a failed write leaves no ``.tmp`` file and no folder it made; ``-o FIL
 
 from __future__ import annotations
 
+import contextlib
+
 import errno
 import json
 import os
@@ -19,10 +21,23 @@ from contrastlab import cli, files
 from contrastlab.errors import UserError
 from contrastlab.report.html import write_report
 from contrastlab.report.load import load_evaluated
-from contrastlab.rundir import hold
 
 METRICS = {"run": {"config": None}, "encoders": {"head": {"kind": "trained", "geometry": {"alignment": 0.5,
                                                                                           "uniformity": -2.0}}}}
+
+
+@contextlib.contextmanager
+def _held_by_another(path):
+    """The run lock as another process holds it: a second open file description (this process's own
+    ``hold`` is re-entrant and would not conflict with itself)."""
+    from contrastlab import rundir
+
+    fd = rundir._flock(path)
+    assert fd is not None
+    try:
+        yield
+    finally:
+        rundir._release(fd)
 
 
 def _evaluated(root: Path, name: str = "run", metrics: object = METRICS) -> Path:
@@ -102,7 +117,7 @@ def test_report_refuses_an_existing_file_without_overwrite(tmp_path, monkeypatch
 def test_report_refuses_a_run_another_process_holds(tmp_path, monkeypatch, capsys, named):
     _evaluated(tmp_path)
     monkeypatch.chdir(tmp_path)
-    with hold(tmp_path / "run"):  # flock is per open file: this process's second lock is refused like another's
+    with _held_by_another(tmp_path / "run"):
         assert cli.main(["report", named, "-o", "r.html"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is in use by another contrastlab process" in err[0]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,13 +44,26 @@ def load_digits(*, split: str = "train", seed: int = 0) -> TensorDataset:
         (359, {'image': (1, 8, 8)}, 10, ('0', '1', '2'))
     """
     check_split(split)
-    from sklearn.datasets import load_digits as sk_digits
-
-    data = sk_digits()
-    x, y = data.images.astype(np.float32) / 16.0, data.target.astype(np.int64)
+    x, y = _digits_arrays()
     keep = split_indices(len(y), split, labels=y)
     return TensorDataset("digits", {"image": torch.from_numpy(x[keep, None].copy())},
                          torch.from_numpy(y[keep]), classes=DIGIT_CLASSES)
+
+
+@lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The digits file scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``: 64 grey levels and the
+    label per row), read without importing scikit-learn, which costs a second at every command's start;
+    what ``sklearn.datasets.load_digits`` returns (tested)."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without running it
+    if spec is None or spec.origin is None:
+        raise UserError("data 'digits' needs scikit-learn (pip install scikit-learn)")
+    with gzip.open(Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz", "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float64)
+    return (table[:, :-1].reshape(-1, 8, 8) / 16.0).astype(np.float32), table[:, -1].astype(np.int64)
 
 
 def load_mnist(*, split: str = "train", seed: int = 0) -> TensorDataset:

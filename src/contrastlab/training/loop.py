@@ -206,7 +206,7 @@ def train(
     clean = False
     tf32 = set_tf32(cfg.tf32) if device.type == "cuda" else None
     try:
-        with rundir.hold(run_dir, create=not resume) if info.is_main else contextlib.nullcontext(), _terminate_as_exit():
+        with rundir.hold(run_dir) if info.is_main else contextlib.nullcontext(), _terminate_as_exit():
             result = _Run(cfg, run_dir, info, device, replacement).run(resume=resume, dataset=dataset, views=views,
                                                                        encoders=encoders)
         clean = True
