@@ -7,7 +7,6 @@ legitimate one (a diverged loss, a run killed mid-line) still reads. ``eval`` ta
 
 from __future__ import annotations
 
-import contextlib
 
 import errno
 import json
@@ -43,19 +42,6 @@ log: {every: 1, progress: false, tensorboard: false}
 HEADER = "step,epoch,loss,lr\n"
 EVAL = ["--max-items", "40", "--no-baselines", "--threads", "1", "--invariance-items", "8", "--no-progress"]
 
-
-@contextlib.contextmanager
-def _held_by_another(path):
-    """The run lock as another process holds it: a second open file description (this process's own
-    ``hold`` is re-entrant and would not conflict with itself)."""
-    from contrastlab import rundir
-
-    fd = rundir._flock(path)
-    assert fd is not None
-    try:
-        yield
-    finally:
-        rundir._release(fd)
 
 
 def _tree(root: Path) -> dict[str, bytes | None]:
@@ -147,9 +133,9 @@ def test_eval_refuses_a_damaged_training_log_before_any_work(ws, capsys):
     assert _tree(ws) == before
 
 
-def test_eval_refuses_a_run_another_process_holds(ws, capsys):
+def test_eval_refuses_a_run_another_process_holds(ws, capsys, held_by_another):
     before = _tree(ws)
-    with _held_by_another(ws / "run"):
+    with held_by_another(ws / "run"):
         assert cli.main(["eval", "run", *EVAL]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("contrastlab: error: run directory run is in use by another contrastlab process")

@@ -7,7 +7,6 @@ exits 2); a failed write leaves no ``.tmp`` file and no folder it made; ``-o FIL
 
 from __future__ import annotations
 
-import contextlib
 
 import errno
 import json
@@ -25,19 +24,6 @@ from contrastlab.report.load import load_evaluated
 METRICS = {"run": {"config": None}, "encoders": {"head": {"kind": "trained", "geometry": {"alignment": 0.5,
                                                                                           "uniformity": -2.0}}}}
 
-
-@contextlib.contextmanager
-def _held_by_another(path):
-    """The run lock as another process holds it: a second open file description (this process's own
-    ``hold`` is re-entrant and would not conflict with itself)."""
-    from contrastlab import rundir
-
-    fd = rundir._flock(path)
-    assert fd is not None
-    try:
-        yield
-    finally:
-        rundir._release(fd)
 
 
 def _evaluated(root: Path, name: str = "run", metrics: object = METRICS) -> Path:
@@ -114,10 +100,10 @@ def test_report_refuses_an_existing_file_without_overwrite(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("named", ["run", "run/eval", "run/eval/metrics.json"])
-def test_report_refuses_a_run_another_process_holds(tmp_path, monkeypatch, capsys, named):
+def test_report_refuses_a_run_another_process_holds(tmp_path, monkeypatch, capsys, named, held_by_another):
     _evaluated(tmp_path)
     monkeypatch.chdir(tmp_path)
-    with _held_by_another(tmp_path / "run"):
+    with held_by_another(tmp_path / "run"):
         assert cli.main(["report", named, "-o", "r.html"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is in use by another contrastlab process" in err[0]

@@ -336,6 +336,8 @@ class _Run:
         total = cfg.steps if cfg.steps is not None else cfg.epochs * sampler.steps_per_epoch
         view_rng = torch.Generator().manual_seed(derive_seed(cfg.seed, info.rank, 1))
         manager = CheckpointManager(self.run_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last, keep_best=cfg.checkpoint.keep_best)
+        if not resume and not info.is_main:  # only the main process writes; the folder may still hold the run being replaced
+            manager.index = {"last": None, "best": None, "best_loss": None}
         self.monitor_every = monitor_every(cfg.monitor, total=total, batch_size=cfg.batch_size,
                                            views=len(comps.views.view_names), log_every=cfg.log.every,
                                            probe_head=bool(comps.recon_views))
