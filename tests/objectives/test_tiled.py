@@ -442,3 +442,25 @@ def test_cuda_memory_is_linear_in_n():
     assert tiled_extra <= tiles + inputs_and_grads < one_matrix / 8
     assert clip_extra <= tiles + inputs_and_grads
     assert one_way_extra <= CUDA_BLOCK_SIZE * n * 4 + inputs_and_grads < n * n * 4  # a strip of rows
+
+
+@pytest.mark.parametrize("impl", ["naive", "tiled"])
+def test_mixed_dtypes_behave_as_the_naive_loss_on_both_paths(impl):
+    """The tiled kernel keeps the naive loss's (torch's) semantics: InfoNCE's matrix product refuses mixed dtypes;
+    NT-Xent concatenates the views first, which promotes them."""
+    from contrastlab.losses import info_nce, nt_xent
+
+    a, b = torch.randn(64, 8, dtype=torch.float64), torch.randn(64, 8)
+    with pytest.raises(RuntimeError, match="expected m1 and m2 to have the same dtype, but got: double != float"):
+        info_nce(a, b, impl=impl)
+    promoted = nt_xent(a, b, impl=impl)
+    assert promoted.dtype == torch.float64
+    assert torch.allclose(promoted, nt_xent(a, b.double(), impl="naive"), rtol=1e-6)
+
+
+def test_nan_inputs_give_a_nan_loss_on_the_tiled_path():
+    from contrastlab.losses import info_nce
+
+    a, b = torch.randn(64, 8), torch.randn(64, 8)
+    a[3, 4] = float("nan")
+    assert torch.isnan(info_nce(a, b, impl="tiled")) and torch.isnan(info_nce(a, b, impl="naive"))

@@ -387,13 +387,22 @@ class _TiledLoss(torch.autograd.Function):
         return gx, gy, grad_tau, None, None, None
 
 
-def _prepare(z1: Tensor, z2: Tensor, temperature: float | Tensor, block_size: int | None, similarity, rows: int):
+def _dtype_name(dtype: torch.dtype) -> str:
+    """How torch's matrix product names a dtype in its error (``double``, ``float``, ``c10::BFloat16``)."""
+    return {torch.float64: "double", torch.float32: "float", torch.float16: "c10::Half",
+            torch.bfloat16: "c10::BFloat16"}.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def _prepare(z1: Tensor, z2: Tensor, temperature: float | Tensor, block_size: int | None, similarity, rows: int,
+             same_dtype_promotes: bool = False):
     check_pair(z1, z2, min_batch=2)
+    if z1.dtype != z2.dtype and not same_dtype_promotes:  # the naive InfoNCE's matrix product refuses this: the same error
+        raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {_dtype_name(z1.dtype)} != {_dtype_name(z2.dtype)}")
     temperature = check_temperature(temperature)
     block = _check_block_size(block_size, rows, z1)
     if check_tiled_similarity(similarity).name == "cosine":  # the dot products of the normalised inputs
         z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-    dtype = _compute_dtype(z1.dtype)
+    dtype = _compute_dtype(torch.promote_types(z1.dtype, z2.dtype))
     if not isinstance(temperature, Tensor):
         temperature = torch.full((), temperature, dtype=dtype, device=z1.device)  # a fill: no host copy
     return z1.to(dtype), z2.to(dtype), temperature, block
@@ -494,6 +503,7 @@ def tiled_nt_xent(
         >>> round(float(tiled_nt_xent(z, z, temperature=0.5, block_size=4)), 4)   # all equal: log(2N - 1)
         1.6094
     """
-    x, y, temperature, block = _prepare(z1, z2, temperature, block_size, similarity, 2 * z1.shape[0])
+    x, y, temperature, block = _prepare(z1, z2, temperature, block_size, similarity, 2 * z1.shape[0],
+                                        same_dtype_promotes=True)  # as the naive loss's concatenation does
     loss = _TiledLoss.apply(torch.cat([x, y]), None, temperature, _NT_XENT, block, False)
     return loss.to(z1.dtype)
