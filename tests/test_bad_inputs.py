@@ -57,10 +57,25 @@ def _png(path: Path, height: int = 8, width: int = 8) -> None:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
     """The inputs every case starts from: a config, a trained and evaluated run, a run of another
-    architecture, and user data with one planted fault each."""
+    architecture, and user data with one planted fault each. Built once for all xdist workers (under a
+    file lock in their shared temporary folder); cases copy it and never change it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # one folder per session, for all workers
+    root = shared / "bad-inputs-template"
+    with FileLock(str(shared / "bad-inputs-template.lock")):
+        if not (root / ".complete").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            _build_template(root)
+            (root / ".complete").write_text("")
+    return root
+
+
+def _build_template(root: Path) -> None:
     from contrastlab import cli
 
-    root = tmp_path_factory.mktemp("template")
     (root / "base.yaml").write_text(BASE)
     here = Path.cwd()
     os.chdir(root)
@@ -89,7 +104,6 @@ def template(tmp_path_factory) -> Path:
     np.savez(root / "nan.npz", x=with_nan, y=y)
     np.savez(root / "inf.npz", x=with_inf, y=y)
     (root / "speech.yaml").write_text(SPEECH)
-    return root
 
 
 def _snapshot(root: Path) -> dict[str, str]:
