@@ -55,14 +55,14 @@ def _png(path: Path, height: int = 8, width: int = 8) -> None:
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
+def template(tmp_path_factory, worker_id) -> Path:
     """The inputs every case starts from: a config, a trained and evaluated run, a run of another
     architecture, and user data with one planted fault each. Built once for all xdist workers (under a
     file lock in their shared temporary folder); cases copy it and never change it."""
     from filelock import FileLock
 
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # one folder per session, for all workers
+    shared = base if worker_id == "master" else base.parent  # one folder per session, for all xdist workers
     root = shared / "bad-inputs-template"
     with FileLock(str(shared / "bad-inputs-template.lock")):
         if not (root / ".complete").is_file():

@@ -116,6 +116,26 @@ def _held_elsewhere(path: Path) -> None:
     rundir._release(fd)
 
 
+def test_another_thread_of_the_same_process_is_refused(tmp_path):
+    import threading
+
+    old = _run(tmp_path / "run")
+    errors = []
+
+    def second():
+        try:
+            with rundir.hold(old):
+                pass
+        except UserError as err:
+            errors.append(str(err))
+
+    with rundir.hold(old):
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+    assert len(errors) == 1 and "in use" in errors[0]
+
+
 def test_sweep_removes_only_siblings_no_process_holds(tmp_path):
     old = _run(tmp_path / "run")
     live = rundir.Replacement(old)
@@ -143,6 +163,10 @@ def test_config_changes_split_free_forced_and_forbidden_keys():
     assert config_changes(recorded, newer) == ([], [])
     added = {**same, "objective": {"options": {"temperature": 0.5}}}  # an option written by hand: a change
     assert config_changes(recorded, added) == ([], ["objective.options.temperature"])
+    moved = {**same, "data": {"options": {"root": "/new/place"}}}  # the data moved: allowed with --force
+    assert config_changes({**recorded, "data": {"options": {}}}, moved) == (["data.options.root"], [])
+    tower = {**same, "model": {**same["model"], "encoders": {"text": {"frozen": True}}}}  # a field of a later version
+    assert config_changes({**recorded, "model": {**recorded["model"], "encoders": {}}}, tower) == ([], [])
 
 
 BASE = """\

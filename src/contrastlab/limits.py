@@ -106,7 +106,19 @@ def training_memory(device: str = "cpu") -> int | None:
     import torch
 
     if device in ("cuda", "auto") and torch.cuda.is_available():
-        return int(torch.cuda.mem_get_info()[0])
+        try:  # this process's own GPU (torchrun's LOCAL_RANK), not the current device, which is still GPU 0
+            index = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+        except ValueError:
+            index = 0
+        return int(torch.cuda.mem_get_info(index)[0])
+    return host_share()
+
+
+def host_share() -> int | None:
+    """This process's share of the host's available memory: :func:`available_memory` divided by
+    ``LOCAL_WORLD_SIZE`` (torchrun's processes on one machine share it); ``None`` when unknown."""
+    import os
+
     free = available_memory()
     try:
         local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

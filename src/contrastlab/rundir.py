@@ -21,6 +21,8 @@ import errno
 import json
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -31,7 +33,7 @@ from contrastlab.files import atomic_write_text, fsync_dir
 
 MARKER = ".contrastlab-run"
 _STAGING, _RETIRED = ".new-", ".old-"
-_HELD: set[str] = set()  # the run directories this process holds (a nested hold of one is a no-op)
+_HELD: dict[str, int] = {}  # run directory -> the thread holding it (a nested hold by that thread is a no-op)
 
 
 def mark(run_dir: str | Path, *, kind: str = "run") -> Path:
@@ -95,18 +97,18 @@ def hold(run_dir: str | Path, *, create: bool = False, advice: str = "wait for i
     run_dir = Path(run_dir)
     if create:
         run_dir.mkdir(parents=True, exist_ok=True)
-    key = os.path.realpath(run_dir)
-    if not run_dir.is_dir() or key in _HELD:  # nothing to lock, or this process holds it already (the CLI, then train())
+    key, me = os.path.realpath(run_dir), threading.get_ident()
+    if not run_dir.is_dir() or _HELD.get(key) == me:  # nothing to lock, or this thread holds it already (CLI, then train())
         yield
         return
-    fd = _flock(run_dir)
+    fd = _flock(run_dir)  # another thread's hold is another open file: it conflicts like another process's
     if fd is None:
         raise UserError(f"run directory {run_dir} is in use by another contrastlab process; {advice}")
-    _HELD.add(key)
+    _HELD[key] = me
     try:
         yield
     finally:
-        _HELD.discard(key)
+        _HELD.pop(key, None)
         _release(fd)
 
 
@@ -198,6 +200,16 @@ class Replacement:
         """Put the new run at ``target`` and delete the old one. Idempotent."""
         if self.committed:
             return
+        # Ctrl-C and SIGTERM wait until the swap is done: between two renames the path would name nothing
+        mask = getattr(signal, "pthread_sigmask", None)  # POSIX
+        blocked = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if mask else None
+        try:
+            self._swap()
+        finally:
+            if mask:
+                mask(signal.SIG_SETMASK, blocked)
+
+    def _swap(self) -> None:
         if _exchange(self.staging, self.target):
             retired = self.staging  # the old run now lives at the staging path
         else:

@@ -506,4 +506,4 @@ def tiled_nt_xent(
     x, y, temperature, block = _prepare(z1, z2, temperature, block_size, similarity, 2 * z1.shape[0],
                                         same_dtype_promotes=True)  # as the naive loss's concatenation does
     loss = _TiledLoss.apply(torch.cat([x, y]), None, temperature, _NT_XENT, block, False)
-    return loss.to(z1.dtype)
+    return loss.to(torch.promote_types(z1.dtype, z2.dtype))

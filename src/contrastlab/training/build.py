@@ -148,6 +148,8 @@ class _Parts:
 
 #: Training holds each weight four times: the weight, its gradient and up to two optimiser moments.
 WEIGHT_COPIES = 4
+#: On a GPU the model is still built on the host first, and the trial step keeps a copy of its state.
+HOST_COPIES = 2
 
 
 def _check_model_memory(make_model, device: str) -> None:
@@ -161,10 +163,10 @@ def _check_model_memory(make_model, device: str) -> None:
         UserError: naming the weights, the memory they would need, and the keys that size them.
     """
     from contrastlab.errors import UserError
-    from contrastlab.limits import GIB, training_memory
+    from contrastlab.limits import GIB, host_share, training_memory
 
-    free = training_memory(device)
-    if free is None:
+    free, host = training_memory(device), host_share()
+    if free is None and host is None:
         return
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the real build draws the same weights
@@ -172,7 +174,11 @@ def _check_model_memory(make_model, device: str) -> None:
     except Exception:  # noqa: BLE001 - only an estimate: the real build says what is wrong
         return
     need = WEIGHT_COPIES * 4 * count
-    if need > free:
+    if host is not None and host != free and HOST_COPIES * 4 * count > host:  # on a GPU: built on the host first
+        raise UserError(f"model: its {count:,} weights would need about {HOST_COPIES * 4 * count / GIB:.1f} GiB of host "
+                        f"memory while they are built and tried; at most {host / GIB:.1f} GiB is available to this process "
+                        "(lower model.dim or the hidden widths of model.encoder / model.head)")
+    if free is not None and need > free:
         raise UserError(f"model: its {count:,} weights would need about {need / GIB:.1f} GiB to train (weights, gradients, "
                         f"optimiser moments); at most {free / GIB:.1f} GiB is available (lower model.dim or the hidden widths "
                         "of model.encoder / model.head)")

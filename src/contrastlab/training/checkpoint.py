@@ -353,12 +353,18 @@ FORCE_KEYS = ("steps", "epochs", "optim.lr", "optim.weight_decay", "optim.grad_c
 
 
 def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict):  # an empty mapping has no leaves: options: {} equals no options
         out: dict[str, Any] = {}
         for k, v in value.items():
             out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: value}
+
+
+def _written_by_hand(key: str) -> bool:
+    """Whether a key can only be there because the user wrote it: an option, or a tower's name."""
+    parts = key.split(".")
+    return "options" in parts or (len(parts) >= 4 and parts[:2] == ["model", "encoders"] and parts[3] == "name")
 
 
 def _as_lists(value: Any) -> Any:
@@ -389,7 +395,7 @@ def config_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> t
     a, b = _leaves(_as_lists(_decode(dict(recorded)))), _leaves(_as_lists(dict(current)))
     # A key on one side only is a key of another contrastlab version (its default applies) unless it is one of
     # the options a user writes (objective.options.temperature added by hand is a change).
-    compared = (set(a) & set(b)) | {k for k in set(a) ^ set(b) if ".options." in f".{k}." or ".encoders." in f".{k}."}
+    compared = (set(a) & set(b)) | {k for k in set(a) ^ set(b) if _written_by_hand(k)}
     changed = sorted(k for k in compared if a.get(k, "<unset>") != b.get(k, "<unset>") and not _under(k, FREE_KEYS))
     force = [k for k in changed if _under(k, FORCE_KEYS)]
     return force, [k for k in changed if k not in force]

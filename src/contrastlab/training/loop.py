@@ -206,7 +206,7 @@ def train(
     clean = False
     tf32 = set_tf32(cfg.tf32) if device.type == "cuda" else None
     try:
-        with rundir.hold(run_dir) if info.is_main else contextlib.nullcontext(), _terminate_as_exit():
+        with rundir.hold(run_dir) if info.is_main else contextlib.nullcontext(), _terminate_as_exit(replacement is not None):
             result = _Run(cfg, run_dir, info, device, replacement).run(resume=resume, dataset=dataset, views=views,
                                                                        encoders=encoders)
         clean = True
@@ -220,26 +220,38 @@ def train(
             distributed.shutdown(together=clean)
 
 
+def _sigterm_raises(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 @contextlib.contextmanager
-def _terminate_as_exit():
-    """SIGTERM (``kill``, Slurm's ``scancel`` or time limit, torchrun stopping the other ranks when one fails)
-    raises ``SystemExit`` while a run trains, so that its ``finally`` blocks run: a replacing run that has no
-    checkpoint yet removes its hidden sibling, as on Ctrl-C. Only from the main thread, and only when nobody
-    else set a handler."""
+def _terminate_as_exit(active: bool):
+    """While a replacing run has no checkpoint yet (``active``), SIGTERM (``kill``, Slurm's ``scancel``) raises
+    ``SystemExit``, so that its ``finally`` blocks run and the hidden sibling is removed, as on Ctrl-C. Removed
+    by :func:`_sigterm_default` once the new run is in place (nothing is left to clean up then). Only from the
+    main thread, only when nobody else set a handler, and only our own handler is ever removed. A process stuck
+    in a C call (a collective) runs the handler only when the call returns; SIGKILL leaves the sibling to the
+    next ``train``'s sweep."""
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if not active or threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
         return
-
-    def stop(signum, frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, _sigterm_raises)
     try:
         yield
     finally:
+        _sigterm_default()
+
+
+def _sigterm_default() -> None:
+    """Put SIGTERM's default action back if the handler is still :func:`_sigterm_raises`."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _sigterm_raises:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
@@ -572,6 +584,7 @@ class _Run:
             return None
         logs.pause()  # TensorBoard writes its event file by path: closed before the move, reopened after
         self.replacement.commit()
+        _sigterm_default()  # the new run is in place: nothing left for SIGTERM to clean up
         self.run_dir = self.target  # metrics.csv's open handle follows the folder; new files go here
         manager.directory = self.target / "checkpoints"
         logs.resume(self.target)
