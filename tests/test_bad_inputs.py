@@ -1,4 +1,5 @@
-"""A catalogue of bad inputs to every command, each run as ``python -m contrastlab ...`` in a subprocess.
+"""A catalogue of bad inputs to every command, each run in a process of its own as ``python -m contrastlab ...``
+would run it (forked from a server that has imported torch once, checked against real subprocesses).
 
 Every case must end with exit status 2, exactly one line on stderr that names the problem and the
 offending value or path, no traceback, and an untouched sandbox: the names and SHA-256 hashes of
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -552,7 +554,89 @@ BROKEN: dict[str, Case] = {
 }
 
 
-def _run_case(case: Case, template: Path, tmp_path: Path) -> None:
+#: A fork server: one interpreter that has imported torch and contrastlab once and forks a fresh process per
+#: case. The child sets the case's folder, environment, warning filters (from PYTHONWARNINGS, as interpreter
+#: start-up does) and argv, sends stdout and stderr to files, runs the command line as ``python -m contrastlab``
+#: does (an exception that escapes prints its traceback, status 1) and exits with its status. Each case is still
+#: a process of its own; it no longer pays the 1.5 s of importing torch (110 cases: ~3 minutes of CPU).
+#: ``test_the_fork_server_runs_cases_as_python_m_contrastlab_does`` checks it against real subprocesses.
+_FORK_SERVER = r"""
+import atexit, json, os, sys, traceback, warnings
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: F401 - what every case would pay for
+from contrastlab import cli
+import contrastlab.training.commands, contrastlab.training.loop, contrastlab.evaluation.commands  # noqa: F401,E401
+start_filters = warnings.filters[:]
+reply = sys.stdout
+for line in sys.stdin:
+    case = json.loads(line)
+    reply.flush(); sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(case["cwd"])
+            os.environ.clear(); os.environ.update(case["env"])
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                target = os.open(case[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(target, fd); os.close(target)
+            warnings.filters[:] = start_filters
+            options = [o for o in os.environ.get("PYTHONWARNINGS", "").split(",") if o]
+            warnings._processoptions(options)
+            sys.argv = ["contrastlab", *case["args"]]
+            code = cli.main(case["args"])
+        except SystemExit as err:
+            code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+        except BaseException:
+            traceback.print_exc(); code = 1
+        finally:
+            try:
+                atexit._run_exitfuncs(); sys.stdout.flush(); sys.stderr.flush()
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    reply.write(json.dumps(os.waitstatus_to_exitcode(status)) + "\n"); reply.flush()
+"""
+
+
+class _ForkServer:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
+
+    def run(self, args, *, cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        import select
+
+        out, err = cwd.parent / "case.stdout", cwd.parent / "case.stderr"
+        self.proc.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "env": env, "stdout": str(out),
+                                          "stderr": str(err)}) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            self.close()
+            raise subprocess.TimeoutExpired(list(args), timeout)
+        code = json.loads(self.proc.stdout.readline())
+        return subprocess.CompletedProcess(list(args), code, out.read_text(), err.read_text())
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def fork_server():
+    server = _ForkServer({**os.environ, "OMP_NUM_THREADS": "1"})
+    yield server
+    server.close()
+
+
+def _subprocess(args, *, cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """A case as a user runs it: ``python -m contrastlab ARGS``."""
+    return subprocess.run([sys.executable, "-m", "contrastlab", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _run_case(case: Case, template: Path, tmp_path: Path, launch=_subprocess) -> None:
     ws = tmp_path / "ws"
     shutil.copytree(template, ws)
     if case.plant is not None:
@@ -560,8 +644,7 @@ def _run_case(case: Case, template: Path, tmp_path: Path) -> None:
     before = _snapshot(ws)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **case.env}
     with _busy(ws / case.busy if case.busy else None):
-        r = subprocess.run([sys.executable, "-m", "contrastlab", *case.args], cwd=ws, env=env, capture_output=True,
-                           text=True, timeout=120)
+        r = launch(case.args, cwd=ws, env=env, timeout=120)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr + r.stdout
@@ -573,8 +656,8 @@ def _run_case(case: Case, template: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(name, template, tmp_path):
-    _run_case(CASES[name], template, tmp_path)
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(name, template, tmp_path, fork_server):
+    _run_case(CASES[name], template, tmp_path, launch=fork_server.run)
 
 
 def test_the_catalogue_covers_every_command():
@@ -588,7 +671,39 @@ def test_the_catalogue_covers_every_command():
 
 
 @pytest.mark.parametrize("name", list(BROKEN))
-def test_a_broken_case_of_each_class_fails_the_harness(name, template, tmp_path):
+def test_a_broken_case_of_each_class_fails_the_harness(name, template, tmp_path, fork_server):
     assert set(CLASSES[name]) <= set(CASES)
     with pytest.raises(AssertionError):
-        _run_case(BROKEN[name], template, tmp_path)
+        _run_case(BROKEN[name], template, tmp_path, launch=fork_server.run)
+
+
+@pytest.mark.parametrize("name", ["config-malformed", "report-fails-after-a-warning", "resume-a-run-in-use",
+                                  "espeak-ng-missing", "torchrun-world-size"])
+def test_the_fork_server_runs_cases_as_python_m_contrastlab_does(name, template, tmp_path, fork_server):
+    """The same case through a real ``python -m contrastlab`` and through the fork server: the same status,
+    stdout and stderr (cases chosen for what a fork could change: warning filters, locks, PATH, torchrun's
+    environment)."""
+    case = CASES[name]
+    results = []
+    for label, launch in (("real", _subprocess), ("forked", fork_server.run)):
+        ws = tmp_path / label / "ws"
+        shutil.copytree(template, ws)
+        if case.plant is not None:
+            case.plant(ws)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **case.env}
+        with _busy(ws / case.busy if case.busy else None):
+            r = launch(case.args, cwd=ws, env=env, timeout=120)
+        results.append((r.returncode, r.stdout, r.stderr.replace(str(ws), "WS")))
+    assert results[0] == results[1]
+    _run_case(case, template, tmp_path / "again")  # and the real subprocess passes the harness
+
+
+@pytest.mark.parametrize("code", ["raise KeyError('planted')", "import os; os._exit(3)"])
+def test_the_fork_server_reports_a_plugins_failure_and_an_exit_status_as_python_does(code, tmp_path, fork_server):
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "boom.py").write_text(code + "\n")
+    args = ("list", "objectives", "--plugin", "boom.py")
+    real = _subprocess(args, cwd=tmp_path / "ws", env=dict(os.environ), timeout=120)
+    forked = fork_server.run(args, cwd=tmp_path / "ws", env=dict(os.environ), timeout=120)
+    assert (forked.returncode, forked.stderr) == (real.returncode, real.stderr)
+    assert real.returncode == (2 if "KeyError" in code else 3)
