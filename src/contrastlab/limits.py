@@ -10,6 +10,7 @@ config file spells it (``data.options.n_items``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from contrastlab.errors import UserError
@@ -101,9 +102,7 @@ def training_memory(device: str = "cpu") -> int | None:
         memory (divided by ``LOCAL_WORLD_SIZE``: torchrun's processes on one machine share it); ``None`` when
         unknown.
     """
-    import os
-
-    import torch
+    import torch  # here: the data sets use this module without torch
 
     if device in ("cuda", "auto") and torch.cuda.is_available():
         try:  # this process's own GPU (torchrun's LOCAL_RANK), not the current device, which is still GPU 0
@@ -117,8 +116,6 @@ def training_memory(device: str = "cpu") -> int | None:
 def host_share() -> int | None:
     """This process's share of the host's available memory: :func:`available_memory` divided by
     ``LOCAL_WORLD_SIZE`` (torchrun's processes on one machine share it); ``None`` when unknown."""
-    import os
-
     free = available_memory()
     try:
         local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

@@ -160,9 +160,7 @@ def _train(args: argparse.Namespace) -> int:
     info = detect()
     comps = preflight(cfg, info.world_size)
     lock = rundir.hold(out, create=True, advice="wait for it to finish or choose another --out") if info.is_main else nullcontext()
-    with lock:
-        if info.is_main:
-            rundir.check_new_run_dir(out, overwrite=args.overwrite)  # again: another run may have finished there meanwhile
+    with lock:  # train() checks the folder again under it: another run may have finished there meanwhile
         _report(train(cfg, out, overwrite=args.overwrite, dataset=comps.dataset, views=comps.views))
     return 0
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -232,9 +234,6 @@ def _terminate_as_exit(active: bool):
     main thread, only when nobody else set a handler, and only our own handler is ever removed. A process stuck
     in a C call (a collective) runs the handler only when the call returns; SIGKILL leaves the sibling to the
     next ``train``'s sweep."""
-    import signal
-    import threading
-
     if not active or threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
@@ -248,9 +247,6 @@ def _terminate_as_exit(active: bool):
 
 def _sigterm_default() -> None:
     """Put SIGTERM's default action back if the handler is still :func:`_sigterm_raises`."""
-    import signal
-    import threading
-
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _sigterm_raises:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -282,6 +278,8 @@ class _Run:
         self.target = run_dir  # where the run ends up; run_dir is a sibling until a replacement is committed
         self.replacement = replacement
         self.first_checkpoint = True  # a new run's weights are checked before its first checkpoint
+        #: what each checkpoint records of the config, for resume to compare config.yaml with (``out`` may differ)
+        self.recorded_config = {k: v for k, v in config_to_dict(cfg).items() if k != "out"}
         self.skipped0 = 0  # unreadable items replaced before this process started (from the checkpoint)
         self.lanes: int | None = None  # a stream's lanes per rank: recorded in checkpoints, kept on resume
         self.scaler = torch.amp.GradScaler("cpu", enabled=False)  # fp16's gradient scaler, made by run()
@@ -451,7 +449,7 @@ class _Run:
         opt_tensors, opt_plain = flatten_optimizer(optimizer.state_dict())
         meta = {"step": step, "epoch": epoch, "world_size": self.info.world_size, "loss": loss, "elapsed_s": elapsed,
                 "skipped": skipped, "lanes": self.lanes, "optimizer": opt_plain, "temperature": run_temperature(module.model, module.objective),
-                "config": {k: v for k, v in config_to_dict(self.cfg).items() if k != "out"}}  # resume compares config.yaml with it
+                "config": self.recorded_config}
         if self.scaler.is_enabled():  # plain numbers: the scale and how many finite steps since it last changed
             meta["grad_scaler"] = self.scaler.state_dict()
         mon_tensors: dict[str, torch.Tensor] = {}
